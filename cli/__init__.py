@@ -1,0 +1,1 @@
+"""The `ltx2` command line (typer)."""

@@ -1,0 +1,1 @@
+"""The MLX networks of LTX-2 and their weight loading."""

@@ -1,0 +1,86 @@
+"""Parity against the official PyTorch implementation, on fixtures written by the oracle script.
+
+A fixture is ``<name>.npz`` (inputs, reference outputs) beside ``<name>.safetensors`` (weights
+under the official checkpoint keys, config in the metadata). Each implemented fixture name maps
+to a check function in ``CHECKS``; the check runs the MLX component in float32 and returns one
+``ParityResult`` per output it compares.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# fixture name -> "module:function" (module relative to this package). Lazy, so one broken
+# component cannot stop the others from being checked.
+CHECKS: dict[str, str] = {}
+
+NETWORK_TOL = 1e-4
+PIPELINE_TOL = 1e-3
+SCHEDULE_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    fixture: str
+    output: str
+    rel_err: float | None  # None: not compared (not implemented, or the check raised)
+    tol: float | None
+    status: str  # "pass" | "FAIL" | "not implemented" | "ERROR"
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("pass", "not implemented")
+
+
+def rel_err(out, ref) -> float:
+    """||out - ref|| / ||ref|| in float64 (0 when both are zero)."""
+    out = np.asarray(out, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if out.shape != ref.shape:
+        raise ValueError(f"shape {out.shape} differs from reference {ref.shape}")
+    denom = np.linalg.norm(ref)
+    num = np.linalg.norm(out - ref)
+    return float(num / denom) if denom > 0 else float(num)
+
+
+def compare(fixture: str, output: str, out, ref, tol: float = NETWORK_TOL) -> ParityResult:
+    try:
+        err = rel_err(out, ref)
+    except ValueError as e:
+        return ParityResult(fixture, output, None, tol, "FAIL", str(e))
+    return ParityResult(fixture, output, err, tol, "pass" if err <= tol else "FAIL")
+
+
+def fixture_names(directory: Path) -> list[str]:
+    return sorted(p.stem for p in Path(directory).glob("*.npz"))
+
+
+def run_fixture(directory: Path, name: str) -> list[ParityResult]:
+    target = CHECKS.get(name)
+    if target is None:
+        return [ParityResult(name, "-", None, None, "not implemented")]
+    mod_name, fn_name = target.split(":")
+    try:
+        fn = getattr(importlib.import_module(f"{__name__}.{mod_name}"), fn_name)
+        return list(fn(Path(directory), name))
+    except Exception as e:  # noqa: BLE001 - one fixture's failure is reported, not fatal to the table
+        return [ParityResult(name, "-", None, None, "ERROR", f"{type(e).__name__}: {e}")]
+
+
+def run_all(directory: Path, only: list[str] | None = None) -> list[ParityResult]:
+    results: list[ParityResult] = []
+    for name in fixture_names(directory):
+        if only and name not in only:
+            continue
+        results.extend(run_fixture(directory, name))
+    return results
+
+
+def load_fixture(directory: Path, name: str) -> dict[str, np.ndarray]:
+    with np.load(Path(directory) / f"{name}.npz") as z:
+        return {k: z[k] for k in z.files}
