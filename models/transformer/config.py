@@ -1,0 +1,165 @@
+"""Shape and behaviour of the LTX-2 audio-video transformer, read from the checkpoint's own config.
+
+The official single-file checkpoint carries ``__metadata__["config"]["transformer"]``; the tiny
+test checkpoints carry the same keys with small sizes, so one code path serves both. Options this
+port does not implement are refused by name instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Options whose value is fixed in every LTX-2 release; the official configurator refuses any other
+# value (including a missing key), and so do we.
+FIXED_OPTIONS: dict[str, Any] = {
+    "dropout": 0.0,
+    "attention_bias": True,
+    "num_vector_embeds": None,
+    "activation_fn": "gelu-approximate",
+    "num_embeds_ada_norm": 1000,
+    "use_linear_projection": False,
+    "only_cross_attention": False,
+    "cross_attention_norm": True,
+    "double_self_attention": False,
+    "upcast_attention": False,
+    "standardization_norm": "rms_norm",
+    "norm_elementwise_affine": False,
+    "qk_norm": "rms_norm",
+    "positional_embedding_type": "rope",
+    "use_audio_video_cross_attention": True,
+    "share_ff": False,
+    "av_cross_ada_norm": True,
+    "use_middle_indices_grid": True,
+}
+
+# LTX-2.3 (22B) switches. Each changes the weights and the math (per-head attention gates, AdaLN on
+# the text cross-attention, the caption projection moved into the text encoder); this port
+# implements the LTX-2 (19B) layout only, so a checkpoint turning any of them on is refused.
+LTX23_FLAGS = (
+    "apply_gated_attention",
+    "cross_attention_adaln",
+    "caption_proj_before_connector",
+    "connector_apply_gated_attention",
+)
+
+# Every backend the official code can pick computes the same softmax attention.
+ATTENTION_TYPES = ("default", "pytorch", "xformers", "flash_attention_3")
+
+
+class UnsupportedConfigError(ValueError):
+    """The checkpoint's config asks for something this port does not implement."""
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    num_layers: int = 48
+    num_attention_heads: int = 32
+    attention_head_dim: int = 128
+    in_channels: int = 128
+    out_channels: int = 128
+    cross_attention_dim: int = 4096
+    audio_num_attention_heads: int = 32
+    audio_attention_head_dim: int = 64
+    audio_in_channels: int = 128
+    audio_out_channels: int = 128
+    audio_cross_attention_dim: int = 2048
+    caption_channels: int = 3840
+    norm_eps: float = 1e-6
+    positional_embedding_theta: float = 10000.0
+    positional_embedding_max_pos: tuple[int, ...] = (20, 2048, 2048)
+    audio_positional_embedding_max_pos: tuple[int, ...] = (20,)
+    timestep_scale_multiplier: float = 1000
+    # the official default is 1 when the key is missing; every LTX-2 checkpoint sets 1000
+    av_ca_timestep_scale_multiplier: float = 1
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def inner_dim(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+    @property
+    def audio_inner_dim(self) -> int:
+        return self.audio_num_attention_heads * self.audio_attention_head_dim
+
+    @property
+    def cross_pe_max_pos(self) -> int:
+        """Max position of the time axis shared by the audio<->video cross-attention RoPE."""
+        return max(self.positional_embedding_max_pos[0], self.audio_positional_embedding_max_pos[0])
+
+    @classmethod
+    def from_config(cls, config: dict) -> "TransformerConfig":
+        """Build from the checkpoint config: either the whole metadata dict or its "transformer" part."""
+        cfg = config.get("transformer", config)
+        if not isinstance(cfg, dict):
+            raise UnsupportedConfigError(f"transformer config must be a JSON object, got {type(cfg).__name__}")
+
+        on = [k for k in LTX23_FLAGS if cfg.get(k)]
+        if on:
+            raise UnsupportedConfigError(
+                "this checkpoint is an LTX-2.3 model: "
+                + ", ".join(f"{k}={cfg[k]!r}" for k in on)
+                + ". Only the LTX-2 (19B) transformer layout is implemented; use an LTX-2 checkpoint "
+                "(these options must be absent or false)")
+
+        bad = [(k, cfg.get(k), v) for k, v in FIXED_OPTIONS.items() if cfg.get(k) != v]
+        if bad:
+            raise UnsupportedConfigError(
+                "unsupported transformer config: "
+                + "; ".join(f"{k}={got!r} (only {want!r} is supported)" for k, got, want in bad))
+
+        attention_type = cfg.get("attention_type", "default")
+        if attention_type not in ATTENTION_TYPES:
+            raise UnsupportedConfigError(f"unsupported transformer config: attention_type={attention_type!r} "
+                                         f"(expected one of {ATTENTION_TYPES})")
+        # The official default for a missing rope_type is "interleaved", which no LTX-2 release uses.
+        rope_type = cfg.get("rope_type", "interleaved")
+        if rope_type != "split":
+            raise UnsupportedConfigError(f"unsupported transformer config: rope_type={rope_type!r} "
+                                         "(only 'split', the LTX-2 layout, is implemented)")
+        precision = cfg.get("frequencies_precision")
+        if precision != "float64":
+            raise UnsupportedConfigError(f"unsupported transformer config: frequencies_precision={precision!r} "
+                                         "(only 'float64', the LTX-2 setting, is implemented)")
+
+        d = cls.__dataclass_fields__
+        kw: dict[str, Any] = {}
+        for name in d:
+            if name == "raw" or name not in cfg:
+                continue
+            v = cfg[name]
+            kw[name] = tuple(v) if isinstance(v, list) else v
+        if "caption_channels" not in cfg:
+            raise UnsupportedConfigError("transformer config has no caption_channels: the LTX-2 transformer "
+                                         "holds the caption projection and needs its input width")
+        out = cls(**kw, raw=dict(cfg))
+        out._validate()
+        return out
+
+    def _validate(self) -> None:
+        problems = []
+        if len(self.positional_embedding_max_pos) != 3:
+            problems.append(f"positional_embedding_max_pos={list(self.positional_embedding_max_pos)} "
+                            "must have 3 entries (time, height, width)")
+        if len(self.audio_positional_embedding_max_pos) != 1:
+            problems.append(f"audio_positional_embedding_max_pos={list(self.audio_positional_embedding_max_pos)} "
+                            "must have 1 entry (time)")
+        # The text context is projected to the stream's width before cross-attention.
+        if self.cross_attention_dim != self.inner_dim:
+            problems.append(f"cross_attention_dim={self.cross_attention_dim} must equal the video width "
+                            f"num_attention_heads*attention_head_dim={self.inner_dim}")
+        if self.audio_cross_attention_dim != self.audio_inner_dim:
+            problems.append(f"audio_cross_attention_dim={self.audio_cross_attention_dim} must equal the audio width "
+                            f"audio_num_attention_heads*audio_attention_head_dim={self.audio_inner_dim}")
+        # The audio<->video attention runs with the audio head layout on RoPE tables that each
+        # stream builds with its own head count; the two only agree when the counts match.
+        if self.num_attention_heads != self.audio_num_attention_heads:
+            problems.append(f"num_attention_heads={self.num_attention_heads} must equal "
+                            f"audio_num_attention_heads={self.audio_num_attention_heads}")
+        # split RoPE rotates the two halves of each head against each other
+        for name, head_dim in (("attention_head_dim", self.attention_head_dim),
+                               ("audio_attention_head_dim", self.audio_attention_head_dim)):
+            if head_dim % 2:
+                problems.append(f"{name}={head_dim} must be even for split RoPE")
+        if problems:
+            raise UnsupportedConfigError("unsupported transformer config: " + "; ".join(problems))
