@@ -1,0 +1,591 @@
+"""The job file: what `ltx2 run job.yaml` renders, validated in full before anything runs.
+
+A job is a YAML mapping checked by the pydantic model :class:`Job`. Every problem in the file is
+reported at once, each naming the field, the bad value, the rule it breaks and a fix, e.g.::
+
+    frames: 120 is not 8k+1; use 113 or 121
+
+Unknown fields are errors (a typo such as ``seeed: 3`` must not silently fall back to a
+default). Relative paths are taken relative to the folder holding the job file.
+
+Notes on fields whose meaning depends on the pipeline:
+
+- ``steps``: the number of LTX2Scheduler steps of the guided stage 1 (pipelines ``two-stage`` and
+  ``one-stage``). Left out, it is the official count for the checkpoint: 40 for LTX-2, 30 for
+  LTX-2.3 (:func:`official_steps`, resolved by the denoise stage, which reads the checkpoint).
+  The refine stage of the two-stage pipeline always uses the 3 fixed distilled stage-2 sigmas.
+  The ``distilled`` pipeline uses fixed sigma lists for both stages (8 + 3 steps), so giving
+  ``steps`` with it is an error rather than being silently ignored.
+- ``guidance`` and ``negative_prompt`` only act in the guided pipelines; the distilled pipeline
+  runs without CFG, so setting either with it is an error too.
+- ``model: tiny`` (the default) is the small deterministic model generated on first use under
+  :func:`default_tiny_dir`; its videos are noise. Real weights are named file by file.
+- Memory sizes (``memory_budget``) are binary: ``16GB`` = ``16GiB`` = 16 * 2**30 bytes, as
+  memory is sold; a plain integer is bytes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import psutil
+import yaml
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
+                      ValidationInfo, field_validator, model_validator)
+from pydantic_core import PydanticCustomError
+
+__all__ = ["Job", "JobError", "ModelFiles", "DecodeTiling", "Guidance", "VideoGuidance", "AudioGuidance",
+           "load_job", "parse_job", "format_validation_error", "parse_memory_size", "default_memory_budget",
+           "default_tiny_dir", "tiny_model_files", "official_steps", "official_stg_blocks",
+           "PIPELINES", "DEFAULT_NEGATIVE_PROMPT", "TINY_FILES"]
+
+PIPELINES = ("distilled", "two-stage", "one-stage")
+Pipeline = Literal["distilled", "two-stage", "one-stage"]
+
+# Written for this project (the official default is much longer); it names the usual failure modes.
+DEFAULT_NEGATIVE_PROMPT = (
+    "blurry, out of focus, low contrast, overexposed, underexposed, noisy, flickering, jittery motion, "
+    "distorted proportions, deformed hands or faces, extra limbs, compression artifacts, text artifacts, "
+    "distorted or muted audio, robotic voice, off-sync audio, background hum"
+)
+
+# Layout of the generated `tiny` model, in the real file layouts (role -> name inside the tiny folder).
+TINY_FILES = {
+    "checkpoint": "ltx2-tiny.safetensors",
+    "spatial_upsampler": "ltx2-tiny-spatial-upscaler-x2.safetensors",
+    "distilled_lora": "ltx2-tiny-distilled-lora.safetensors",
+    "gemma": "gemma",
+}
+
+_GiB = 1 << 30
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+class JobError(ValueError):
+    """A job file that cannot run; ``problems`` holds one line per bad field."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        n = len(problems)
+        head = f"{source}: {n} problem{'s' if n != 1 else ''}"
+        super().__init__(head + "\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _rule(rule: str, fix: str) -> PydanticCustomError:
+    """An error for the formatter: the value is printed before ``rule``, then the fix."""
+    return PydanticCustomError("job_rule", "{rule}; {fix}", {"rule": rule, "fix": fix})
+
+
+def _neighbours(value: int, step: int, offset: int = 0, minimum: int = 1) -> list[int]:
+    """The valid values (``step*k + offset`` >= minimum) just below and above ``value``."""
+    below = (value - offset) // step * step + offset
+    out = [v for v in (below, below + step) if v >= minimum and v != value]
+    if not out or out[0] > value:  # value below the smallest valid one
+        out = [max(minimum, offset if offset >= minimum else step + offset)]
+    return out
+
+
+def _or(values: list[Any]) -> str:
+    return " or ".join(str(v) for v in values)
+
+
+# ----------------------------------------------------------------------------- memory sizes
+
+def parse_memory_size(value: Any) -> int:
+    """``"10GB"``, ``"10 GiB"``, ``"1.5g"``, ``"512MB"`` or an integer number of bytes -> bytes."""
+    if isinstance(value, bool):
+        raise ValueError("is not a memory size")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", value)
+        if m:
+            return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    raise ValueError("is not a memory size")
+
+
+def default_memory_budget() -> int:
+    """Physical memory less a margin for the OS and other programs (20%, at least 3 GiB)."""
+    total = psutil.virtual_memory().total
+    return max(total - max(3 * _GiB, total // 5), _GiB)
+
+
+def _memory_budget(value: Any) -> int:
+    try:
+        n = parse_memory_size(value)
+    except ValueError:
+        raise _rule("is not a memory size", 'write e.g. "12GB", "12GiB", "800MB" or a number of bytes') from None
+    if n < 256 << 20:
+        raise _rule("is below 256 MiB, too little to load any stage", 'give the memory this job may use, e.g. "12GB"')
+    return n
+
+
+# ----------------------------------------------------------------------------- paths
+
+def _base_dir(info: ValidationInfo) -> Path:
+    ctx = info.context or {}
+    return Path(ctx.get("base_dir") or os.getcwd()).resolve()
+
+
+def _resolve(path: Path, info: ValidationInfo) -> Path:
+    path = Path(os.path.expanduser(str(path)))
+    return path if path.is_absolute() else (_base_dir(info) / path).resolve()
+
+
+def default_tiny_dir() -> Path:
+    """Where the `tiny` model is generated on first use: $LTX2_TINY_DIR, else ~/.cache/ltx2/tiny."""
+    env = os.environ.get("LTX2_TINY_DIR")
+    return Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "ltx2" / "tiny"
+
+
+def tiny_model_files(tiny_dir: Path | None = None) -> dict[str, Path]:
+    """Role -> path of each file of the tiny model (they may not be generated yet)."""
+    root = tiny_dir or default_tiny_dir()
+    return {role: root / name for role, name in TINY_FILES.items()}
+
+
+# ----------------------------------------------------------------------------- model files
+
+def _weight_file(what: str):
+    def check(v: Path, info: ValidationInfo) -> Path:
+        p = _resolve(v, info)
+        where = f"relative paths start at the job file's folder ({_base_dir(info)})"
+        if not p.exists():
+            raise _rule("does not exist", f"give the path of {what}; {where}")
+        if not p.is_file():
+            raise _rule("is not a file", f"give the path of {what}")
+        if p.suffix != ".safetensors":
+            raise _rule("is not a .safetensors file", f"give the path of {what}")
+        return p
+    return check
+
+
+def _gemma_folder(v: Path, info: ValidationInfo) -> Path:
+    p = _resolve(v, info)
+    what = "the Gemma-3 text encoder folder (config.json, tokenizer, model-*.safetensors)"
+    if not p.exists():
+        raise _rule("does not exist", f"give the path of {what}; relative paths start at the job file's folder "
+                                      f"({_base_dir(info)})")
+    if not p.is_dir():
+        raise _rule("is not a folder", f"give the path of {what}")
+    if not any(p.glob("*.safetensors")) and not any(p.glob("**/*.safetensors")):
+        raise _rule("holds no .safetensors weights", f"give the path of {what}")
+    return p
+
+
+class ModelFiles(BaseModel):
+    """Real weights, named file by file (the official releases)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checkpoint: Annotated[Path, AfterValidator(_weight_file(
+        "the single-file LTX-2 checkpoint (distilled for pipeline distilled, dev otherwise)"))]
+    gemma: Annotated[Path, AfterValidator(_gemma_folder)]
+    spatial_upsampler: Annotated[Path | None, AfterValidator(
+        lambda v, info: None if v is None else _weight_file("the x2 spatial latent upscaler")(v, info))] = None
+    distilled_lora: Annotated[Path | None, AfterValidator(
+        lambda v, info: None if v is None else _weight_file("the distilled LoRA")(v, info))] = None
+    distilled_lora_strength: float = Field(1.0, ge=0.0)
+
+    def files(self) -> dict[str, Path]:
+        return {k: v for k, v in (("checkpoint", self.checkpoint), ("gemma", self.gemma),
+                                  ("spatial_upsampler", self.spatial_upsampler),
+                                  ("distilled_lora", self.distilled_lora)) if v is not None}
+
+
+def _tiny_name(v: str) -> str:
+    if v != "tiny":
+        raise _rule("is not a model name this program knows",
+                    "write `model: tiny` or give the weight files (checkpoint, gemma, spatial_upsampler, "
+                    "distilled_lora)")
+    return v
+
+
+def _model_kind(v: Any) -> str | None:
+    if isinstance(v, str):
+        return "name"
+    if isinstance(v, (dict, ModelFiles)):
+        return "files"
+    return None
+
+
+ModelSpec = Annotated[
+    Union[Annotated[Annotated[str, AfterValidator(_tiny_name)], Tag("name")], Annotated[ModelFiles, Tag("files")]],
+    Discriminator(_model_kind, custom_error_type="job_rule",
+                  custom_error_message="is neither `tiny` nor a mapping of weight files; write `model: tiny` or "
+                                       "give checkpoint, gemma, spatial_upsampler and distilled_lora paths"),
+]
+
+
+# ----------------------------------------------------------------------------- guidance
+
+class _ModalityGuidance(BaseModel):
+    """Multi-modal guidance of one stream: pred = c + (cfg-1)(c-uncond) + stg(c-perturbed) + (modality-1)(c-no_av),
+    then rescaled toward the conditional prediction's std by ``rescale``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cfg: float = Field(ge=0.0)          # classifier-free guidance; 1 = off
+    stg: float = Field(ge=0.0)          # spatio-temporal guidance (perturbed self-attention); 0 = off
+    rescale: float = Field(ge=0.0, le=1.0)
+    modality: float = Field(ge=0.0)     # audio<->video cross-attention guidance; 1 = off
+    # Transformer blocks perturbed by STG; None = the checkpoint's official choice (official_stg_blocks).
+    stg_blocks: list[Annotated[int, Field(ge=0)]] | None = None
+    skip_step: int = Field(0, ge=0)     # guide only every (skip_step+1)-th step
+
+
+class VideoGuidance(_ModalityGuidance):
+    cfg: float = Field(3.0, ge=0.0)
+    stg: float = Field(1.0, ge=0.0)
+    rescale: float = Field(0.7, ge=0.0, le=1.0)
+    modality: float = Field(3.0, ge=0.0)
+
+
+class AudioGuidance(_ModalityGuidance):
+    cfg: float = Field(7.0, ge=0.0)
+    stg: float = Field(1.0, ge=0.0)
+    rescale: float = Field(0.7, ge=0.0, le=1.0)
+    modality: float = Field(3.0, ge=0.0)
+
+
+class Guidance(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    video: VideoGuidance = VideoGuidance()
+    audio: AudioGuidance = AudioGuidance()
+
+
+def official_steps(model_version: str) -> int:
+    """The official stage-1 step count of the guided pipelines for a checkpoint's ``model_version``."""
+    return 30 if model_version.startswith("2.3") else 40
+
+
+def official_stg_blocks(model_version: str, num_layers: int) -> list[int]:
+    """The official STG block for a checkpoint (29 for LTX-2, 28 for LTX-2.3), or the last block of a
+    smaller model (the tiny one) that has fewer layers."""
+    block = 28 if model_version.startswith("2.3") else 29
+    return [min(block, num_layers - 1)]
+
+
+# ----------------------------------------------------------------------------- decode tiling
+
+class DecodeTiling(BaseModel):
+    """Tiled VAE decode (bounded memory). A tile of None turns tiling off along that axis."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    spatial_tile: int | None = 512      # pixels
+    spatial_overlap: int = 64           # pixels
+    temporal_tile: int | None = 64      # frames
+    temporal_overlap: int = 24          # frames
+
+    @field_validator("spatial_tile")
+    @classmethod
+    def _spatial_tile(cls, v: int | None) -> int | None:
+        if v is not None and (v < 64 or v % 32):
+            raise _rule("is not a multiple of 32 of at least 64", f"use {_or(_neighbours(v, 32, 0, 64))}")
+        return v
+
+    @field_validator("spatial_overlap")
+    @classmethod
+    def _spatial_overlap(cls, v: int, info: ValidationInfo) -> int:
+        if v < 0 or v % 32:
+            raise _rule("is not a multiple of 32", f"use {_or(_neighbours(v, 32, 0, 0))}")
+        tile = info.data.get("spatial_tile")
+        if tile is not None and v >= tile:
+            raise _rule(f"is not smaller than spatial_tile ({tile})", f"use at most {tile - 32}")
+        return v
+
+    @field_validator("temporal_tile")
+    @classmethod
+    def _temporal_tile(cls, v: int | None) -> int | None:
+        if v is not None and (v < 16 or v % 8):
+            raise _rule("is not a multiple of 8 of at least 16", f"use {_or(_neighbours(v, 8, 0, 16))}")
+        return v
+
+    @field_validator("temporal_overlap")
+    @classmethod
+    def _temporal_overlap(cls, v: int, info: ValidationInfo) -> int:
+        if v < 0 or v % 8:
+            raise _rule("is not a multiple of 8", f"use {_or(_neighbours(v, 8, 0, 0))}")
+        tile = info.data.get("temporal_tile")
+        if tile is not None and v >= tile:
+            raise _rule(f"is not smaller than temporal_tile ({tile})", f"use at most {tile - 8}")
+        return v
+
+
+def _tiling_word(v: str) -> str:
+    if v not in ("auto", "off"):
+        raise _rule("is not a tiling mode", "write `auto`, `off`, or a mapping with spatial_tile, spatial_overlap, "
+                                            "temporal_tile, temporal_overlap")
+    return v
+
+
+TilingSpec = Annotated[
+    Union[Annotated[Annotated[str, AfterValidator(_tiling_word)], Tag("word")],
+          Annotated[DecodeTiling, Tag("tiles")]],
+    Discriminator(lambda v: "word" if isinstance(v, str) else "tiles" if isinstance(v, (dict, DecodeTiling))
+                  else None, custom_error_type="job_rule",
+                  custom_error_message="is not a tiling; write `auto`, `off`, or a mapping with spatial_tile, "
+                                       "spatial_overlap, temporal_tile, temporal_overlap"),
+]
+
+
+# ----------------------------------------------------------------------------- the job
+
+class Job(BaseModel):
+    """One render. Field order matters: validators of later fields read ``pipeline`` from earlier ones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pipeline: Pipeline = "distilled"
+    prompt: str = Field(min_length=1)
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
+    width: int = 768
+    height: int = 512
+    frames: int = 121
+    fps: float = 24.0
+    seed: int = Field(42, ge=0, lt=1 << 63)
+    steps: int | None = None
+    guidance: Guidance = Guidance()
+    model: ModelSpec = "tiny"
+    tiling: TilingSpec = "auto"
+    crf: int = Field(23, ge=0, le=51)   # x264 quality: 0 lossless, 23 its default, 51 worst
+    # relative paths start at the job file's folder; defaults follow the job file's name (<name>.mp4)
+    output: Path = Field(Path("output.mp4"), validate_default=True)
+    work_dir: Path = Field(Path("work"), validate_default=True)
+    memory_budget: Annotated[int, Field(default_factory=default_memory_budget)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_from_job_name(cls, data: Any, info: ValidationInfo) -> Any:
+        # Jobs in one folder must not share an output or a work folder: default both to the job's name.
+        name = (info.context or {}).get("job_name")
+        if isinstance(data, dict) and name:  # without a job file, the field defaults apply
+            data = dict(data)
+            data.setdefault("output", f"{name}.mp4")
+            data.setdefault("work_dir", f"{name}.work")
+        return data
+
+    @field_validator("width", "height")
+    @classmethod
+    def _size(cls, v: int, info: ValidationInfo) -> int:
+        pipeline = info.data.get("pipeline")
+        if pipeline in ("distilled", "two-stage"):
+            step, why = 64, f" (pipeline {pipeline} renders stage 1 at half size, itself a multiple of 32)"
+        else:
+            step, why = 32, " (the video VAE compresses space 32x)"
+        if v < step or v % step:
+            raise _rule(f"is not a positive multiple of {step}{why}", f"use {_or(_neighbours(v, step, 0, step))}")
+        return v
+
+    @field_validator("frames")
+    @classmethod
+    def _frames(cls, v: int) -> int:
+        if v < 1 or (v - 1) % 8:
+            raise _rule("is not 8k+1 (the video VAE compresses time 8x after the first frame)",
+                        f"use {_or(_neighbours(v, 8, 1, 1))}")
+        return v
+
+    @field_validator("fps")
+    @classmethod
+    def _fps(cls, v: float) -> float:
+        if not (v > 0 and math.isfinite(v)):
+            raise _rule("is not a positive frame rate", "use e.g. 24 or 25")
+        return v
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is None:
+            return v
+        if info.data.get("pipeline") == "distilled":
+            raise _rule("does not apply to pipeline distilled (it uses fixed 8 + 3 step sigma lists)",
+                        "remove steps, or use pipeline two-stage or one-stage")
+        if v < 1:
+            raise _rule("is not a positive number of steps", "use e.g. 40 (LTX-2) or 30 (LTX-2.3)")
+        return v
+
+    @field_validator("negative_prompt", "guidance")
+    @classmethod
+    def _guided_only(cls, v: Any, info: ValidationInfo) -> Any:
+        # Runs only when the field is given (defaults are not validated).
+        if info.data.get("pipeline") == "distilled":
+            raise _rule("does not apply to pipeline distilled (it runs without CFG)",
+                        f"remove {info.field_name}, or use pipeline two-stage or one-stage")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _model_fits_pipeline(cls, v: Any, info: ValidationInfo) -> Any:
+        if not isinstance(v, ModelFiles):
+            return v
+        pipeline = info.data.get("pipeline")
+        need = {"distilled": ["spatial_upsampler"], "two-stage": ["spatial_upsampler", "distilled_lora"]}
+        missing = [k for k in need.get(pipeline, []) if getattr(v, k) is None]
+        if missing:
+            raise _rule(f"lacks {', '.join(missing)}, which pipeline {pipeline} needs",
+                        f"add {' and '.join(f'{k}: PATH' for k in missing)} under model")
+        return v
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, v: Path, info: ValidationInfo) -> Path:
+        p = _resolve(v, info)
+        if p.suffix.lower() != ".mp4":
+            raise _rule("is not an .mp4 path (the export writes H.264 + AAC in MP4)", f"use {p.with_suffix('.mp4')}")
+        if p.is_dir():
+            raise _rule("is a folder", "give a file path ending in .mp4")
+        return p
+
+    @field_validator("work_dir")
+    @classmethod
+    def _work_dir(cls, v: Path, info: ValidationInfo) -> Path:
+        p = _resolve(v, info)
+        if p.exists() and not p.is_dir():
+            raise _rule("exists and is not a folder", "give a folder for the stage artifacts")
+        return p
+
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _memory(cls, v: Any) -> int:
+        return _memory_budget(v)
+
+    # -- derived facts the graph and the stages use
+
+    @property
+    def guided(self) -> bool:
+        return self.pipeline != "distilled"
+
+    @property
+    def two_stage(self) -> bool:
+        return self.pipeline in ("distilled", "two-stage")
+
+    def weight_files(self, tiny_dir: Path | None = None) -> dict[str, Path]:
+        """Role -> path of each weight file or folder this job reads (the tiny ones may not exist yet)."""
+        return tiny_model_files(tiny_dir) if self.model == "tiny" else self.model.files()
+
+    @property
+    def distilled_lora_strength(self) -> float:
+        return 1.0 if self.model == "tiny" else self.model.distilled_lora_strength
+
+
+# ----------------------------------------------------------------------------- errors -> one message
+
+def _model_for(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model a location points into (for listing allowed fields)."""
+    model: Any = Job
+    for part in loc:
+        if part in ("files", "tiles", "name", "word"):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        model = {"model": ModelFiles, "tiling": DecodeTiling, "guidance": Guidance, "video": VideoGuidance,
+                 "audio": AudioGuidance}.get(part, field.annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, Path):
+        return repr(str(value))
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+_EXAMPLES = {"width": 768, "height": 512, "frames": 121, "fps": 24, "seed": 42, "steps": 40, "crf": 23,
+             "spatial_tile": 512, "spatial_overlap": 64, "temporal_tile": 64, "temporal_overlap": 24,
+             "cfg": 3.0, "stg": 1.0, "rescale": 0.7, "modality": 3.0}
+
+
+def _describe(err: dict) -> str:
+    loc = tuple(p for p in err["loc"] if p not in ("files", "tiles", "name", "word"))
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    if kind == "job_rule":
+        if "rule" in ctx:
+            return f"{where}: {_show(value)} {ctx['rule']}; {ctx['fix']}"
+        return f"{where}: {_show(value)} {err['msg']}"
+    if kind == "extra_forbidden":
+        parent = _model_for(loc[:-1])
+        allowed = sorted(parent.model_fields) if parent else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        return f"{where}: unknown field (value {_show(value)}); {hint}allowed here: {', '.join(allowed)}"
+    if kind == "missing":
+        return f"{where}: missing; it is required"
+    if kind == "literal_error":
+        expected = ctx.get("expected", "")
+        options = re.findall(r"'([^']*)'", expected)
+        close = difflib.get_close_matches(str(value), options, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return f"{where}: {_show(value)} is not one of {', '.join(options)}; use one of them{hint}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        sign = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
+        bound = next(iter(ctx.values()))
+        return f"{where}: {_show(value)} is not {sign} {bound}; use a value {sign} {bound}"
+    if kind == "string_too_short":
+        return f"{where}: {_show(value)} is empty; write some text"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"{where}: {_show(value)} is not a whole number; write one, e.g. {_EXAMPLES.get(loc[-1], 1)}"
+    if kind in ("float_parsing", "float_type"):
+        return f"{where}: {_show(value)} is not a number; write one, e.g. {_EXAMPLES.get(loc[-1], 1.0)}"
+    if kind == "path_type":
+        return f"{where}: {_show(value)} is not a path; write it as text, e.g. {loc[-1]}: some/file"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"{where}: {_show(value)} is not a mapping; write its fields as `name: value` lines under it"
+    if kind.endswith("_type") or kind.startswith(("int_", "float_", "bool_", "string_", "dict_", "list_", "path_")):
+        want = err["msg"].replace("Input should be ", "")
+        return f"{where}: {_show(value)} has the wrong type; it should be {want}"
+    return f"{where}: {_show(value)}: {err['msg']}"
+
+
+def format_validation_error(error: ValidationError) -> list[str]:
+    """One human line per problem: field, bad value, rule, fix."""
+    return [_describe(e) for e in error.errors(include_url=False)]
+
+
+# ----------------------------------------------------------------------------- loading
+
+def parse_job(data: Any, base_dir: Path | str | None = None, name: str | None = None,
+              source: str = "job") -> Job:
+    """Validate a job mapping; relative paths start at ``base_dir``; raise :class:`JobError` listing
+    every problem."""
+    if not isinstance(data, dict):
+        raise JobError(source, [f"(top level): {_show(data)} is not a mapping of fields; write `field: value` lines "
+                                "(at least `prompt: ...`)"])
+    ctx = {"base_dir": Path(base_dir or os.getcwd()).resolve(), "job_name": name}
+    try:
+        return Job.model_validate(data, context=ctx)
+    except ValidationError as e:
+        raise JobError(source, format_validation_error(e)) from None
+
+
+def load_job(path: str | Path) -> Job:
+    """Read and validate a job YAML file before anything runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise JobError(str(path), [f"{path}: no such job file"])
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise JobError(str(path), [f"(file): not valid YAML{at}: {getattr(e, 'problem', None) or e}"]) from None
+    return parse_job(data if data is not None else {}, base_dir=path.resolve().parent, name=path.stem,
+                     source=str(path))

@@ -1,0 +1,250 @@
+"""The job file: every bad field reported at once, with its value, its rule and a fix."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from ltx2.orchestrator.job import (DEFAULT_NEGATIVE_PROMPT, Job, JobError, ModelFiles, default_memory_budget,
+                                   load_job, official_stg_blocks, official_steps, parse_job, parse_memory_size)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_safetensors(path: Path, metadata: dict | None = None) -> Path:
+    header = {"__metadata__": metadata or {}, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
+    raw = json.dumps(header).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 8)
+    return path
+
+
+@pytest.fixture
+def weights(tmp_path: Path) -> Path:
+    """A folder with fake real-weight files, laid out as a user would name them in a job."""
+    w = tmp_path / "weights"
+    write_safetensors(w / "ltx-2-dev.safetensors")
+    write_safetensors(w / "upscaler.safetensors")
+    write_safetensors(w / "lora.safetensors")
+    write_safetensors(w / "gemma" / "model-00001-of-00001.safetensors")
+    (w / "gemma" / "tokenizer.json").write_text("{}")
+    return w
+
+
+def problems(data: dict, base_dir: Path | None = None) -> list[str]:
+    with pytest.raises(JobError) as info:
+        parse_job(data, base_dir=base_dir)
+    return info.value.problems
+
+
+def only_problem(data: dict, base_dir: Path | None = None) -> str:
+    found = problems(data, base_dir)
+    assert len(found) == 1, found
+    return found[0]
+
+
+# ----------------------------------------------------------------------------- one bad field each
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"frames": 120}, ["frames: 120 is not 8k+1", "use 113 or 121"]),
+    ({"frames": 0}, ["frames: 0 is not 8k+1", "use 1"]),
+    ({"pipeline": "two-stage", "width": 96}, ["width: 96 is not a positive multiple of 64", "use 64 or 128"]),
+    ({"pipeline": "distilled", "height": 480}, ["height: 480 is not a positive multiple of 64", "use 448 or 512"]),
+    ({"pipeline": "one-stage", "height": 500}, ["height: 500 is not a positive multiple of 32", "use 480 or 512"]),
+    ({"pipeline": "one-stage", "width": 0}, ["width: 0 is not a positive multiple of 32", "use 32"]),
+    ({"pipeline": "two-stage", "steps": 0}, ["steps: 0 is not a positive number of steps"]),
+    ({"pipeline": "distilled", "steps": 8}, ["steps: 8 does not apply to pipeline distilled", "remove steps"]),
+    ({"fps": 0}, ["fps: 0 is not a positive frame rate"]),
+    ({"fps": -24}, ["fps: -24 is not a positive frame rate"]),
+    ({"pipeline": "distiled"}, ["pipeline: 'distiled' is not one of distilled, two-stage, one-stage",
+                                "did you mean distilled"]),
+    ({"seeed": 3}, ["seeed: unknown field (value 3)", "did you mean seed"]),
+    ({"guidance": {"audio": {"cffg": 5}}, "pipeline": "two-stage"},
+     ["guidance.audio.cffg: unknown field (value 5)", "did you mean cfg"]),
+    ({"guidance": {"video": {"rescale": 2}}, "pipeline": "one-stage"}, ["guidance.video.rescale: 2 is not <= 1"]),
+    ({"guidance": {"video": {"cfg": 4}}}, ["guidance: a mapping does not apply to pipeline distilled"]),
+    ({"negative_prompt": "ugly"}, ["negative_prompt: 'ugly' does not apply to pipeline distilled"]),
+    ({"frames": "many"}, ["frames: 'many' is not a whole number"]),
+    ({"crf": 60}, ["crf: 60 is not <= 51"]),
+    ({"seed": -1}, ["seed: -1 is not >= 0"]),
+    ({"memory_budget": "lots"}, ["memory_budget: 'lots' is not a memory size"]),
+    ({"tiling": {"spatial_tile": 256, "spatial_overlap": 256}},
+     ["tiling.spatial_overlap: 256 is not smaller than spatial_tile (256)", "use at most 224"]),
+    ({"tiling": {"temporal_tile": 12}}, ["tiling.temporal_tile: 12 is not a multiple of 8 of at least 16"]),
+    ({"tiling": "sometimes"}, ["tiling: 'sometimes' is not a tiling mode"]),
+    ({"model": "huge"}, ["model: 'huge' is not a model name", "model: tiny"]),
+    ({"output": "clip.mov"}, ["output: 'clip.mov' is not an .mp4 path"]),
+    ({"pipeline": "one-stage", "guidance": 5}, ["guidance: 5 is not a mapping"]),
+    ({"tiling": {"spatial_tile": "big"}}, ["tiling.spatial_tile: 'big' is not a whole number", "e.g. 512"]),
+])
+def test_each_bad_field_is_named_with_value_and_rule(fields: dict, expected: list[str]) -> None:
+    data = {"prompt": "a fox", **fields}
+    message = only_problem(data)
+    for part in expected:
+        assert part in message, message
+
+
+def test_missing_prompt_is_reported() -> None:
+    assert only_problem({}) == "prompt: missing; it is required"
+    assert "prompt: '' is empty" in only_problem({"prompt": ""})
+
+
+def test_missing_weight_file_is_named_with_its_resolved_folder(weights: Path) -> None:
+    model = {"checkpoint": "nope.safetensors", "gemma": "gemma", "spatial_upsampler": "upscaler.safetensors",
+             "distilled_lora": "lora.safetensors"}
+    msg = only_problem({"prompt": "x", "pipeline": "two-stage", "model": model}, base_dir=weights)
+    assert msg.startswith("model.checkpoint: 'nope.safetensors' does not exist")
+    assert str(weights) in msg  # says where relative paths start
+
+
+def test_weights_a_pipeline_needs_are_required(weights: Path) -> None:
+    model = {"checkpoint": "ltx-2-dev.safetensors", "gemma": "gemma"}
+    msg = only_problem({"prompt": "x", "pipeline": "two-stage", "model": model}, base_dir=weights)
+    assert "model: a mapping lacks spatial_upsampler, distilled_lora, which pipeline two-stage needs" in msg
+    msg = only_problem({"prompt": "x", "pipeline": "distilled", "model": model}, base_dir=weights)
+    assert "lacks spatial_upsampler," in msg and "distilled_lora" not in msg
+    job = parse_job({"prompt": "x", "pipeline": "one-stage", "model": model}, base_dir=weights)
+    assert set(job.weight_files()) == {"checkpoint", "gemma"}
+
+
+def test_weight_file_kinds_are_checked(weights: Path) -> None:
+    (weights / "notes.txt").write_text("hi")
+    model = {"checkpoint": "notes.txt", "gemma": "ltx-2-dev.safetensors"}
+    found = problems({"prompt": "x", "pipeline": "one-stage", "model": model}, base_dir=weights)
+    assert any(p.startswith("model.checkpoint: 'notes.txt' is not a .safetensors file") for p in found), found
+    assert any(p.startswith("model.gemma: 'ltx-2-dev.safetensors' is not a folder") for p in found), found
+
+
+def test_every_bad_field_is_reported_together(tmp_path: Path) -> None:
+    job = tmp_path / "bad.yaml"
+    job.write_text(yaml.safe_dump({
+        "pipeline": "two-stage", "prompt": "a fox", "width": 100, "height": 96, "frames": 120, "fps": 0,
+        "steps": -3, "seeed": 1, "crf": 99, "memory_budget": "plenty",
+        "model": {"checkpoint": "gone.safetensors", "gemma": "nofolder"},
+    }))
+    with pytest.raises(JobError) as info:
+        load_job(job)
+    found = info.value.problems
+    fields = [p.split(":")[0] for p in found]
+    assert sorted(fields) == sorted(["width", "height", "frames", "fps", "steps", "seeed", "crf", "memory_budget",
+                                     "model.checkpoint", "model.gemma"])
+    text = str(info.value)
+    assert text.startswith(f"{job}: 10 problems")
+    assert "width: 100 is not a positive multiple of 64" in text and "frames: 120 is not 8k+1" in text
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    job = tmp_path / "broken.yaml"
+    job.write_text("prompt: a fox\nframes: [1, 2\n")
+    with pytest.raises(JobError) as info:
+        load_job(job)
+    assert "not valid YAML at line" in info.value.problems[0]
+
+
+def test_a_job_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
+    job = tmp_path / "list.yaml"
+    job.write_text("- a fox\n")
+    with pytest.raises(JobError) as info:
+        load_job(job)
+    assert "is not a mapping of fields" in info.value.problems[0]
+
+
+# ----------------------------------------------------------------------------- defaults and values
+
+def test_defaults_and_official_guidance() -> None:
+    job = parse_job({"prompt": "a fox"})
+    assert (job.pipeline, job.frames, job.fps, job.model, job.tiling, job.steps) == \
+           ("distilled", 121, 24.0, "tiny", "auto", None)
+    assert job.negative_prompt == DEFAULT_NEGATIVE_PROMPT
+    v, a = job.guidance.video, job.guidance.audio
+    assert (v.cfg, v.stg, v.rescale, v.modality) == (3.0, 1.0, 0.7, 3.0)
+    assert (a.cfg, a.stg, a.rescale, a.modality) == (7.0, 1.0, 0.7, 3.0)
+
+
+def test_partial_guidance_keeps_the_other_defaults() -> None:
+    job = parse_job({"prompt": "a fox", "pipeline": "two-stage", "guidance": {"audio": {"cfg": 5}}})
+    assert job.guidance.audio.cfg == 5.0 and job.guidance.audio.rescale == 0.7
+    assert job.guidance.video.cfg == 3.0
+
+
+def test_official_checkpoint_defaults() -> None:
+    assert official_steps("2.0") == 40 and official_steps("2.3.0") == 30
+    assert official_stg_blocks("2.0", 48) == [29] and official_stg_blocks("2.3", 48) == [28]
+    assert official_stg_blocks("tiny-2.0", 2) == [1]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("10GB", 10 << 30), ("10 GiB", 10 << 30), ("10g", 10 << 30), ("512MB", 512 << 20), ("1.5GB", 3 << 29),
+    ("2T", 2 << 40), (12345678901, 12345678901), ("4096", 4096),
+])
+def test_memory_budget_parsing(text, expected) -> None:
+    assert parse_memory_size(text) == expected
+    if expected >= 256 << 20:
+        assert parse_job({"prompt": "x", "memory_budget": text}).memory_budget == expected
+
+
+def test_memory_budget_refuses_nonsense_and_tiny_values() -> None:
+    for bad in ("12 parsecs", "GB", "-3GB", True):
+        with pytest.raises(ValueError):
+            parse_memory_size(bad)
+    assert "memory_budget: '100MB' is below 256 MiB" in only_problem({"prompt": "x", "memory_budget": "100MB"})
+
+
+def test_default_memory_budget_leaves_a_margin(monkeypatch) -> None:
+    assert parse_job({"prompt": "x"}).memory_budget == default_memory_budget() < psutil.virtual_memory().total
+    import ltx2.orchestrator.job as job_module
+
+    for total, expected in [(32 << 30, (32 << 30) - (32 << 30) // 5), (16 << 30, (16 << 30) - (16 << 30) // 5),
+                            (8 << 30, 5 << 30), (2 << 30, 1 << 30)]:
+        monkeypatch.setattr(job_module.psutil, "virtual_memory", lambda t=total: type("VM", (), {"total": t})())
+        assert default_memory_budget() == expected, total
+
+
+# ----------------------------------------------------------------------------- paths
+
+def test_paths_are_relative_to_the_job_files_folder(weights: Path, tmp_path: Path, monkeypatch) -> None:
+    jobs = weights.parent / "jobs"
+    jobs.mkdir()
+    job_file = jobs / "fox.yaml"
+    job_file.write_text(yaml.safe_dump({
+        "prompt": "a fox", "pipeline": "two-stage", "output": "renders/fox.mp4",
+        "model": {"checkpoint": "../weights/ltx-2-dev.safetensors", "gemma": "../weights/gemma",
+                  "spatial_upsampler": "../weights/upscaler.safetensors",
+                  "distilled_lora": "../weights/lora.safetensors", "distilled_lora_strength": 0.8},
+    }))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the working directory must not matter
+    job = load_job(Path("..") / "weights" / ".." / "jobs" / "fox.yaml")
+    assert isinstance(job.model, ModelFiles)
+    assert job.model.checkpoint == (weights / "ltx-2-dev.safetensors").resolve()
+    assert job.model.gemma == (weights / "gemma").resolve()
+    assert job.output == (jobs / "renders" / "fox.mp4").resolve()
+    assert job.work_dir == (jobs / "fox.work").resolve()  # defaults follow the job's name
+    assert job.distilled_lora_strength == 0.8
+
+
+def test_jobs_in_one_folder_get_their_own_output_and_work_dir(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.yaml").write_text("prompt: a fox\n")
+    a, b = load_job(tmp_path / "a.yaml"), load_job(tmp_path / "b.yaml")
+    assert a.output == tmp_path / "a.mp4" and b.output == tmp_path / "b.mp4"
+    assert a.work_dir != b.work_dir
+
+
+def test_the_tiny_example_is_a_valid_job() -> None:
+    job = load_job(REPO / "examples" / "tiny.yaml")
+    assert job.model == "tiny" and (job.frames - 1) % 8 == 0 and job.width % 64 == 0
+    assert job.output == REPO / "examples" / "tiny.mp4"
+
+
+def test_job_is_immutable() -> None:
+    job = parse_job({"prompt": "a fox"})
+    with pytest.raises(Exception):
+        job.seed = 3  # type: ignore[misc]
+    assert isinstance(job, Job)
