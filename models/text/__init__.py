@@ -1,1 +1,13 @@
-"""text"""
+"""Text path: Gemma tokenizer, Gemma-3 hidden states (mlx-lm), feature extractor and embeddings connectors."""
+
+from .connector import ConnectorConfig, ConnectorConfigError, EmbeddingsConnector
+from .embeddings import (EmbeddingsProcessor, FeatureExtractorV1, TextConfigError, TextContext,
+                         load_embeddings_processor)
+from .encoder import TextEncoder
+from .gemma import GemmaConfig, GemmaConfigError, GemmaEncoder, load_gemma
+from .tokenizer import DEFAULT_MAX_LENGTH, GemmaTokenizer, PromptTooLongError, TokenizedPrompts
+
+__all__ = ["ConnectorConfig", "ConnectorConfigError", "EmbeddingsConnector", "EmbeddingsProcessor",
+           "FeatureExtractorV1", "TextConfigError", "TextContext", "load_embeddings_processor", "TextEncoder",
+           "GemmaConfig", "GemmaConfigError", "GemmaEncoder", "load_gemma", "DEFAULT_MAX_LENGTH", "GemmaTokenizer",
+           "PromptTooLongError", "TokenizedPrompts"]
