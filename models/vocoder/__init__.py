@@ -1,1 +1,8 @@
-"""vocoder"""
+"""LTX-2 vocoder in MLX: stereo log-mel -> 24 kHz waveform (HiFi-GAN, or BigVGAN v2 AMP blocks)."""
+
+from .bigvgan import kaiser_sinc_filter
+from .config import VocoderConfig, VocoderConfigError
+from .generator import Vocoder
+from .loading import load_vocoder, sanitize
+
+__all__ = ["Vocoder", "VocoderConfig", "VocoderConfigError", "kaiser_sinc_filter", "load_vocoder", "sanitize"]

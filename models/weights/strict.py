@@ -40,4 +40,4 @@ def conv_weight_to_mlx(w: mx.array) -> mx.array:
 
 def conv_transpose_weight_to_mlx(w: mx.array) -> mx.array:
     """PyTorch ConvTranspose weight (in, out, *kernel) -> MLX (out, *kernel, in)."""
-    return mx.moveaxis(mx.moveaxis(w, 0, -1), 0, 1)
+    return mx.moveaxis(w, 0, -1)
