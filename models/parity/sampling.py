@@ -1,0 +1,119 @@
+"""Parity of the sampling math (schedules, shapes, positions, guidance) with the reference."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from . import SCHEDULE_TOL, ParityResult, compare, load_fixture
+
+
+def _schedule_value(key: str):
+    """Recompute one array of the schedules_positions fixture from its name (None: name not understood)."""
+    from ltx2.stages import sampling as s
+
+    if key == "distilled_sigmas":
+        return s.distilled_sigmas(1)
+    if key == "stage2_distilled_sigmas":
+        return s.distilled_sigmas(2)
+    m = re.fullmatch(r"ltx2_sigmas_steps(\d+)_(default_tokens|nostretch|latent(\d+)x(\d+)x(\d+))", key)
+    if m:
+        steps = int(m[1])
+        if m[2] == "default_tokens":
+            return s.ltx2_sigmas(steps)
+        if m[2] == "nostretch":
+            return s.ltx2_sigmas(steps, stretch=False)
+        return s.ltx2_sigmas(steps, tokens=int(m[3]) * int(m[4]) * int(m[5]))
+    m = re.fullmatch(r"video_positions_F(\d+)H(\d+)W(\d+)_fps(\d+)", key)
+    if m:
+        return np.array(s.video_positions(int(m[1]), int(m[2]), int(m[3]), fps=float(m[4])))
+    m = re.fullmatch(r"audio_latent_shape_(\d+)f_fps(\d+)", key)
+    if m:
+        return np.array(s.audio_latent_shape(int(m[1]), float(m[2])).shape)
+    m = re.fullmatch(r"audio_positions_T(\d+)", key)
+    if m:
+        return np.array(s.audio_positions(int(m[1])))
+    return None
+
+
+def check_schedules(directory: Path, name: str) -> list[ParityResult]:
+    z = load_fixture(directory, name)
+    results = []
+    for key, ref in z.items():
+        out = _schedule_value(key)
+        if out is None:
+            results.append(ParityResult(name, key, None, SCHEDULE_TOL, "FAIL",
+                                        "array name not understood by the check"))
+        else:
+            results.append(compare(name, key, out, ref, SCHEDULE_TOL))
+    return results
+
+
+def _params(p: np.ndarray, blocks: np.ndarray | None = None):
+    from ltx2.stages.sampling import GuiderParams
+
+    stg = () if blocks is None else (None if list(blocks) == [-1] else tuple(int(b) for b in blocks))
+    return GuiderParams(cfg_scale=float(p[0]), stg_scale=float(p[1]), rescale_scale=float(p[2]),
+                        modality_scale=float(p[3]), skip_step=int(p[4]) if len(p) > 4 else 0, stg_blocks=stg)
+
+
+def _pass_id(p) -> str:
+    def fmt(b):
+        return "all" if b is None else (",".join(map(str, b)) or "none")
+
+    return (f"neg={int(p.negative_context)}|v={fmt(p.stg_video_blocks)}|a={fmt(p.stg_audio_blocks)}"
+            f"|iso={int(p.isolate_modalities)}|ven={int(p.video_enabled)}|aen={int(p.audio_enabled)}")
+
+
+def check_guidance(directory: Path, name: str) -> list[ParityResult]:
+    from ltx2.stages.sampling import guide, guided_x0, plan_passes
+
+    z = load_fixture(directory, name)
+    results = []
+    n_cases = len([k for k in z if re.fullmatch(r"case\d+_out", k)])
+    for i in range(n_cases):
+        g = lambda k: mx.array(z[f"case{i}_{k}"]) if f"case{i}_{k}" in z else None  # noqa: E731
+        out = guide(_params(z[f"case{i}_params"]), g("cond"), g("uncond"), g("perturbed"), g("isolated"))
+        results.append(compare(name, f"case{i}_out", np.array(out), z[f"case{i}_out"], SCHEDULE_TOL))
+
+    # the stand-in transformer: a fixed x0 pair per distinct pass, stacked pass-major like a batched call
+    table = {k: i for i, k in enumerate(z["pass_ids"].tolist())}
+    tv, ta = mx.array(z["pass_video_x0"]), mx.array(z["pass_audio_x0"])
+
+    def run(passes):
+        idx = [table[_pass_id(p)] for p in passes]
+        return mx.concatenate([tv[i] for i in idx], 0), mx.concatenate([ta[i] for i in idx], 0)
+
+    n_plans = len({k.split("_")[0] for k in z if k.startswith("plan")})
+    for j in range(n_plans):
+        vp = _params(z[f"plan{j}_video_params"], z[f"plan{j}_video_stg_blocks"])
+        ap = _params(z[f"plan{j}_audio_params"], z[f"plan{j}_audio_stg_blocks"])
+        last = {None: None, 1: None}
+        s = 0
+        while f"plan{j}_step{s}_video" in z:
+            want = z[f"plan{j}_step{s}_calls"].tolist()
+            got = [_pass_id(p) for p in plan_passes(vp, ap, s)] or ["-"]
+            results.append(ParityResult(name, f"plan{j}_step{s}_calls", None if got != want else 0.0, 0.0,
+                                        "pass" if got == want else "FAIL",
+                                        "" if got == want else f"passes {got} != reference {want}"))
+            errs = {"video": [], "audio": []}
+            for per_call in (None, 1):  # all passes in one batched call, and one pass per call
+                try:
+                    v, a = guided_x0(run, vp, ap, step=s, last=last[per_call], passes_per_call=per_call)
+                except KeyError as e:  # a pass the reference never ran
+                    for m in errs:
+                        errs[m].append(ParityResult(name, f"plan{j}_step{s}_{m}", None, SCHEDULE_TOL, "FAIL",
+                                                    f"a pass the reference never ran: {e}"))
+                    break
+                last[per_call] = (v, a)
+                for m, x in (("video", v), ("audio", a)):
+                    errs[m].append(compare(name, f"plan{j}_step{s}_{m}", np.array(x), z[f"plan{j}_step{s}_{m}"],
+                                           SCHEDULE_TOL))
+            for m in ("video", "audio"):
+                bad = [r for r in errs[m] if r.status != "pass"]
+                results.append(bad[0] if bad else max(errs[m], key=lambda r: r.rel_err))
+            s += 1
+    return results

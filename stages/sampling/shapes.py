@@ -1,0 +1,87 @@
+"""Latent shapes derived from the requested video (frames, height, width, fps).
+
+Video: the VAE compresses 8x in time (the first frame alone: causal) and 32x in space.
+Audio: 16 kHz mel with hop 160 and a further 4x in the audio VAE gives 25 latent frames per
+second; the audio latent spans the video's duration, rounded to the nearest latent frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+VIDEO_TIME_SCALE = 8
+VIDEO_SPACE_SCALE = 32
+VIDEO_LATENT_CHANNELS = 128
+
+AUDIO_SAMPLE_RATE = 16000
+AUDIO_HOP_LENGTH = 160
+AUDIO_LATENT_DOWNSAMPLE = 4
+AUDIO_LATENT_CHANNELS = 8
+AUDIO_LATENT_MEL_BINS = 16
+
+
+@dataclass(frozen=True)
+class VideoLatentShape:
+    batch: int
+    channels: int
+    frames: int
+    height: int
+    width: int
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        """(B, C, F, H, W): the official layout of a video latent."""
+        return (self.batch, self.channels, self.frames, self.height, self.width)
+
+    @property
+    def tokens(self) -> int:
+        """Token count after patchifying with patch size 1."""
+        return self.frames * self.height * self.width
+
+
+@dataclass(frozen=True)
+class AudioLatentShape:
+    batch: int
+    channels: int
+    frames: int
+    mel_bins: int
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(B, C, T, mel bins): the official layout of an audio latent."""
+        return (self.batch, self.channels, self.frames, self.mel_bins)
+
+    @property
+    def tokens(self) -> int:
+        return self.frames
+
+
+def video_latent_shape(frames: int, height: int, width: int, batch: int = 1,
+                       channels: int = VIDEO_LATENT_CHANNELS) -> VideoLatentShape:
+    """Latent grid for a video of ``frames`` x ``height`` x ``width`` pixels (floor, as the reference).
+
+    The VAE itself needs frames = 8k+1 and sides divisible by 32; callers validate that.
+    """
+    return VideoLatentShape(batch, channels, (frames - 1) // VIDEO_TIME_SCALE + 1,
+                            height // VIDEO_SPACE_SCALE, width // VIDEO_SPACE_SCALE)
+
+
+def audio_latents_per_second(sample_rate: int = AUDIO_SAMPLE_RATE, hop_length: int = AUDIO_HOP_LENGTH,
+                             downsample: int = AUDIO_LATENT_DOWNSAMPLE) -> float:
+    return float(sample_rate) / float(hop_length) / float(downsample)
+
+
+def audio_latent_frames(frames: int, fps: float) -> int:
+    """round(frames / fps * 25): the audio latent covering a video of ``frames`` frames at ``fps``.
+
+    Python's round (half to even) applied to the same float expression as the reference, so edge
+    cases land on the same side.
+    """
+    if fps <= 0:
+        raise ValueError(f"fps={fps}: must be positive")
+    return round((float(frames) / float(fps)) * audio_latents_per_second())
+
+
+def audio_latent_shape(frames: int, fps: float, batch: int = 1, channels: int = AUDIO_LATENT_CHANNELS,
+                       mel_bins: int = AUDIO_LATENT_MEL_BINS) -> AudioLatentShape:
+    return AudioLatentShape(batch, channels, audio_latent_frames(frames, fps), mel_bins)
