@@ -17,6 +17,20 @@ import numpy as np
 # fixture name -> "module:function" (module relative to this package). Lazy, so one broken
 # component cannot stop the others from being checked.
 CHECKS: dict[str, str] = {}
+CHECKS["audio_vae"] = "audio:check_audio_vae"
+CHECKS["audio_vae_attn"] = "audio:check_audio_vae"
+CHECKS["vocoder"] = "audio:check_vocoder"
+CHECKS["vocoder_amp"] = "audio:check_vocoder"
+CHECKS["transformer_ltx2"] = "transformer:check_transformer"
+CHECKS["gemma3_tiny"] = "text:check_gemma3"
+CHECKS["connector_ltx2"] = "text:check_connector"
+CHECKS["upsampler_x2"] = "upsampler:check_upsampler"
+CHECKS["upsampler_x2_rational"] = "upsampler:check_upsampler"
+CHECKS["upsampler_x1_5_rational"] = "upsampler:check_upsampler"
+CHECKS["upsampler_temporal_x2"] = "upsampler:check_upsampler"
+CHECKS["schedules_positions"] = "sampling:check_schedules"
+CHECKS["guidance"] = "sampling:check_guidance"
+CHECKS["pipeline_two_stage_tiny"] = "pipeline:check_pipeline"
 
 NETWORK_TOL = 1e-4
 PIPELINE_TOL = 1e-3

@@ -1,0 +1,100 @@
+"""The stage contract shared by every stage process: exit codes, errors, progress lines, memory budget.
+
+A stage is started by the orchestrator as `ltx2 stage NAME ...` (or by hand). It reports progress
+as JSON lines on a file descriptor the parent passes (`--progress-fd`), never on stdout, so stray
+library output cannot corrupt the stream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+EXIT_DOES_NOT_FIT = 75  # EX_TEMPFAIL: retry with a larger budget or smaller work
+
+
+class StageError(Exception):
+    exit_code = 1
+
+
+class BadInput(StageError):
+    """An input artifact, option or weight file is wrong; the message names it and the fix."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class DoesNotFit(StageError):
+    """What the stage would hold exceeds its memory budget; the message says how much and what helps."""
+
+    exit_code = EXIT_DOES_NOT_FIT
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GB"
+
+
+@dataclass
+class MemoryPlan:
+    """What a stage expects to hold: weights (from safetensors headers) plus activations for its shape."""
+
+    weights_bytes: int
+    activations_bytes: int
+
+    @property
+    def total(self) -> int:
+        return self.weights_bytes + self.activations_bytes
+
+
+def check_budget(stage: str, plan: MemoryPlan, budget_bytes: int | None, fix: str) -> None:
+    """Refuse before loading anything if the plan exceeds the budget (exit 75 with the numbers)."""
+    if budget_bytes is None or plan.total <= budget_bytes:
+        return
+    raise DoesNotFit(f"{stage} needs about {gib(plan.total)} (weights {gib(plan.weights_bytes)}, activations "
+                     f"{gib(plan.activations_bytes)}) but its budget is {gib(budget_bytes)}: {fix}")
+
+
+def limit_data_segment(budget_bytes: int | None) -> None:
+    """On Linux, cap the data segment a little above the budget (RLIMIT_AS would break MLX)."""
+    if budget_bytes is None or not sys.platform.startswith("linux"):
+        return
+    import resource
+
+    cap = int(budget_bytes * 1.5) + (1 << 30)  # headroom: allocator slack, interpreter, libraries
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (cap, hard))
+
+
+class Progress:
+    """JSON-lines progress on the descriptor the parent passed; silent when there is none."""
+
+    def __init__(self, stage: str, fd: int | None):
+        self.stage = stage
+        self._f = os.fdopen(fd, "w", buffering=1, closefd=True) if fd is not None else None
+        self._t0 = time.monotonic()
+
+    def emit(self, event: str, **fields) -> None:
+        if self._f is None:
+            return
+        rec = {"stage": self.stage, "event": event, "t": round(time.monotonic() - self._t0, 3), **fields}
+        try:
+            self._f.write(json.dumps(rec) + "\n")
+        except (BrokenPipeError, OSError):  # the parent went away; keep computing, the artifact is what matters
+            self._f = None
+
+    def step(self, done: int, total: int, **fields) -> None:
+        self.emit("step", done=done, total=total, **fields)
+
+    def close(self) -> None:
+        if self._f is not None:
+            try:
+                self._f.close()
+            except OSError:
+                pass
+            self._f = None
