@@ -5,9 +5,12 @@ upsample -> distilled stage 2 (re-noise to .909375, 3 steps) -> (optionally) VAE
 consumes OUR previous output, so errors accumulate as in a real run; the reference's saved noise
 tensors replace our seeded noise (torch's generator cannot be reproduced).
 
-Weights: the self-contained committed fixture carries them in ``<name>.safetensors`` (transformer +
-VAE statistics) and ``<name>_upsampler.safetensors``; the oracle's stock set has them in the
-component fixtures the oracle names (transformer_ltx2, video_vae, upsampler_x2, seeds 10/100/400).
+Weights: the oracle builds this pipeline's transformer, upsampler and VAE with FIXED seeds, whatever
+the --seed-offset: they are the offset-0 component fixtures transformer_ltx2 and upsampler_x2 (whose
+npz also holds the VAE statistics). The project ships those in tests/fixtures/seed0, so a fresh draw
+of any offset is checked against the right weights; without the project's fixtures, the set's own
+component fixtures are used (right for an offset-0 set). The decoded video is not compared: the VAE
+decoder has its own fixtures, and the committed copy drops that 2.6 MB array.
 """
 
 from __future__ import annotations
@@ -20,26 +23,31 @@ import numpy as np
 from . import PIPELINE_TOL, SCHEDULE_TOL, ParityResult, compare, load_fixture
 
 
-def _files(directory: Path, name: str) -> tuple[Path, Path, Path | None]:
-    own = directory / f"{name}.safetensors"
-    if own.exists():
-        return own, directory / f"{name}_upsampler.safetensors", None
-    vae = directory / "video_vae.safetensors"
-    return directory / "transformer_ltx2.safetensors", directory / "upsampler_x2.safetensors", vae
+SHIPPED_SEED0 = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "seed0"
+WEIGHT_FILES = ("transformer_ltx2.safetensors", "upsampler_x2.safetensors", "upsampler_x2.npz")
+
+
+def _weights_dir(directory: Path) -> Path:
+    for d in (SHIPPED_SEED0, Path(directory)):
+        if all((d / f).exists() for f in WEIGHT_FILES):
+            return d
+    raise FileNotFoundError(f"the pipeline's fixed-seed weights ({', '.join(WEIGHT_FILES)}, offset 0) are in neither "
+                            f"{SHIPPED_SEED0} nor {directory}")
 
 
 def check_pipeline(directory: Path, name: str) -> list[ParityResult]:
     from ltx2.models.transformer import load_transformer
-    from ltx2.models.upsampler import load_latent_statistics, load_upsampler, upsample_latent
+    from ltx2.models.upsampler import LatentStatistics, load_upsampler, upsample_latent
     from ltx2.stages.denoising import Conditioning, Sampler, TokenState
     from ltx2.stages.sampling import (GuiderParams, audio_positions, ltx2_sigmas, noise_latent, patchify_audio,
                                       patchify_video, unpatchify_audio, unpatchify_video, video_positions)
 
     z = load_fixture(directory, name)
-    ckpt, up_path, vae_path = _files(directory, name)
-    model = load_transformer(ckpt)
-    stats = load_latent_statistics(ckpt if vae_path is None else vae_path)
-    upsampler = load_upsampler(up_path)
+    wd = _weights_dir(directory)
+    model = load_transformer(wd / "transformer_ltx2.safetensors")
+    upsampler = load_upsampler(wd / "upsampler_x2.safetensors")
+    u = load_fixture(wd, "upsampler_x2")
+    stats = LatentStatistics(mean=mx.array(u["vae_mean_of_means"]), std=mx.array(u["vae_std_of_means"]))
     res: list[ParityResult] = [compare(name, "stage1_sigmas (LTX2Scheduler, 3 steps)", ltx2_sigmas(3),
                                        z["stage1_sigmas"], SCHEDULE_TOL)]
     fps, frames = 24.0, 9
@@ -80,10 +88,4 @@ def check_pipeline(directory: Path, name: str) -> list[ParityResult]:
     res.append(compare(name, "stage2_out_audio_latent", unpatchify_audio(s2.audio, c, mel),
                        z["stage2_out_audio_latent"], PIPELINE_TOL))
 
-    if vae_path is not None and "decoded_video" in z and vae_path.exists():
-        from ltx2.models.video_vae import load_video_decoder
-
-        dec = load_video_decoder(vae_path)
-        if not getattr(dec.config, "timestep_conditioning", False):  # noise-free decoder: comparable
-            res.append(compare(name, "decoded_video", dec(v2), z["decoded_video"], PIPELINE_TOL))
     return res

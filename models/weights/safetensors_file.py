@@ -45,6 +45,15 @@ class SafetensorsHeader:
     metadata: dict[str, str]
     tensors: dict[str, TensorInfo]
 
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+    def truncated(self) -> list[str]:
+        """Tensors whose bytes lie past the end of the file (an interrupted download)."""
+        size = self.size
+        return [k for k, t in self.tensors.items() if t.end > size]
+
     def keys_with_prefix(self, prefix: str) -> list[str]:
         return [k for k in self.tensors if k.startswith(prefix)]
 
@@ -79,9 +88,8 @@ def read_header(path: str | Path) -> SafetensorsHeader:
     for k, v in header.items():
         b, e = v["data_offsets"]
         tensors[k] = TensorInfo(v["dtype"], tuple(v["shape"]), base + b, base + e)
-        if base + e > size:
-            raise CheckpointError(f"{path}: tensor {k!r} ends at byte {base + e} but the file has {size} bytes: "
-                                  "the file is truncated (re-download it)")
+    # A truncated file still has a readable header (config, names, shapes): the tensors past the end
+    # are refused when read (load_tensors) or listed by ``truncated()`` for a header-only check.
     return SafetensorsHeader(path, meta, tensors)
 
 
@@ -104,6 +112,11 @@ def load_tensors(header: SafetensorsHeader, keys: list[str], dtype: mx.Dtype | N
     missing = [k for k in keys if k not in header.tensors]
     if missing:
         raise CheckpointError(f"{header.path}: missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    size = header.size
+    cut = [k for k in keys if header.tensors[k].end > size]
+    if cut:
+        raise CheckpointError(f"{header.path}: tensor {cut[0]!r} ends at byte {header.tensors[cut[0]].end} but the "
+                              f"file has {size} bytes: the file is truncated (re-download it)")
     mm = np.memmap(header.path, dtype=np.uint8, mode="r")
     out = {}
     for k in keys:
