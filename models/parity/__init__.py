@@ -31,6 +31,8 @@ CHECKS["upsampler_temporal_x2"] = "upsampler:check_upsampler"
 CHECKS["schedules_positions"] = "sampling:check_schedules"
 CHECKS["guidance"] = "sampling:check_guidance"
 CHECKS["pipeline_two_stage_tiny"] = "pipeline:check_pipeline"
+CHECKS["video_vae"] = "video_vae:check_video_vae"
+CHECKS["video_vae_timestep_cond"] = "video_vae:check_video_vae"
 
 NETWORK_TOL = 1e-4
 PIPELINE_TOL = 1e-3
