@@ -5,12 +5,18 @@ from __future__ import annotations
 import typer
 
 from ltx2.cli.parity import parity
+from ltx2.cli.inspect import inspect
+from ltx2.cli.plan import plan
+from ltx2.cli.run import run
 from ltx2.cli.stage import stage
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="LTX-2 audio+video diffusion in MLX, run as memory-bounded stage processes.")
 app.command("parity")(parity)
 app.command("stage")(stage)
+app.command("run")(run)
+app.command("plan")(plan)
+app.command("inspect")(inspect)
 
 
 @app.callback()

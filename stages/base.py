@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ class StageSpec:
     inputs: tuple[str, ...]  # artifact kinds it reads, one artifact per kind
     output_kind: str | None  # None: writes a file, not an artifact (export)
     weights: tuple[str, ...] = ()  # weight roles it reads (checkpoint, gemma, spatial_upsampler, distilled_lora)
+    optional_weights: tuple[str, ...] = ()  # roles it reads only when given (the distilled LoRA)
     resumable: bool = False
     budget_fix: str = "raise memory_budget in the job"
 
@@ -57,14 +59,42 @@ class StageContext:
     cache_key: str
     budget: int | None
     progress: Progress
-    notes: list[str] = field(default_factory=list)
+    io_seconds: list[float] = field(default_factory=lambda: [0.0])  # artifact reads + writes (overhead benchmark)
 
-    def writer(self, **facts_free) -> ArtifactWriter:
+    def writer(self) -> ArtifactWriter:
         """The output artifact's writer (resuming a matching partial when the stage resumes)."""
-        return ArtifactWriter(self.out, self.spec.output_kind, producer=Producer(self.spec.name, str(self.spec.version)),
-                              cache_key=self.cache_key,
-                              input_keys={k: a.cache_key for k, a in self.inputs.items()},
-                              params=self.params, resume=self.spec.resumable)
+        t0 = time.perf_counter()
+        w = ArtifactWriter(self.out, self.spec.output_kind, producer=Producer(self.spec.name, str(self.spec.version)),
+                           cache_key=self.cache_key, input_keys={k: a.cache_key for k, a in self.inputs.items()},
+                           params=self.params, resume=self.spec.resumable)
+        self.io_seconds[0] += time.perf_counter() - t0
+        return _Timed(w, self.io_seconds)
+
+
+class _Timed:
+    """Adds the time spent in an artifact's methods to a shared counter (reads and writes are stage
+    overhead, not model compute; benchmarks/overhead.py reports them)."""
+
+    def __init__(self, inner, counter: list[float]):
+        self._inner, self._counter = inner, counter
+
+    def __getattr__(self, name):
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        def timed(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                out = attr(*a, **kw)
+                if name in ("read", "load_checkpoint"):  # MLX is lazy: count the actual read
+                    import mlx.core as mx
+
+                    mx.eval(out if name == "read" else list(out.values()))
+                return out
+            finally:
+                self._counter[0] += time.perf_counter() - t0
+        return timed
 
 
 def stage_module(name: str):
@@ -105,13 +135,15 @@ def execute(name: str, inputs: list[Path], out: Path, params: dict[str, Any], we
         if cache_key is None:
             cache_key = hand_run_key(spec, arts, params, weights)
         ctx = StageContext(spec, arts, Path(out), params, weights, cache_key, budget, progress)
+        ctx.inputs = {k: _Timed(a, ctx.io_seconds) for k, a in arts.items()}
         plan: MemoryPlan = mod.estimate(ctx)
         progress.emit("plan", weights_bytes=plan.weights_bytes, activations_bytes=plan.activations_bytes)
         check_budget(name, plan, budget, spec.budget_fix)
         limit_data_segment(budget)
-        progress.emit("start")
+        progress.emit("start", since_process_start=round(time.time() - _process_start(), 3))
+        t0 = time.perf_counter()
         mod.run(ctx)
-        progress.emit("done")
+        progress.emit("done", run_s=round(time.perf_counter() - t0, 3), io_s=round(ctx.io_seconds[0], 3))
         return 0
     except (StageError, ArtifactError, CheckpointError) as e:
         if isinstance(e, StageError):
@@ -133,9 +165,19 @@ def execute(name: str, inputs: list[Path], out: Path, params: dict[str, Any], we
         progress.close()
 
 
+def _process_start() -> float:
+    import psutil
+
+    return psutil.Process().create_time()
+
+
 def resolve_weights(spec: StageSpec, weights: dict[str, Path] | None) -> dict[str, Path]:
     """The weight files of the stage's roles; by default the embedded tiny model (made on first use)."""
     weights = dict(weights or {})
+    unknown = [r for r in weights if r not in spec.weights + spec.optional_weights]
+    if unknown:
+        raise BadInput(f"{spec.name} reads no {', '.join(unknown)} weights; it reads "
+                       f"{', '.join(spec.weights + spec.optional_weights) or 'none'}")
     missing = [r for r in spec.weights if r not in weights]
     if missing:
         from ltx2.models.tiny import ensure_tiny_model
@@ -143,10 +185,10 @@ def resolve_weights(spec: StageSpec, weights: dict[str, Path] | None) -> dict[st
         tiny = ensure_tiny_model()
         for r in missing:
             weights[r] = tiny[r]
-    for role in spec.weights:
-        if not Path(weights[role]).exists():
-            raise BadInput(f"{spec.name}: weight file for {role} not found: {weights[role]}")
-    return {r: Path(weights[r]) for r in spec.weights}
+    for role, path in weights.items():
+        if not Path(path).exists():
+            raise BadInput(f"{spec.name}: weight file for {role} not found: {path}")
+    return {r: Path(p) for r, p in weights.items()}
 
 
 def hand_run_key(spec: StageSpec, arts: dict[str, Artifact], params: dict, weights: dict[str, Path]) -> str:

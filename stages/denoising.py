@@ -112,3 +112,156 @@ class Sampler:
             if on_step is not None:
                 on_step(i + 1, state)
         return state
+
+
+# ---------------------------------------------------------------------------------------------------
+# What denoise and refine share as stages: read the text, resolve the schedule and guidance, resume
+# from a partial artifact, checkpoint after every step, write the latents artifact.
+
+@dataclass(frozen=True)
+class LatentLayout:
+    """The latent geometry a checkpoint implies (video channels; audio channels x mel bins)."""
+
+    video_channels: int
+    audio_channels: int
+    audio_mel_bins: int
+    model_version: str
+    num_layers: int
+
+    @classmethod
+    def from_checkpoint(cls, path) -> "LatentLayout":
+        from ltx2.models.weights import read_header
+
+        header = read_header(path)
+        cfg = header.config()
+        t = cfg.get("transformer", {})
+        dd = cfg.get("audio_vae", {}).get("model", {}).get("params", {}).get("ddconfig", {})
+        z, mel = int(dd.get("z_channels", 8)), int(dd.get("mel_bins", 64)) // 4
+        audio_in = int(t.get("audio_in_channels", z * mel))
+        if z * mel != audio_in:
+            raise ValueError(f"{path}: audio VAE latent {z} x {mel} does not match the transformer's "
+                             f"audio_in_channels {audio_in}")
+        return cls(int(t.get("in_channels", 128)), z, mel, str(header.metadata.get("model_version", "2.0")),
+                   int(t.get("num_layers", 48)))
+
+
+def sigmas_for(schedule: dict, layout: LatentLayout) -> list[float]:
+    """The stage's sigma list from its ``schedule`` parameter (fixed list, or LTX2Scheduler steps)."""
+    from ltx2.orchestrator.job import official_steps
+
+    from .sampling import ltx2_sigmas
+
+    kind = schedule.get("kind")
+    if kind == "fixed":
+        return [float(s) for s in schedule["sigmas"]]
+    if kind == "ltx2":
+        steps = schedule.get("steps")
+        steps = official_steps(layout.model_version) if steps in (None, "official") else int(steps)
+        return [float(s) for s in np.asarray(ltx2_sigmas(steps))]
+    raise ValueError(f"schedule kind {kind!r} is not 'fixed' or 'ltx2'")
+
+
+def guider_params(guidance: dict | None, layout: LatentLayout) -> tuple[GuiderParams, GuiderParams] | None:
+    """Per-modality guider settings from the job's guidance dict (None: unguided, as distilled and refine)."""
+    if not guidance:
+        return None
+    from ltx2.orchestrator.job import official_stg_blocks
+
+    out = []
+    for m in ("video", "audio"):
+        g = guidance[m]
+        blocks = g.get("stg_blocks")
+        if blocks in (None, "official"):
+            blocks = official_stg_blocks(layout.model_version, layout.num_layers)
+        bad = [b for b in blocks if not 0 <= int(b) < layout.num_layers]
+        if bad:
+            raise ValueError(f"guidance.{m}.stg_blocks {bad}: the transformer has blocks 0..{layout.num_layers - 1}")
+        out.append(GuiderParams(cfg_scale=float(g["cfg"]), stg_scale=float(g["stg"]), stg_blocks=tuple(blocks),
+                                rescale_scale=float(g["rescale"]), modality_scale=float(g["modality"]),
+                                skip_step=int(g.get("skip_step", 0))))
+    return out[0], out[1]
+
+
+def text_conditioning(text, guidance, video_positions, audio_positions) -> Conditioning:
+    """Contexts from a text artifact; the negative ones only when guidance asks for them."""
+    from .contract import BadInput
+
+    needs_negative = guidance is not None and any(g.wants_uncond for g in guidance)
+    if needs_negative and not text.facts.get("has_negative"):
+        raise BadInput(f"{text.path}: guidance uses CFG (cfg != 1) but this text artifact has no negative prompt; "
+                       "re-run text-encode with a negative_prompt, or set cfg to 1")
+    neg = (lambda k: text.read("negative_" + k)) if needs_negative else (lambda k: None)  # noqa: E731
+    return Conditioning(video_context=text.read("video_context"), audio_context=text.read("audio_context"),
+                        video_positions=video_positions, audio_positions=audio_positions,
+                        negative_video_context=neg("video_context"), negative_audio_context=neg("audio_context"))
+
+
+def sample_to_artifact(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio_frames: int,
+                       sigmas: list[float], guidance, initial: Callable[[], TokenState],
+                       lora: tuple | None = None) -> None:
+    """Run the sampler from ``initial()`` (or from the partial artifact's last step) and write latents.
+
+    ``grid``: the video latent (frames, height, width); the pixel facts come from ``ctx.params``.
+    """
+    import os
+    import time
+
+    from ltx2.models.transformer import load_transformer
+
+    from .sampling import (audio_positions, patchify_audio, patchify_video, unpatchify_audio, unpatchify_video,
+                           video_positions)
+
+    p = ctx.params
+    f, h, w = grid
+    total = len(sigmas) - 1
+    writer = ctx.writer()
+    if writer.complete:
+        writer.finalize()
+        return
+    if writer.progress is not None:
+        snap = writer.load_checkpoint()
+        state, start = TokenState(patchify_video(snap["video"]), patchify_audio(snap["audio"])), writer.progress.step
+        ctx.progress.emit("resumed", step=start, total=total)
+    else:
+        state, start = initial(), 0
+    model = load_transformer(ctx.weights["checkpoint"], loras=[lora] if lora else [])
+    cond = text_conditioning(ctx.inputs["text"], guidance, np.asarray(video_positions(f, h, w, p["fps"])),
+                             np.asarray(audio_positions(audio_frames)))
+    # test hook: slow each step down so a test can kill the process mid-run (not part of any key)
+    delay = float(os.environ.get("LTX2_TEST_STEP_DELAY", "0") or 0)
+
+    def on_step(k: int, st: TokenState) -> None:
+        writer.checkpoint(k, arrays={"video": unpatchify_video(st.video, f, h, w),
+                                     "audio": unpatchify_audio(st.audio, layout.audio_channels, layout.audio_mel_bins)},
+                          facts={"sigma": float(sigmas[k]), "step": k, "total_steps": total})
+        ctx.progress.step(k, total, sigma=float(sigmas[k]))
+        if delay:
+            time.sleep(delay)
+
+    ctx.progress.step(start, total, sigma=float(sigmas[start]))
+    Sampler(model, cond, guidance).run(state, sigmas, start, on_step)
+    writer.finalize(facts={"frame_count": int(p["frames"]), "height": int(p["height"]), "width": int(p["width"]),
+                           "fps": float(p["fps"]), "sigma": float(sigmas[-1]), "step": total, "total_steps": total})
+
+
+def sampling_memory(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio_frames: int, passes: int):
+    """Transformer weights plus a rough activation bound for ``passes`` stacked guided passes."""
+    from ltx2.models.weights import read_header
+
+    from .contract import MemoryPlan
+    from .memory import COMPUTE_BYTES, weight_bytes
+
+    ckpt = ctx.weights["checkpoint"]
+    weights = weight_bytes(ckpt, ("model.diffusion_model.",),
+                           ("model.diffusion_model.video_embeddings_connector.",
+                            "model.diffusion_model.audio_embeddings_connector."))
+    t = read_header(ckpt).config().get("transformer", {})
+    vdim = int(t.get("num_attention_heads", 32)) * int(t.get("attention_head_dim", 128))
+    adim = int(t.get("audio_num_attention_heads", 32)) * int(t.get("audio_attention_head_dim", 64))
+    tokens = grid[0] * grid[1] * grid[2]
+    # per pass: a few residual-stream copies, the 4x feed-forward, per-token AdaLN tables (6-9 x width)
+    per_pass = (tokens * vdim * 20 + audio_frames * adim * 20) * COMPUTE_BYTES
+    # attention scores for one query chunk (1024 queries) over every key, per head
+    heads = int(t.get("num_attention_heads", 32))
+    scores = min(tokens, 1024) * tokens * heads * COMPUTE_BYTES
+    return MemoryPlan(weights, passes * per_pass + scores)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlx.core as mx
+from mlx.utils import tree_flatten
 
 from ..weights import conv_weight_to_mlx, load_strict, load_tensors, read_header
 from ..weights.safetensors_file import CheckpointError
@@ -36,6 +37,41 @@ def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
         elif v.ndim == 4:
             v = conv_weight_to_mlx(v)
         out[k] = v
+    return out
+
+
+_STATS_KEYS = {v: k for k, v in _STATS_NAMES.items()}
+
+
+def unsanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
+    """Module names -> checkpoint names (prefix not added): the inverse of :func:`sanitize`
+    (Conv2d weights back to PyTorch's (out, in, kh, kw), statistics back to their hyphenated names)."""
+    out = {}
+    for k, v in weights.items():
+        if k.startswith("per_channel_statistics."):
+            name = k.split(".", 1)[1]
+            k = "per_channel_statistics." + _STATS_KEYS.get(name, name)
+        elif v.ndim == 4:
+            v = mx.moveaxis(v, -1, 1)
+        out[k] = v
+    return out
+
+
+def to_checkpoint(encoder: AudioEncoder | None = None, decoder: AudioDecoder | None = None) -> dict[str, mx.array]:
+    """The given halves under their official keys (``audio_vae.{encoder,decoder}.*``) plus the shared
+    ``audio_vae.per_channel_statistics.*`` (both halves hold a copy; given both, they must agree)."""
+    out: dict[str, mx.array] = {}
+    for part, model in (("encoder", encoder), ("decoder", decoder)):
+        if model is None:
+            continue
+        for k, v in unsanitize(dict(tree_flatten(model.parameters()))).items():
+            if k.startswith("per_channel_statistics."):
+                key = STATS_PREFIX + k[len("per_channel_statistics."):]
+                if key in out and not mx.array_equal(out[key], v).item():
+                    raise ValueError(f"{key}: the encoder and decoder hold different latent statistics")
+                out[key] = v
+            else:
+                out[f"audio_vae.{part}.{k}"] = v
     return out
 
 

@@ -234,3 +234,17 @@ def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
               .replace(".ff.net.2.", ".ff.proj_out."))
         out[k] = v
     return out
+
+
+def unsanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
+    """Module names -> connector checkpoint keys (prefix not added): the inverse of :func:`sanitize`."""
+    out = {}
+    for k, v in weights.items():
+        if k.startswith("blocks."):
+            k = "transformer_1d_blocks." + k[len("blocks."):]
+        k = (k.replace(".attn.", ".attn1.")
+              .replace(".attn1.to_out.", ".attn1.to_out.0.")
+              .replace(".ff.proj_in.", ".ff.net.0.proj.")
+              .replace(".ff.proj_out.", ".ff.net.2."))
+        out[k] = v
+    return out

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_flatten
 
 from ..weights import CheckpointError, load_prefix, load_strict, read_header
 from . import connector as conn
@@ -122,6 +123,22 @@ def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
     out.update({f"feature_extractor.aggregate_embed.{k[len(FEATURES_PREFIX):]}": v
                 for k, v in weights.items() if k.startswith(FEATURES_PREFIX)})
     return out
+
+
+def unsanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
+    """EmbeddingsProcessor names -> checkpoint keys (with their prefixes): the inverse of :func:`sanitize`."""
+    out: dict[str, mx.array] = {}
+    for name, prefix in (("video_connector.", VIDEO_CONNECTOR_PREFIX), ("audio_connector.", AUDIO_CONNECTOR_PREFIX)):
+        part = {k[len(name):]: v for k, v in weights.items() if k.startswith(name)}
+        out.update({prefix + k: v for k, v in conn.unsanitize(part).items()})
+    fe = "feature_extractor.aggregate_embed."
+    out.update({FEATURES_PREFIX + k[len(fe):]: v for k, v in weights.items() if k.startswith(fe)})
+    return out
+
+
+def to_checkpoint(model: "EmbeddingsProcessor") -> dict[str, mx.array]:
+    """The text projection and both connectors under their official single-file checkpoint keys."""
+    return unsanitize(dict(tree_flatten(model.parameters())))
 
 
 def _registers(header, prefix: str, tcfg: dict) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_flatten
 from mlx_lm.models import gemma3_text
 from mlx_lm.models.rope_utils import initialize_rope
 
@@ -197,6 +198,17 @@ def sanitize(weights: dict[str, mx.array], prefix: str) -> dict[str, mx.array]:
     """Checkpoint keys -> mlx-lm Gemma3Model names: strip the language-model prefix (the layer names
     below it are the same in HF and mlx-lm)."""
     return {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+
+
+def unsanitize(weights: dict[str, mx.array], prefix: str = LM_PREFIXES[0]) -> dict[str, mx.array]:
+    """mlx-lm Gemma3Model names -> checkpoint keys under ``prefix`` (default: the original google/gemma-3
+    layout): the inverse of :func:`sanitize`."""
+    return {prefix + k: v for k, v in weights.items()}
+
+
+def to_checkpoint(model: GemmaEncoder, prefix: str = LM_PREFIXES[0]) -> dict[str, mx.array]:
+    """The language model's parameters under their checkpoint keys."""
+    return unsanitize(dict(tree_flatten(model.model.parameters())), prefix)
 
 
 def _lm_keys(keys, prefix: str) -> list[str]:

@@ -6,8 +6,10 @@ import re
 from pathlib import Path
 
 import mlx.core as mx
+from mlx.utils import tree_flatten
 
 from ..weights import CheckpointError, load_strict, load_tensors, read_header
+from ..weights.lora import fuse_lora
 from .config import TransformerConfig
 from .model import LTX2Transformer
 
@@ -40,10 +42,38 @@ def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
     return out
 
 
-def load_transformer(path: str | Path, dtype: mx.Dtype | None = mx.float32) -> LTX2Transformer:
+# module parameter name -> checkpoint key (prefix stripped): the inverse of _RENAMES, rule for rule
+_INVERSE_RENAMES = (
+    (re.compile(r"\.to_out\."), ".to_out.0."),
+    (re.compile(r"ff\.proj_in\."), "ff.net.0.proj."),
+    (re.compile(r"ff\.proj_out\."), "ff.net.2."),
+    (re.compile(r"\.timestep_embedder\."), ".emb.timestep_embedder."),
+)
+
+
+def unsanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
+    """``LTX2Transformer`` parameter names -> checkpoint names (without ``model.diffusion_model.``).
+
+    The inverse of :func:`sanitize`; layouts are the same on both sides (Linear weights only)."""
+    out = {}
+    for k, v in weights.items():
+        for pat, rep in _INVERSE_RENAMES:
+            k = pat.sub(rep, k)
+        out[k] = v
+    return out
+
+
+def to_checkpoint(model: LTX2Transformer) -> dict[str, mx.array]:
+    """The model's parameters under their official single-file checkpoint keys."""
+    return {PREFIX + k: v for k, v in unsanitize(dict(tree_flatten(model.parameters()))).items()}
+
+
+def load_transformer(path: str | Path, dtype: mx.Dtype | None = mx.float32,
+                     loras: list[tuple[str | Path, float]] = ()) -> LTX2Transformer:
     """Build the transformer from the checkpoint's config metadata and load its weights strictly.
 
-    Reads only ``model.diffusion_model.*`` minus the embeddings connectors.
+    Reads only ``model.diffusion_model.*`` minus the embeddings connectors. ``loras``: (file,
+    strength) pairs fused into the weights on load (W += strength * B @ A), in order.
     """
     header = read_header(path)
     config = TransformerConfig.from_config(header.config())
@@ -51,7 +81,11 @@ def load_transformer(path: str | Path, dtype: mx.Dtype | None = mx.float32) -> L
     if not keys:
         raise CheckpointError(f"{header.path}: no tensors under {PREFIX!r}; is this an LTX-2 checkpoint?")
     raw = load_tensors(header, keys, dtype)
-    weights = sanitize({k[len(PREFIX):]: v for k, v in raw.items()})
+    weights = {k[len(PREFIX):]: v for k, v in raw.items()}
+    for lora_path, strength in loras:
+        weights = fuse_lora(weights, lora_path, strength,
+                            ignore_prefixes=tuple(p[len(PREFIX):] for p in FOREIGN_PREFIXES))
+    weights = sanitize(weights)
     model = LTX2Transformer(config)
     load_strict(model, weights, "transformer")
     mx.eval(model.parameters())

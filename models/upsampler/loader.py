@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlx.core as mx
+from mlx.utils import tree_flatten
 
 from ltx2.models.weights import CheckpointError, conv_weight_to_mlx, load_strict, load_tensors, read_header
 
@@ -26,6 +27,23 @@ def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
             v = conv_weight_to_mlx(v)
         out[k] = v
     return out
+
+
+def unsanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
+    """Module parameters -> file keys and PyTorch layouts: the inverse of :func:`sanitize`."""
+    out = {}
+    for k, v in weights.items():
+        if k.startswith("upsampler.layers.0."):
+            k = "upsampler.0." + k[len("upsampler.layers.0."):]
+        if k.endswith(".weight") and v.ndim in (4, 5):
+            v = mx.moveaxis(v, -1, 1)  # MLX (out, *k, in) -> PyTorch (out, in, *k)
+        out[k] = v
+    return out
+
+
+def to_checkpoint(model: LatentUpsampler) -> dict[str, mx.array]:
+    """The upsampler's tensors under the official upsampler file's (un-prefixed) keys."""
+    return unsanitize(dict(tree_flatten(model.parameters())))
 
 
 def load_upsampler(path: str | Path, dtype: mx.Dtype = mx.float32) -> LatentUpsampler:

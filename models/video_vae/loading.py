@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlx.core as mx
+from mlx.utils import tree_flatten
 
 from ltx2.models.weights import CheckpointError, conv_weight_to_mlx, load_strict, load_tensors, read_header
 
@@ -27,6 +28,34 @@ def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
     for k, v in weights.items():
         k = k.replace("std-of-means", "std_of_means").replace("mean-of-means", "mean_of_means")
         out[k] = conv_weight_to_mlx(v) if v.ndim == 5 else v
+    return out
+
+
+def unsanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
+    """Module names -> checkpoint names (part prefix not added): the inverse of :func:`sanitize`
+    (statistics back to their hyphenated names, convolutions back to PyTorch's (O, I, kt, kh, kw))."""
+    out = {}
+    for k, v in weights.items():
+        k = k.replace("std_of_means", "std-of-means").replace("mean_of_means", "mean-of-means")
+        out[k] = mx.moveaxis(v, -1, 1) if v.ndim == 5 else v
+    return out
+
+
+def to_checkpoint(encoder: VideoEncoder | None = None, decoder: VideoDecoder | None = None) -> dict[str, mx.array]:
+    """The given halves under their official keys (``vae.{encoder,decoder}.*``) plus the shared
+    ``vae.per_channel_statistics.*`` (both halves hold a copy; given both, they must agree)."""
+    out: dict[str, mx.array] = {}
+    for part, model in (("encoder", encoder), ("decoder", decoder)):
+        if model is None:
+            continue
+        for k, v in unsanitize(dict(tree_flatten(model.parameters()))).items():
+            if k.startswith("per_channel_statistics."):
+                key = "vae." + k
+                if key in out and not mx.array_equal(out[key], v).item():
+                    raise ValueError(f"{key}: the encoder and decoder hold different latent statistics")
+                out[key] = v
+            else:
+                out[f"vae.{part}.{k}"] = v
     return out
 
 

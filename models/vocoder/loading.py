@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlx.core as mx
+from mlx.utils import tree_flatten
 
 from ..weights import conv_transpose_weight_to_mlx, conv_weight_to_mlx, load_strict, load_tensors, read_header
 from ..weights.safetensors_file import CheckpointError
@@ -31,6 +32,26 @@ def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
             v = conv_weight_to_mlx(v)
         out[k] = v
     return out
+
+
+def unsanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
+    """Module names -> checkpoint names (``vocoder.`` not added): the inverse of :func:`sanitize`,
+    layouts back to PyTorch's (ConvTranspose1d (in, out, k), Conv1d (out, in, k), filters (1, 1, taps))."""
+    out = {}
+    for k, v in weights.items():
+        if k.endswith(".filter"):
+            v = v.reshape(1, 1, -1)
+        elif k.startswith("ups.") and k.endswith(".weight"):
+            v = mx.moveaxis(v, -1, 0)
+        elif k.endswith(".weight") and v.ndim == 3:
+            v = mx.moveaxis(v, -1, 1)
+        out[k] = v
+    return out
+
+
+def to_checkpoint(model: Vocoder) -> dict[str, mx.array]:
+    """The vocoder's parameters under their official single-file checkpoint keys (``vocoder.*``)."""
+    return {PREFIX + k: v for k, v in unsanitize(dict(tree_flatten(model.parameters()))).items()}
 
 
 def load_vocoder(path: str | Path, dtype: mx.Dtype = mx.float32) -> Vocoder:

@@ -1,0 +1,163 @@
+"""Running a job: plan, reuse what is cached, run the rest as stage processes, record a manifest.
+
+Every stage output is locked while it is checked or computed, so two `ltx2 run` on one work
+folder never write the same artifact: the second waits, then finds it cached and reuses it.
+A cached artifact is reused only if it opens, verifies (hashes) and carries the planned key;
+anything else is recomputed. A partial left by a killed denoise/refine/decode is continued by the
+stage itself.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .cache_keys import plan_keys
+from .graph import Stage, plan_stages
+from .job import Job
+from .runner import StageRun, run_stage
+
+
+@dataclass
+class StageRecord:
+    name: str
+    key: str
+    status: str  # "reused" | "computed" | "failed"
+    wall_s: float = 0.0
+    peak_rss: int = 0
+    estimated_bytes: int | None = None
+    note: str = ""
+
+
+@dataclass
+class RunManifest:
+    job: str
+    output: str
+    stages: list[StageRecord] = field(default_factory=list)
+
+    def write(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({"job": self.job, "output": self.output,
+                                   "stages": [asdict(s) for s in self.stages]}, indent=1))
+        tmp.replace(path)
+
+
+class RunFailed(Exception):
+    def __init__(self, stage: str, message: str, code: int, manifest: RunManifest):
+        super().__init__(message)
+        self.stage, self.code, self.manifest = stage, code, manifest
+
+
+def export_sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".ltx2.json")
+
+
+def cached_state(stage: Stage, out: Path, key: str) -> tuple[bool, str]:
+    """(reusable, why not) for a stage's output."""
+    if stage.name == "export":
+        side = export_sidecar(out)
+        if not (out.exists() and side.exists()):
+            return False, "not made yet"
+        try:
+            ok = json.loads(side.read_text()).get("cache_key") == key
+        except (OSError, ValueError):
+            ok = False
+        return ok, "" if ok else "made from other inputs"
+    from ltx2.artifacts_schema import ArtifactError, open_artifact
+
+    if not out.exists():
+        return False, "partial: will resume" if Path(str(out) + ".partial").exists() else "not made yet"
+    try:
+        art = open_artifact(out, verify=True)
+    except ArtifactError as e:
+        return False, f"unusable ({e.reason}): will recompute"
+    if art.cache_key != key:
+        return False, "made from other inputs"
+    return True, ""
+
+
+def dependents(stages: list[Stage], names: set[str]) -> set[str]:
+    """``names`` and every stage that reads, directly or not, what they write."""
+    out = set(names)
+    produced = {s.output for s in stages if s.name in out}
+    for s in stages:  # stages are in dependency order
+        if s.name not in out and any(i in produced for i in s.inputs):
+            out.add(s.name)
+            produced.add(s.output)
+    return out
+
+
+def stage_args(stage: Stage, work: Path, key: str, budget: int) -> list[str]:
+    args = ["--out", str(stage.output_path(work)), "--cache-key", key, "--budget", str(budget),
+            "--params-json", json.dumps(stage.params)]
+    for p in stage.input_paths(work):
+        args += ["--in", str(p)]
+    for role, path in stage.weights.items():
+        args += ["--weights", f"{role}={path}"]
+    return args
+
+
+def _discard(out: Path) -> None:
+    for p in (out, Path(str(out) + ".partial")):
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def run_job(job: Job, job_name: str, force: set[str] = frozenset(),
+            on_stage: Callable[[str, str, dict], None] | None = None,
+            on_event: Callable[[dict], None] | None = None) -> RunManifest:
+    """Run ``job``; ``on_stage(name, state, info)`` reports reused / running / done / failed."""
+    from ltx2.artifacts_schema import ArtifactLock
+
+    if job.model == "tiny":
+        from ltx2.models.tiny import ensure_tiny_model
+
+        ensure_tiny_model()
+    stages = plan_stages(job)
+    unknown = force - {s.name for s in stages}
+    if unknown:
+        raise ValueError(f"--force {', '.join(sorted(unknown))}: this job's stages are "
+                         f"{', '.join(s.name for s in stages)}")
+    keys = plan_keys(stages)
+    forced = dependents(stages, set(force))
+    work = Path(job.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    manifest = RunManifest(job_name, str(job.output))
+    report = on_stage or (lambda *a: None)
+    for st in stages:
+        out = st.output_path(work)
+        key = keys[st.name]
+        with ArtifactLock(out, timeout=None):
+            ok, why = cached_state(st, out, key)
+            if ok and st.name not in forced:
+                manifest.stages.append(StageRecord(st.name, key, "reused"))
+                report(st.name, "reused", {})
+                continue
+            if st.name in forced or why.startswith("unusable") or why == "made from other inputs":
+                _discard(out)
+            report(st.name, "running", {"why": "forced" if st.name in forced else why})
+            t0 = time.monotonic()
+            run: StageRun = run_stage(st.name, stage_args(st, work, key, job.memory_budget),
+                                      work / "logs" / f"{st.name}.log", budget_bytes=job.memory_budget,
+                                      on_event=on_event)
+            plan_ev = next((e for e in run.events if e.get("event") == "plan"), {})
+            est = (plan_ev.get("weights_bytes", 0) + plan_ev.get("activations_bytes", 0)) if plan_ev else None
+            resumed = next((e for e in run.events if e.get("event") == "resumed"), None)
+            note = run.message or (f"resumed at step {resumed['step']} of {resumed['total']}" if resumed else "")
+            rec = StageRecord(st.name, key, "computed" if run.ok else "failed", round(time.monotonic() - t0, 3),
+                              run.peak_rss, est, note)
+            manifest.stages.append(rec)
+            manifest.write(work / "manifest.json")
+            if not run.ok:
+                report(st.name, "failed", {"message": run.message, "code": run.returncode})
+                raise RunFailed(st.name, run.message, run.returncode, manifest)
+            report(st.name, "done", {"wall_s": rec.wall_s, "peak_rss": rec.peak_rss, "estimated": est,
+                                     "note": rec.note})
+    manifest.write(work / "manifest.json")
+    return manifest

@@ -1,0 +1,52 @@
+"""export: frames.zarr + audio.zarr -> the .mp4 (H.264 + AAC).
+
+Its "artifact" is the video file; beside it a small sidecar (``NAME.mp4.ltx2.json``) records the
+cache key, written after the video is in place, so a reused export is recognised and a half-written
+one never is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .base import StageContext, StageSpec
+from .contract import BadInput, MemoryPlan
+from .mp4 import write_mp4
+
+SPEC = StageSpec("export", inputs=("frames", "audio"), output_kind=None, budget_fix="raise memory_budget")
+
+
+def sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".ltx2.json")
+
+
+def resolve_params(_inputs, p: dict) -> dict:
+    out = {"crf": 18, **p}
+    if not isinstance(out["crf"], int) or not 0 <= out["crf"] <= 51:
+        raise BadInput(f"export: crf={out['crf']!r} must be an integer 0..51 (lower is better; 18-23 is typical)")
+    return out
+
+
+def estimate(ctx: StageContext) -> MemoryPlan:
+    f = ctx.inputs["frames"].shape("video")
+    a = ctx.inputs["audio"].shape("waveform")
+    return MemoryPlan(0, int(f[0] * f[1] * f[2] * 3 + a[0] * a[1] * 4) * 2)
+
+
+def run(ctx: StageContext) -> None:
+    frames_art, audio_art = ctx.inputs["frames"], ctx.inputs["audio"]
+    out = Path(ctx.out)
+    if out.suffix.lower() != ".mp4":
+        raise BadInput(f"export: output {out} must end in .mp4")
+    frames = frames_art.read_numpy("video")
+    audio = audio_art.read_numpy("waveform")
+    side = sidecar(out)
+    side.unlink(missing_ok=True)  # the old sidecar must not vouch for a file being replaced
+    write_mp4(out, frames, float(frames_art.facts["fps"]), audio, int(audio_art.facts["sample_rate"]),
+              crf=int(ctx.params["crf"]), on_frame=lambda i, n: ctx.progress.step(i, n) if i % 8 == 0 or i == n else None)
+    tmp = side.with_name(side.name + ".tmp")
+    tmp.write_text(json.dumps({"cache_key": ctx.cache_key, "inputs": {k: a.cache_key for k, a in ctx.inputs.items()},
+                               "params": ctx.params}, indent=1))
+    os.replace(tmp, side)

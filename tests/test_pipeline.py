@@ -1,0 +1,205 @@
+"""The staged pipeline end to end on the embedded tiny model: run, cache, resume, bad artifacts, locks.
+
+One full render (module fixture) is shared; each test copies its work folder when it changes things.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import yaml
+
+from ltx2.artifacts_schema import open_artifact
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "tiny.yaml"
+
+
+def ltx2(*args: str, env: dict | None = None, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "ltx2.cli.main", *args], capture_output=True, text=True,
+                       env={**os.environ, **(env or {})}, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"ltx2 {' '.join(args)} exited {r.returncode}\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def write_job(folder: Path, **changes) -> Path:
+    job = yaml.safe_load(EXAMPLE.read_text())
+    job.update(output=str(folder / "out.mp4"), work_dir=str(folder / "work"), **changes)
+    path = folder / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def statuses(folder: Path) -> dict[str, str]:
+    m = json.loads((folder / "work" / "manifest.json").read_text())
+    return {s["name"]: s["status"] for s in m["stages"]}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("render")
+    ltx2("run", str(write_job(folder)))
+    return folder
+
+
+def clone(src: Path, dst: Path, **changes) -> Path:
+    shutil.copytree(src / "work", dst / "work")
+    if (src / "out.mp4").exists():
+        shutil.copy2(src / "out.mp4", dst / "out.mp4")
+        shutil.copy2(src / "out.mp4.ltx2.json", dst / "out.mp4.ltx2.json")
+    return write_job(dst, **changes)
+
+
+def test_full_run_writes_a_playable_mp4(rendered):
+    job = yaml.safe_load(EXAMPLE.read_text())
+    with av.open(str(rendered / "out.mp4")) as c:
+        kinds = sorted(s.type for s in c.streams)
+        assert kinds == ["audio", "video"]
+        v, a = c.streams.video[0], c.streams.audio[0]
+        assert v.codec_context.name == "h264" and a.codec_context.name == "aac"
+        assert (v.codec_context.width, v.codec_context.height) == (job["width"], job["height"])
+        assert float(v.average_rate) == pytest.approx(job["fps"])
+        assert a.rate == 24000
+        assert sum(1 for _ in c.decode(video=0)) == job["frames"]
+    assert set(statuses(rendered).values()) == {"computed"}
+
+
+def test_second_run_reuses_everything(rendered):
+    ltx2("run", str(rendered / "job.yaml"))
+    assert set(statuses(rendered).values()) == {"reused"}
+
+
+def test_new_output_path_reruns_export_only(rendered, tmp_path):
+    job = clone(rendered, tmp_path)  # same job, its video written elsewhere
+    ltx2("run", str(job))
+    st = statuses(tmp_path)
+    assert st.pop("export") == "computed" and set(st.values()) == {"reused"}
+
+
+@pytest.mark.parametrize("changes,rerun", [
+    ({"seed": 43}, {"denoise", "upscale", "refine", "decode", "vocode", "export"}),
+    ({"tiling": {"spatial_tile": 128, "spatial_overlap": 64}}, {"decode", "export"}),
+    ({"crf": 30}, {"export"}),
+])
+def test_edits_rerun_only_what_changed(rendered, tmp_path, changes, rerun):
+    job = clone(rendered, tmp_path, **changes)
+    ltx2("run", str(job))
+    st = statuses(tmp_path)
+    assert {n for n, s in st.items() if s == "computed"} == rerun
+    assert {n for n, s in st.items() if s == "reused"} == set(st) - rerun
+
+
+def test_force_reruns_a_stage_and_its_dependents(rendered, tmp_path):
+    job = clone(rendered, tmp_path)
+    ltx2("run", str(job), "--force", "vocode")
+    st = statuses(tmp_path)
+    assert {n for n, s in st.items() if s == "computed"} == {"vocode", "export"}
+
+
+def test_killed_denoise_resumes_to_identical_latents(rendered, tmp_path):
+    """kill -9 in the middle of stage 1, run again: the result equals the uninterrupted render's."""
+    job = clone(rendered, tmp_path)
+    work = tmp_path / "work"
+    for name in ("stage1.zarr", "upscaled.zarr", "latents.zarr", "frames.zarr", "audio.zarr"):
+        shutil.rmtree(work / name)
+    (tmp_path / "out.mp4").unlink()
+    env = {**os.environ, "LTX2_TEST_STEP_DELAY": "1.5"}
+    proc = subprocess.Popen([sys.executable, "-m", "ltx2.cli.main", "run", str(job)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    partial = work / "stage1.zarr.partial"
+    deadline = time.time() + 120
+    step = 0
+    while time.time() < deadline and step < 1:
+        time.sleep(0.2)
+        attrs = partial / "zarr.json"
+        if attrs.exists():
+            try:
+                prog = json.loads(attrs.read_text())["attributes"].get("progress")
+                step = prog["step"] if prog else 0
+            except (ValueError, KeyError):
+                pass
+    assert step >= 1, "stage 1 never checkpointed a step"
+    os.killpg(proc.pid, signal.SIGKILL)  # the run and its stage process, mid-step
+    proc.wait()
+    assert partial.exists() and not (work / "stage1.zarr").exists()
+    r = ltx2("run", str(job))
+    assert "resumed at step" in r.stdout
+    for name in ("stage1.zarr", "latents.zarr"):
+        a, b = open_artifact(rendered / "work" / name), open_artifact(work / name)
+        for arr in ("video", "audio"):
+            np.testing.assert_array_equal(a.read_numpy(arr), b.read_numpy(arr))
+
+
+def test_corrupted_cached_artifact_is_recomputed(rendered, tmp_path):
+    job = clone(rendered, tmp_path)
+    chunk = next(p for p in sorted((tmp_path / "work" / "audio.zarr").rglob("c/*")) if p.is_file())
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(raw))
+    assert ltx2("inspect", str(tmp_path / "work" / "audio.zarr"), check=False).returncode == 1
+    ltx2("run", str(job))
+    st = statuses(tmp_path)
+    assert st["vocode"] == "computed" and st["decode"] == "reused"
+    open_artifact(tmp_path / "work" / "audio.zarr", verify=True)
+
+
+def test_partial_artifact_is_refused_by_a_stage(rendered, tmp_path):
+    src = rendered / "work" / "latents.zarr"
+    partial = tmp_path / "latents.zarr.partial"
+    shutil.copytree(src, partial)
+    r = ltx2("stage", "decode", "--in", str(partial), "--out", str(tmp_path / "f.zarr"), check=False)
+    assert r.returncode == 2
+    assert "partial" in r.stderr
+
+
+def test_stages_run_by_hand(rendered, tmp_path):
+    work = rendered / "work"
+    r = ltx2("stage", "vocode", "--in", str(work / "latents.zarr"), "--out", str(tmp_path / "audio.zarr"))
+    a = open_artifact(tmp_path / "audio.zarr", "audio", verify=True)
+    ref = open_artifact(work / "audio.zarr")
+    np.testing.assert_array_equal(a.read_numpy("waveform"), ref.read_numpy("waveform"))
+    assert a.cache_key == ref.cache_key  # by hand, the same key the orchestrator computed
+    ltx2("stage", "export", "--in", str(work / "frames.zarr"), "--in", str(tmp_path / "audio.zarr"),
+         "--out", str(tmp_path / "x.mp4"))
+    with av.open(str(tmp_path / "x.mp4")) as c:
+        assert len(c.streams.video) == 1 and len(c.streams.audio) == 1
+    r = ltx2("stage", "decode", "--in", str(work / "text.zarr"), "--out", str(tmp_path / "f.zarr"), check=False)
+    assert r.returncode == 2 and "text artifact" in r.stderr and "latents" in r.stderr
+
+
+def test_stage_refuses_a_budget_it_cannot_fit(rendered, tmp_path):
+    r = ltx2("stage", "decode", "--in", str(rendered / "work" / "latents.zarr"), "--out", str(tmp_path / "f.zarr"),
+             "--budget", "1MB", check=False)
+    assert r.returncode == 75
+    assert "budget" in r.stderr
+    assert not (tmp_path / "f.zarr").exists()
+
+
+def test_plan_shows_cached_and_pending(rendered, tmp_path):
+    job = clone(rendered, tmp_path, seed=5)
+    out = ltx2("plan", str(job)).stdout
+    assert "cached" in out and "will run" in out
+    assert "6 of 7 stages will run" in out
+
+
+def test_concurrent_runs_do_not_corrupt(tmp_path):
+    job = write_job(tmp_path)
+    procs = [subprocess.Popen([sys.executable, "-m", "ltx2.cli.main", "run", str(job)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    for name in ("text.zarr", "stage1.zarr", "latents.zarr", "frames.zarr", "audio.zarr"):
+        open_artifact(tmp_path / "work" / name, verify=True)
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 9
