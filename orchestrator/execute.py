@@ -31,6 +31,8 @@ class StageRecord:
     peak_rss: int = 0
     estimated_bytes: int | None = None
     note: str = ""
+    run_s: float | None = None  # inside the stage's run(): model compute plus artifact I/O
+    io_s: float | None = None  # artifact reads and writes within run()
 
 
 @dataclass
@@ -152,6 +154,8 @@ def run_job(job: Job, job_name: str, force: set[str] = frozenset(),
             note = run.message or (f"resumed at step {resumed['step']} of {resumed['total']}" if resumed else "")
             rec = StageRecord(st.name, key, "computed" if run.ok else "failed", round(time.monotonic() - t0, 3),
                               run.peak_rss, est, note)
+            done = next((e for e in run.events if e.get("event") == "done"), {})
+            rec.run_s, rec.io_s = done.get("run_s"), done.get("io_s")
             manifest.stages.append(rec)
             manifest.write(work / "manifest.json")
             if not run.ok:

@@ -143,7 +143,7 @@ def test_killed_denoise_resumes_to_identical_latents(rendered, tmp_path):
 
 def test_corrupted_cached_artifact_is_recomputed(rendered, tmp_path):
     job = clone(rendered, tmp_path)
-    chunk = next(p for p in sorted((tmp_path / "work" / "audio.zarr").rglob("c/*")) if p.is_file())
+    chunk = next(p for p in sorted((tmp_path / "work" / "audio.zarr" / "waveform" / "c").rglob("*")) if p.is_file())
     raw = bytearray(chunk.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     chunk.write_bytes(bytes(raw))

@@ -25,10 +25,40 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
-from mlx_lm.models import gemma3_text
-from mlx_lm.models.rope_utils import initialize_rope
 
 from ..weights import CheckpointError, load_strict, load_tensors, read_header
+
+
+def _import_mlx_lm_gemma3():
+    """mlx-lm's Gemma-3 model and RoPE modules, without running ``mlx_lm/__init__.py``.
+
+    That ``__init__`` imports transformers (about 1 s), which nothing here uses, and the text-encode
+    stage process would pay it on every start. The model modules import only from
+    ``mlx_lm.models``, so a placeholder parent package is enough while they load. The placeholder and
+    the modules loaded under it are then dropped from ``sys.modules`` (this module keeps its own
+    references), so a later ``import mlx_lm`` loads the real package, whole, as usual.
+    """
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    if "mlx_lm" in sys.modules:
+        return importlib.import_module("mlx_lm.models.gemma3_text"), importlib.import_module("mlx_lm.models.rope_utils")
+    spec = importlib.util.find_spec("mlx_lm")
+    stub = types.ModuleType("mlx_lm")
+    stub.__path__ = list(spec.submodule_search_locations)
+    stub.__spec__ = spec
+    sys.modules["mlx_lm"] = stub
+    try:
+        return importlib.import_module("mlx_lm.models.gemma3_text"), importlib.import_module("mlx_lm.models.rope_utils")
+    finally:
+        for name in [n for n in sys.modules if n == "mlx_lm" or n.startswith("mlx_lm.")]:
+            del sys.modules[name]
+
+
+gemma3_text, _rope_utils = _import_mlx_lm_gemma3()
+initialize_rope = _rope_utils.initialize_rope
 
 SLIDING = "sliding_attention"
 FULL = "full_attention"
