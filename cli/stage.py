@@ -19,6 +19,19 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
+def _reexec_with_optimized_blas() -> None:
+    """Restart this process with the optimised BLAS preloaded (Linux), as `ltx2 run` starts stages, so a
+    stage run by hand is as fast as, and computes exactly what, the orchestrator's would."""
+    import os
+    import sys
+
+    from ltx2.orchestrator.runner import stage_env
+
+    env = stage_env()
+    if env.get("LD_PRELOAD", "") != os.environ.get("LD_PRELOAD", ""):
+        os.execve(sys.executable, [sys.executable, "-m", "ltx2.cli.main", *sys.argv[1:]], env)
+
+
 def stage(
     name: str = typer.Argument(..., help="text-encode, denoise, upscale, refine, decode, vocode or export"),
     inputs: list[Path] = typer.Option([], "--in", help="input artifact (repeat for several); its kind says its role"),
@@ -32,6 +45,7 @@ def stage(
     progress_fd: int = typer.Option(None, "--progress-fd", help="file descriptor for JSON-lines progress"),
 ) -> None:
     """Run one stage in this process. Exit 0 done, 2 bad input, 75 does not fit its memory budget."""
+    _reexec_with_optimized_blas()
     from ltx2.orchestrator.job import parse_memory_size
     from ltx2.stages.base import execute
 

@@ -37,6 +37,42 @@ class StageRun:
         return self.returncode == 0
 
 
+# Where Linux distributions put an OpenBLAS that exports the CBLAS symbols MLX calls.
+BLAS_CANDIDATES = (
+    "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
+    "/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0",
+    "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
+    "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
+    "/usr/lib64/libopenblas.so.0",
+    "/usr/lib/libopenblas.so.0",
+)
+
+
+def optimized_blas() -> str | None:
+    """An optimised BLAS to preload into Linux stage processes, or None.
+
+    MLX's Linux CPU wheel ships a reference BLAS (a few GFLOP/s for float32 matmul); preloading
+    OpenBLAS puts its cblas_* symbols first, about 50x faster. LTX2_BLAS names a library to use
+    instead, or "none" to keep MLX's own. Apple machines use Accelerate and need nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    choice = os.environ.get("LTX2_BLAS", "")
+    if choice.lower() == "none":
+        return None
+    if choice:
+        return choice if Path(choice).exists() else None
+    return next((c for c in BLAS_CANDIDATES if Path(c).exists()), None)
+
+
+def stage_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    blas = optimized_blas()
+    if blas and blas not in env.get("LD_PRELOAD", ""):
+        env["LD_PRELOAD"] = f"{blas} {env['LD_PRELOAD']}".strip() if env.get("LD_PRELOAD") else blas
+    return env
+
+
 def stage_command(name: str, args: list[str]) -> list[str]:
     return [sys.executable, "-m", "ltx2.cli.main", "stage", name, *args]
 
@@ -78,7 +114,7 @@ def run_stage(name: str, args: list[str], log_path: Path, budget_bytes: int | No
     with open(log_path, "ab") as log:
         log.write(f"$ {' '.join(cmd)}\n".encode())
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, pass_fds=(w,), env=env,
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, pass_fds=(w,), env=stage_env(env),
                                 start_new_session=True)
     os.close(w)
     reader = threading.Thread(target=_read_progress, args=(r, events, on_event), daemon=True)
