@@ -20,7 +20,9 @@ def load_job_or_exit(path: Path, console: Console):
 
 
 def _gb(n: int | None) -> str:
-    return "-" if not n else f"{n / 2**30:.2f} GB"
+    if not n:
+        return "-"
+    return f"{n / 2**30:.2f} GB" if n >= 2**30 // 10 else f"{n / 2**20:.0f} MB"
 
 
 def run(

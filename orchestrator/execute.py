@@ -149,7 +149,8 @@ def run_job(job: Job, job_name: str, force: set[str] = frozenset(),
                                       work / "logs" / f"{st.name}.log", budget_bytes=job.memory_budget,
                                       on_event=on_event)
             plan_ev = next((e for e in run.events if e.get("event") == "plan"), {})
-            est = (plan_ev.get("weights_bytes", 0) + plan_ev.get("activations_bytes", 0)) if plan_ev else None
+            est = sum(plan_ev.get(k, 0) for k in ("weights_bytes", "activations_bytes", "baseline_bytes")) \
+                if plan_ev else None
             resumed = next((e for e in run.events if e.get("event") == "resumed"), None)
             note = run.message or (f"resumed at step {resumed['step']} of {resumed['total']}" if resumed else "")
             rec = StageRecord(st.name, key, "computed" if run.ok else "failed", round(time.monotonic() - t0, 3),

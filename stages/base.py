@@ -137,7 +137,8 @@ def execute(name: str, inputs: list[Path], out: Path, params: dict[str, Any], we
         ctx = StageContext(spec, arts, Path(out), params, weights, cache_key, budget, progress)
         ctx.inputs = {k: _Timed(a, ctx.io_seconds) for k, a in arts.items()}
         plan: MemoryPlan = mod.estimate(ctx)
-        progress.emit("plan", weights_bytes=plan.weights_bytes, activations_bytes=plan.activations_bytes)
+        progress.emit("plan", weights_bytes=plan.weights_bytes, activations_bytes=plan.activations_bytes,
+                      baseline_bytes=plan.baseline_bytes)
         check_budget(name, plan, budget, spec.budget_fix)
         limit_data_segment(budget)
         progress.emit("start", since_process_start=round(time.time() - _process_start(), 3))

@@ -38,16 +38,22 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.2f} GB"
 
 
+# The interpreter, MLX, numpy, zarr and the rest of a stage process before any tensor (measured
+# ~70-150 MB on Linux for the tiny stages).
+PROCESS_BASELINE_BYTES = 150 << 20
+
+
 @dataclass
 class MemoryPlan:
     """What a stage expects to hold: weights (from safetensors headers) plus activations for its shape."""
 
     weights_bytes: int
     activations_bytes: int
+    baseline_bytes: int = PROCESS_BASELINE_BYTES
 
     @property
     def total(self) -> int:
-        return self.weights_bytes + self.activations_bytes
+        return self.weights_bytes + self.activations_bytes + self.baseline_bytes
 
 
 def check_budget(stage: str, plan: MemoryPlan, budget_bytes: int | None, fix: str) -> None:
@@ -55,7 +61,8 @@ def check_budget(stage: str, plan: MemoryPlan, budget_bytes: int | None, fix: st
     if budget_bytes is None or plan.total <= budget_bytes:
         return
     raise DoesNotFit(f"{stage} needs about {gib(plan.total)} (weights {gib(plan.weights_bytes)}, activations "
-                     f"{gib(plan.activations_bytes)}) but its budget is {gib(budget_bytes)}: {fix}")
+                     f"{gib(plan.activations_bytes)}, process {gib(plan.baseline_bytes)}) but its budget is "
+                     f"{gib(budget_bytes)}: {fix}")
 
 
 def limit_data_segment(budget_bytes: int | None) -> None:
