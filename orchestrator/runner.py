@@ -89,6 +89,10 @@ def _read_progress(fd: int, sink: list[dict], on_event: Callable[[dict], None] |
                 on_event(ev)
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
+
+
 def _rss_tree(p: psutil.Process) -> int:
     try:
         total = p.memory_info().rss
@@ -148,11 +152,11 @@ def run_stage(name: str, args: list[str], log_path: Path, budget_bytes: int | No
     peak = int(rusage.ru_maxrss) * (1 if sys.platform == "darwin" else 1024)
     run = StageRun(name, proc.returncode, wall, peak, killed_for_memory=bool(killed_rss), events=events)
     if killed_rss:
-        run.message = (f"{name} was killed at {killed_rss / 1e9:.1f} GB, over its {budget_bytes / 1e9:.1f} GB budget: "
+        run.message = (f"{name} was killed at {_size(killed_rss)}, over its {_size(budget_bytes)} budget: "
                        "lower its tile size or raise memory_budget in the job")
     elif run.returncode < 0:
         run.message = (f"{name} died from signal {signal.Signals(-run.returncode).name} after {wall:.1f} s "
-                       f"(peak {peak / 1e9:.2f} GB); see {log_path}")
+                       f"(peak {_size(peak)}); see {log_path}")
     elif run.returncode != 0:
         errs = [e.get("message", "") for e in events if e.get("event") == "error"]
         run.message = errs[-1] if errs else f"{name} exited with code {run.returncode}; see {log_path}"

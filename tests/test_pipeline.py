@@ -203,3 +203,14 @@ def test_concurrent_runs_do_not_corrupt(tmp_path):
         open_artifact(tmp_path / "work" / name, verify=True)
     with av.open(str(tmp_path / "out.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == 9
+
+
+def test_watchdog_ends_a_stage_over_its_budget(rendered, tmp_path):
+    """The parent's RSS watch, independent of the stage's own pre-load check (no --budget passed)."""
+    from ltx2.orchestrator.runner import run_stage
+
+    run = run_stage("decode", ["--in", str(rendered / "work" / "latents.zarr"), "--out", str(tmp_path / "f.zarr")],
+                    tmp_path / "decode.log", budget_bytes=40 << 20)
+    assert run.killed_for_memory and run.returncode < 0
+    assert run.message.startswith("decode was killed at") and "over its 40 MB budget" in run.message
+    assert not (tmp_path / "f.zarr").exists()
