@@ -33,10 +33,10 @@ def resolve_params(_inputs, p: dict) -> dict:
 
 def estimate(ctx: StageContext) -> MemoryPlan:
     from ltx2.models.text import GemmaConfig
-    from ltx2.models.text.gemma import _plan as gemma_read_plan
+    from ltx2.models.text.gemma import weight_plan
     from ltx2.models.weights import read_header
 
-    cfg, _, per_file = gemma_read_plan(ctx.weights["gemma"])
+    cfg, _, per_file = weight_plan(ctx.weights["gemma"])
     gemma = 0
     for file, keys in per_file.items():
         tensors = read_header(file).tensors

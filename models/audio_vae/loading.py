@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlx.core as mx
-from mlx.utils import tree_flatten
 
 from ..weights import conv_weight_to_mlx, load_strict, load_tensors, read_header
+from ..weights.halves import halves_to_checkpoint
 from ..weights.safetensors_file import CheckpointError
 from .config import AudioVAEConfig
 from .decoder import AudioDecoder
@@ -60,19 +60,7 @@ def unsanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
 def to_checkpoint(encoder: AudioEncoder | None = None, decoder: AudioDecoder | None = None) -> dict[str, mx.array]:
     """The given halves under their official keys (``audio_vae.{encoder,decoder}.*``) plus the shared
     ``audio_vae.per_channel_statistics.*`` (both halves hold a copy; given both, they must agree)."""
-    out: dict[str, mx.array] = {}
-    for part, model in (("encoder", encoder), ("decoder", decoder)):
-        if model is None:
-            continue
-        for k, v in unsanitize(dict(tree_flatten(model.parameters()))).items():
-            if k.startswith("per_channel_statistics."):
-                key = STATS_PREFIX + k[len("per_channel_statistics."):]
-                if key in out and not mx.array_equal(out[key], v).item():
-                    raise ValueError(f"{key}: the encoder and decoder hold different latent statistics")
-                out[key] = v
-            else:
-                out[f"audio_vae.{part}.{k}"] = v
-    return out
+    return halves_to_checkpoint("audio_vae.", unsanitize, encoder=encoder, decoder=decoder)
 
 
 def _read(path: str | Path, part: str, dtype: mx.Dtype) -> tuple[dict[str, mx.array], AudioVAEConfig]:

@@ -247,7 +247,7 @@ def _lm_keys(keys, prefix: str) -> list[str]:
     return [k for k in keys if k.startswith(prefix) and not k.startswith(skip)]
 
 
-def _plan(path: Path) -> tuple[dict, str, dict[str, list[str]]]:
+def weight_plan(path: Path) -> tuple[dict, str, dict[str, list[str]]]:
     """(config dict, LM prefix, {safetensors file: LM keys to read from it}) for a folder or a file."""
     if path.is_dir():
         cfg_path = path / "config.json"
@@ -281,7 +281,7 @@ def load_gemma(path: str | Path, dtype: mx.Dtype = mx.float32) -> GemmaEncoder:
     """Gemma-3 language model from a HF folder (config.json + shards) or one safetensors file whose
     metadata holds ``gemma_config``. Only language-model tensors are read; loading is strict."""
     path = Path(path)
-    cfg, prefix, plan = _plan(path)
+    cfg, prefix, plan = weight_plan(path)
     config = GemmaConfig.from_config(cfg)
     weights: dict[str, mx.array] = {}
     for file, keys in plan.items():

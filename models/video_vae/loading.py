@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlx.core as mx
-from mlx.utils import tree_flatten
 
 from ltx2.models.weights import CheckpointError, conv_weight_to_mlx, load_strict, load_tensors, read_header
+from ltx2.models.weights.halves import halves_to_checkpoint
 
 from .config import VideoVAEConfig
 from .decoder import VideoDecoder
@@ -44,19 +44,7 @@ def unsanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
 def to_checkpoint(encoder: VideoEncoder | None = None, decoder: VideoDecoder | None = None) -> dict[str, mx.array]:
     """The given halves under their official keys (``vae.{encoder,decoder}.*``) plus the shared
     ``vae.per_channel_statistics.*`` (both halves hold a copy; given both, they must agree)."""
-    out: dict[str, mx.array] = {}
-    for part, model in (("encoder", encoder), ("decoder", decoder)):
-        if model is None:
-            continue
-        for k, v in unsanitize(dict(tree_flatten(model.parameters()))).items():
-            if k.startswith("per_channel_statistics."):
-                key = "vae." + k
-                if key in out and not mx.array_equal(out[key], v).item():
-                    raise ValueError(f"{key}: the encoder and decoder hold different latent statistics")
-                out[key] = v
-            else:
-                out[f"vae.{part}.{k}"] = v
-    return out
+    return halves_to_checkpoint("vae.", unsanitize, encoder=encoder, decoder=decoder)
 
 
 def read_vae_weights(path: str | Path, part: str, dtype: mx.Dtype) -> tuple[dict[str, mx.array], VideoVAEConfig]:
