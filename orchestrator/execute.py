@@ -58,9 +58,9 @@ def export_sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".ltx2.json")
 
 
-def cached_state(stage: Stage, out: Path, key: str) -> tuple[bool, str]:
+def cached_state(stage_name: str, out: Path, key: str) -> tuple[bool, str]:
     """(reusable, why not) for a stage's output."""
-    if stage.name == "export":
+    if stage_name == "export":
         side = export_sidecar(out)
         if not (out.exists() and side.exists()):
             return False, "not made yet"
@@ -135,34 +135,38 @@ def run_job(job: Job, job_name: str, force: set[str] = frozenset(),
     for st in stages:
         out = st.output_path(work)
         key = keys[st.name]
+        # The lock covers the check and any discard; the stage process takes it again for its whole
+        # run, so a concurrent run (or an orphan of a killed one) never writes the same artifact.
         with ArtifactLock(out, timeout=None):
-            ok, why = cached_state(st, out, key)
+            ok, why = cached_state(st.name, out, key)
             if ok and st.name not in forced:
                 manifest.stages.append(StageRecord(st.name, key, "reused"))
                 report(st.name, "reused", {})
                 continue
             if st.name in forced or why.startswith("unusable") or why == "made from other inputs":
                 _discard(out)
-            report(st.name, "running", {"why": "forced" if st.name in forced else why})
-            t0 = time.monotonic()
-            run: StageRun = run_stage(st.name, stage_args(st, work, key, job.memory_budget),
-                                      work / "logs" / f"{st.name}.log", budget_bytes=job.memory_budget,
-                                      on_event=on_event)
-            plan_ev = next((e for e in run.events if e.get("event") == "plan"), {})
-            est = sum(plan_ev.get(k, 0) for k in ("weights_bytes", "activations_bytes", "baseline_bytes")) \
-                if plan_ev else None
-            resumed = next((e for e in run.events if e.get("event") == "resumed"), None)
-            note = run.message or (f"resumed at step {resumed['step']} of {resumed['total']}" if resumed else "")
-            rec = StageRecord(st.name, key, "computed" if run.ok else "failed", round(time.monotonic() - t0, 3),
-                              run.peak_rss, est, note)
-            done = next((e for e in run.events if e.get("event") == "done"), {})
-            rec.run_s, rec.io_s = done.get("run_s"), done.get("io_s")
-            manifest.stages.append(rec)
-            manifest.write(work / "manifest.json")
-            if not run.ok:
-                report(st.name, "failed", {"message": run.message, "code": run.returncode})
-                raise RunFailed(st.name, run.message, run.returncode, manifest)
-            report(st.name, "done", {"wall_s": rec.wall_s, "peak_rss": rec.peak_rss, "estimated": est,
-                                     "note": rec.note})
+        report(st.name, "running", {"why": "forced" if st.name in forced else why})
+        t0 = time.monotonic()
+        run: StageRun = run_stage(st.name, stage_args(st, work, key, job.memory_budget),
+                                  work / "logs" / f"{st.name}.log", budget_bytes=job.memory_budget,
+                                  on_event=on_event)
+        plan_ev = next((e for e in run.events if e.get("event") == "plan"), {})
+        est = sum(plan_ev.get(k, 0) for k in ("weights_bytes", "activations_bytes", "baseline_bytes")) \
+            if plan_ev else None
+        resumed = next((e for e in run.events if e.get("event") == "resumed"), None)
+        note = run.message or (f"resumed at step {resumed['step']} of {resumed['total']}" if resumed else "")
+        done = next((e for e in run.events if e.get("event") == "done"), {})
+        status = "failed" if not run.ok else "reused" if done.get("reused") else "computed"
+        if done.get("reused"):
+            note = "made meanwhile by another run"
+        rec = StageRecord(st.name, key, status, round(time.monotonic() - t0, 3), run.peak_rss, est, note)
+        rec.run_s, rec.io_s = done.get("run_s"), done.get("io_s")
+        manifest.stages.append(rec)
+        manifest.write(work / "manifest.json")
+        if not run.ok:
+            report(st.name, "failed", {"message": run.message, "code": run.returncode})
+            raise RunFailed(st.name, run.message, run.returncode, manifest)
+        report(st.name, "done", {"wall_s": rec.wall_s, "peak_rss": rec.peak_rss, "estimated": est,
+                                 "note": rec.note})
     manifest.write(work / "manifest.json")
     return manifest

@@ -67,6 +67,7 @@ def optimized_blas() -> str | None:
 
 def stage_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
+    env.pop("LTX2_PARENT_PID", None)
     blas = optimized_blas()
     if blas and blas not in env.get("LD_PRELOAD", ""):
         env["LD_PRELOAD"] = f"{blas} {env['LD_PRELOAD']}".strip() if env.get("LD_PRELOAD") else blas
@@ -118,7 +119,8 @@ def run_stage(name: str, args: list[str], log_path: Path, budget_bytes: int | No
     with open(log_path, "ab") as log:
         log.write(f"$ {' '.join(cmd)}\n".encode())
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, pass_fds=(w,), env=stage_env(env),
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, pass_fds=(w,),
+                                env={**stage_env(env), "LTX2_PARENT_PID": str(os.getpid())},
                                 start_new_session=True)
     os.close(w)
     reader = threading.Thread(target=_read_progress, args=(r, events, on_event), daemon=True)

@@ -18,9 +18,10 @@ from typing import Any
 
 from ltx2.artifacts_schema import Artifact, ArtifactError, ArtifactWriter, Producer, open_artifact
 from ltx2.models.weights import CheckpointError
+from ltx2.orchestrator.execute import cached_state
 from ltx2.orchestrator.graph import STAGE_VERSIONS
 
-from .contract import BadInput, MemoryPlan, Progress, StageError, check_budget, limit_data_segment
+from .contract import BadInput, MemoryPlan, Progress, StageError, check_budget, die_with_parent, limit_data_segment
 
 # stage name -> module in this package
 MODULES = {
@@ -125,6 +126,7 @@ def open_inputs(spec: StageSpec, paths: list[Path]) -> dict[str, Artifact]:
 def execute(name: str, inputs: list[Path], out: Path, params: dict[str, Any], weights: dict[str, Path] | None,
             cache_key: str | None, budget: int | None, progress_fd: int | None) -> int:
     """Run one stage in this process; returns the contract's exit code."""
+    die_with_parent()
     progress = Progress(name, progress_fd)
     try:
         mod = stage_module(name)
@@ -136,15 +138,19 @@ def execute(name: str, inputs: list[Path], out: Path, params: dict[str, Any], we
             cache_key = hand_run_key(spec, arts, params, weights)
         ctx = StageContext(spec, arts, Path(out), params, weights, cache_key, budget, progress)
         ctx.inputs = {k: _Timed(a, ctx.io_seconds) for k, a in arts.items()}
-        plan: MemoryPlan = mod.estimate(ctx)
-        progress.emit("plan", weights_bytes=plan.weights_bytes, activations_bytes=plan.activations_bytes,
-                      baseline_bytes=plan.baseline_bytes)
-        check_budget(name, plan, budget, spec.budget_fix)
-        limit_data_segment(budget)
-        progress.emit("start", since_process_start=round(time.time() - _process_start(), 3))
-        t0 = time.perf_counter()
-        mod.run(ctx)
-        progress.emit("done", run_s=round(time.perf_counter() - t0, 3), io_s=round(ctx.io_seconds[0], 3))
+        with _output_lock(ctx.out, progress):
+            if cached_state(name, ctx.out, cache_key)[0]:  # made meanwhile (another run, or an orphan)
+                progress.emit("done", reused=True)
+                return 0
+            plan: MemoryPlan = mod.estimate(ctx)
+            progress.emit("plan", weights_bytes=plan.weights_bytes, activations_bytes=plan.activations_bytes,
+                          baseline_bytes=plan.baseline_bytes)
+            check_budget(name, plan, budget, spec.budget_fix)
+            limit_data_segment(budget)
+            progress.emit("start", since_process_start=round(time.time() - _process_start(), 3))
+            t0 = time.perf_counter()
+            mod.run(ctx)
+            progress.emit("done", run_s=round(time.perf_counter() - t0, 3), io_s=round(ctx.io_seconds[0], 3))
         return 0
     except (StageError, ArtifactError, CheckpointError) as e:
         if isinstance(e, StageError):
@@ -164,6 +170,18 @@ def execute(name: str, inputs: list[Path], out: Path, params: dict[str, Any], we
         return 1
     finally:
         progress.close()
+
+
+def _output_lock(out: Path, progress: Progress):
+    """Hold the output's lock for the whole stage: no two processes ever write one artifact."""
+    from ltx2.artifacts_schema import ArtifactLock
+
+    lock = ArtifactLock(out, timeout=None)
+    try:
+        return ArtifactLock(out, timeout=0).acquire()
+    except ArtifactError:
+        progress.emit("waiting", message=f"{out.name} is being written by another process; waiting for it")
+        return lock
 
 
 def _process_start() -> float:

@@ -105,3 +105,21 @@ class Progress:
             except OSError:
                 pass
             self._f = None
+
+
+def die_with_parent() -> None:
+    """End this stage if the `ltx2 run` that started it dies (Linux): a killed run must not leave an
+    orphan stage computing on. The run passes its pid in LTX2_PARENT_PID; a stage run by hand has none."""
+    parent = os.environ.get("LTX2_PARENT_PID")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # the parent died before the request took effect
+        os._exit(1)

@@ -130,8 +130,12 @@ def test_killed_denoise_resumes_to_identical_latents(rendered, tmp_path):
             except (ValueError, KeyError):
                 pass
     assert step >= 1, "stage 1 never checkpointed a step"
-    os.killpg(proc.pid, signal.SIGKILL)  # the run and its stage process, mid-step
+    os.killpg(proc.pid, signal.SIGKILL)  # the run, mid-step; its stage process must die with it
     proc.wait()
+    progress_file = partial / "zarr.json"
+    before = progress_file.read_bytes()
+    time.sleep(3.5)  # more than a (slowed) step: an orphaned stage would have checkpointed again
+    assert progress_file.read_bytes() == before, "the stage outlived the killed run"
     assert partial.exists() and not (work / "stage1.zarr").exists()
     r = ltx2("run", str(job))
     assert "resumed at step" in r.stdout
