@@ -79,6 +79,10 @@ def run(
         except ValueError as e:
             console.print(f"[red]error:[/] {e}")
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("interrupted: finished stages are kept and a half-done denoise, refine or decode "
+                          "continues from its last checkpoint when you run the same command again")
+            raise typer.Exit(130) from None
     reused = sum(s.status == "reused" for s in manifest.stages)
     console.print(f"wrote [bold]{job.output}[/] ({reused} of {len(manifest.stages)} stages reused; "
                   f"manifest {Path(job.work_dir) / 'manifest.json'})")
