@@ -9,6 +9,7 @@ from ltx2.cli.inspect import inspect
 from ltx2.cli.plan import plan
 from ltx2.cli.run import run
 from ltx2.cli.stage import stage
+from ltx2.cli.weights import app as weights_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="LTX-2 audio+video diffusion in MLX, run as memory-bounded stage processes.")
@@ -17,6 +18,7 @@ app.command("stage")(stage)
 app.command("run")(run)
 app.command("plan")(plan)
 app.command("inspect")(inspect)
+app.add_typer(weights_app, name="weights")
 
 
 @app.callback()

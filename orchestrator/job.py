@@ -154,7 +154,9 @@ def tiny_model_files(tiny_dir: Path | None = None) -> dict[str, Path]:
 
 # ----------------------------------------------------------------------------- model files
 
-def _weight_file(what: str):
+def _weight_file(what: str, slot: str | None = None):
+    """``slot``: the kind of file the field holds (a key of identify.SLOT_WANTS); its header is read to refuse a
+    file of another kind (an upsampler given as the checkpoint...) or a truncated one, with the reason."""
     def check(v: Path, info: ValidationInfo) -> Path:
         p = _resolve(v, info)
         where = f"relative paths start at the job file's folder ({_base_dir(info)})"
@@ -164,6 +166,12 @@ def _weight_file(what: str):
             raise _rule("is not a file", f"give the path of {what}")
         if p.suffix != ".safetensors":
             raise _rule("is not a .safetensors file", f"give the path of {what}")
+        if slot is not None:
+            from ltx2.models.weights.identify import slot_problem  # header reads only
+
+            bad = slot_problem(p, slot, checkpoint=info.data.get("checkpoint") if slot == "lora" else None)
+            if bad:
+                raise _rule(*bad)
         return p
     return check
 
@@ -178,6 +186,11 @@ def _gemma_folder(v: Path, info: ValidationInfo) -> Path:
         raise _rule("is not a folder", f"give the path of {what}")
     if not any(p.glob("*.safetensors")) and not any(p.glob("**/*.safetensors")):
         raise _rule("holds no .safetensors weights", f"give the path of {what}")
+    from ltx2.models.weights.identify import slot_problem  # header reads only
+
+    bad = slot_problem(p, "gemma")
+    if bad:
+        raise _rule(*bad)
     return p
 
 
@@ -187,12 +200,13 @@ class ModelFiles(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     checkpoint: Annotated[Path, AfterValidator(_weight_file(
-        "the single-file LTX-2 checkpoint (distilled for pipeline distilled, dev otherwise)"))]
+        "the single-file LTX-2 checkpoint (distilled for pipeline distilled, dev otherwise)", "checkpoint"))]
     gemma: Annotated[Path, AfterValidator(_gemma_folder)]
     spatial_upsampler: Annotated[Path | None, AfterValidator(
-        lambda v, info: None if v is None else _weight_file("the x2 spatial latent upscaler")(v, info))] = None
+        lambda v, info: None if v is None else _weight_file("the x2 spatial latent upscaler", "spatial_upsampler")(
+            v, info))] = None
     distilled_lora: Annotated[Path | None, AfterValidator(
-        lambda v, info: None if v is None else _weight_file("the distilled LoRA")(v, info))] = None
+        lambda v, info: None if v is None else _weight_file("the distilled LoRA", "lora")(v, info))] = None
     distilled_lora_strength: float = Field(1.0, ge=0.0)
 
     def files(self) -> dict[str, Path]:

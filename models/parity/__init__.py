@@ -33,6 +33,9 @@ CHECKS["guidance"] = "sampling:check_guidance"
 CHECKS["pipeline_two_stage_tiny"] = "pipeline:check_pipeline"
 CHECKS["video_vae"] = "video_vae:check_video_vae"
 CHECKS["video_vae_timestep_cond"] = "video_vae:check_video_vae"
+CHECKS["transformer_fp8_cast"] = "weights:check_fp8"
+CHECKS["transformer_fp8_scaled"] = "weights:check_fp8"
+CHECKS["transformer_lora"] = "weights:check_lora"
 
 NETWORK_TOL = 1e-4
 PIPELINE_TOL = 1e-3

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
+
+from . import fp8
 
 # safetensors dtype tag -> numpy dtype of the stored bytes (bf16 / fp8 are read as raw bits)
 _STORED = {
@@ -33,6 +35,8 @@ class TensorInfo:
     shape: tuple[int, ...]
     begin: int  # absolute byte offset in the file
     end: int
+    scale: "TensorInfo | None" = None  # fp8: the stored weight scale this tensor is multiplied by (fp8.py)
+    scale_key: str | None = None
 
     @property
     def nbytes(self) -> int:
@@ -43,7 +47,8 @@ class TensorInfo:
 class SafetensorsHeader:
     path: Path
     metadata: dict[str, str]
-    tensors: dict[str, TensorInfo]
+    tensors: dict[str, TensorInfo]  # the parameters; fp8 scales are attached to the tensors they scale
+    companions: dict[str, TensorInfo] = field(default_factory=dict)  # fp8 scales consumed by fold_scales
 
     @property
     def size(self) -> int:
@@ -52,7 +57,8 @@ class SafetensorsHeader:
     def truncated(self) -> list[str]:
         """Tensors whose bytes lie past the end of the file (an interrupted download)."""
         size = self.size
-        return [k for k, t in self.tensors.items() if t.end > size]
+        every = {**self.tensors, **self.companions}
+        return [k for k, t in every.items() if t.end > size]
 
     def keys_with_prefix(self, prefix: str) -> list[str]:
         return [k for k in self.tensors if k.startswith(prefix)]
@@ -90,7 +96,8 @@ def read_header(path: str | Path) -> SafetensorsHeader:
         tensors[k] = TensorInfo(v["dtype"], tuple(v["shape"]), base + b, base + e)
     # A truncated file still has a readable header (config, names, shapes): the tensors past the end
     # are refused when read (load_tensors) or listed by ``truncated()`` for a header-only check.
-    return SafetensorsHeader(path, meta, tensors)
+    tensors, companions = fp8.fold_scales(tensors)
+    return SafetensorsHeader(path, meta, tensors, companions)
 
 
 def _to_mx(raw: np.ndarray, dtype_tag: str, dtype: mx.Dtype | None) -> mx.array:
@@ -108,24 +115,36 @@ def _to_mx(raw: np.ndarray, dtype_tag: str, dtype: mx.Dtype | None) -> mx.array:
 
 
 def load_tensors(header: SafetensorsHeader, keys: list[str], dtype: mx.Dtype | None = mx.float32) -> dict[str, mx.array]:
-    """Read exactly ``keys`` from the file (floating tensors cast to ``dtype``; None keeps the stored dtype)."""
+    """Read exactly ``keys`` from the file (floating tensors cast to ``dtype``; None keeps the stored dtype).
+
+    fp8 (E4M3) tensors are decoded exactly; a scaled one is multiplied by its weight scale first (fp8.py)."""
     missing = [k for k in keys if k not in header.tensors]
     if missing:
         raise CheckpointError(f"{header.path}: missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
     size = header.size
-    cut = [k for k in keys if header.tensors[k].end > size]
+    cut = [(name, i.end) for k in keys for name, i in ((k, header.tensors[k]),
+                                                        (header.tensors[k].scale_key, header.tensors[k].scale))
+           if i is not None and i.end > size]
     if cut:
-        raise CheckpointError(f"{header.path}: tensor {cut[0]!r} ends at byte {header.tensors[cut[0]].end} but the "
+        raise CheckpointError(f"{header.path}: tensor {cut[0][0]!r} ends at byte {cut[0][1]} but the "
                               f"file has {size} bytes: the file is truncated (re-download it)")
     mm = np.memmap(header.path, dtype=np.uint8, mode="r")
-    out = {}
-    for k in keys:
-        info = header.tensors[k]
+
+    def read(k: str, info: TensorInfo, as_dtype):
         stored = _STORED.get(info.dtype)
         if stored is None:
             raise CheckpointError(f"{header.path}: tensor {k!r} has unsupported dtype {info.dtype}")
         raw = np.frombuffer(mm[info.begin:info.end], dtype=stored).reshape(info.shape)
-        out[k] = _to_mx(np.array(raw), info.dtype, dtype)  # np.array: copy out of the map
+        return _to_mx(np.array(raw), info.dtype, as_dtype)  # np.array: copy out of the map
+
+    out = {}
+    for k in keys:
+        info = header.tensors[k]
+        if info.scale is None:
+            out[k] = read(k, info, dtype)
+        else:  # scaled fp8: dequantise in float32, then the compute dtype (bf16 when none is asked for)
+            w = fp8.dequantize(read(k, info, mx.float32), read(info.scale_key, info.scale, mx.float32), k)
+            out[k] = w.astype(dtype or mx.bfloat16)
     del mm
     return out
 

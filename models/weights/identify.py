@@ -1,0 +1,618 @@
+"""What a weight file (or folder) is, from its headers alone: ``ltx2 weights check`` and the job's model slots.
+
+Nothing here reads a tensor: a 43 GB checkpoint is described from its safetensors header (names, dtypes,
+shapes, byte ranges, config metadata) in milliseconds. :func:`identify` returns a :class:`FileReport`: the kind
+of file, its parts with their sizes and the stages that read them, facts worth showing, and problems (truncated
+tensors, missing shards or tokenizer, an unexpected layout, an LTX-2.3 config). :func:`slot_problem` says why a
+file does not belong in a job's model slot (an upsampler given as the checkpoint, a truncated download...).
+
+The key prefixes below are the loaders' own (tests check they agree); they are repeated here so that job
+validation, which calls this, does not import the networks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import fp8
+from .safetensors_file import CheckpointError, SafetensorsHeader, read_header
+
+CHECKPOINT, UPSAMPLER, LORA, GEMMA, GEMMA_SHARD, CONVERTED, UNKNOWN, UNREADABLE = (
+    "checkpoint", "latent upsampler", "LoRA", "Gemma folder", "Gemma shard", "converted", "unknown", "unreadable")
+
+TRANSFORMER_PREFIX = "model.diffusion_model."
+CONNECTOR_PREFIXES = ("model.diffusion_model.video_embeddings_connector.",
+                      "model.diffusion_model.audio_embeddings_connector.")
+# (part, key prefixes, stages that read it); the transformer part excludes the connectors under its prefix
+CHECKPOINT_PARTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("transformer", (TRANSFORMER_PREFIX,), ("denoise", "refine")),
+    ("text connectors", CONNECTOR_PREFIXES, ("text-encode",)),
+    ("text projection", ("text_embedding_projection.",), ("text-encode",)),
+    ("video VAE encoder", ("vae.encoder.",), ()),
+    ("video VAE decoder", ("vae.decoder.",), ("decode",)),
+    ("video VAE statistics", ("vae.per_channel_statistics.",), ("upscale", "decode")),
+    ("audio VAE encoder", ("audio_vae.encoder.",), ()),
+    ("audio VAE decoder", ("audio_vae.decoder.",), ("vocode",)),
+    ("audio VAE statistics", ("audio_vae.per_channel_statistics.",), ("vocode",)),
+    ("vocoder", ("vocoder.",), ("vocode",)),
+)
+# parts of a converted file (models/weights/converted.py) -> stages that read them
+CONVERTED_READERS = {"transformer": ("denoise", "refine"), "gemma": ("text-encode",),
+                     "text_embeddings": ("text-encode",), "video_decoder": ("decode",), "video_encoder": (),
+                     "audio_decoder": ("vocode",), "vocoder": ("vocode",), "upsampler": ("upscale",)}
+GEMMA_LM_PREFIXES = ("language_model.model.", "model.language_model.", "model.")
+GEMMA_OTHER_PREFIXES = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.",
+                        "model.multi_modal_projector.", "language_model.lm_head.")
+LTX23_TRANSFORMER_FLAGS = ("apply_gated_attention", "cross_attention_adaln", "caption_proj_before_connector",
+                           "connector_apply_gated_attention")
+LORA_SUFFIXES = (".lora_A.weight", ".lora_B.weight")
+
+
+@dataclass
+class Part:
+    name: str
+    tensors: int
+    nbytes: int
+    dtypes: Counter
+    readers: tuple[str, ...]
+
+
+@dataclass
+class FileReport:
+    path: Path
+    kind: str
+    title: str = ""  # one line: what it is
+    size: int = 0
+    dtypes: Counter = field(default_factory=Counter)  # stored dtype -> tensor count (fp8 scales included)
+    parts: list[Part] = field(default_factory=list)
+    facts: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    info: dict = field(default_factory=dict)  # machine-readable facts (mode, scale, rank, version, ...)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def gb(n: int) -> str:
+    if n < 1000:
+        return f"{n} B"
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def _all_tensors(header: SafetensorsHeader) -> dict:
+    return {**header.tensors, **header.companions}
+
+
+def _bytes(header: SafetensorsHeader, keys) -> int:
+    """Stored bytes of ``keys`` with their fp8 scales."""
+    total = 0
+    for k in keys:
+        t = header.tensors[k]
+        total += t.nbytes + (t.scale.nbytes if t.scale is not None else 0)
+    return total
+
+
+def _dtypes(header: SafetensorsHeader, keys) -> Counter:
+    c = Counter(header.tensors[k].dtype for k in keys)
+    c.update(header.tensors[k].scale.dtype for k in keys if header.tensors[k].scale is not None)
+    return c
+
+
+def _truncation(header: SafetensorsHeader) -> str | None:
+    cut = header.truncated()
+    if not cut:
+        return None
+    every = _all_tensors(header)
+    need = max(t.end for t in every.values())
+    return (f"truncated: {len(cut)} of {len(every)} tensors end past the end of the file (it has {header.size:,} "
+            f"bytes, its header describes {need:,}), e.g. {cut[0]}; an interrupted download? re-download it")
+
+
+def _stray_scales(header: SafetensorsHeader) -> list[str]:
+    return [k for k in header.tensors if fp8.companion_parent(k) is not None]
+
+
+# ----------------------------------------------------------------------------- the single-file checkpoint
+
+def _variant(header: SafetensorsHeader) -> tuple[str, str]:
+    """(dev | distilled | unknown, how it was decided)."""
+    for k, v in header.metadata.items():
+        if k == "config":
+            continue
+        text = f"{k} {v}".lower()
+        if "distill" in text:
+            return "distilled", f"header metadata {k!r}"
+    name = header.path.name.lower()
+    if "distill" in name:
+        return "distilled", "file name only: the header does not say"
+    if re.search(r"(^|[-_.])dev([-_.]|$)", name):
+        return "dev", "file name only: the header does not say"
+    return "unknown", "neither the header nor the file name says"
+
+
+def _ltx23_options(cfg: dict) -> list[str]:
+    t = cfg.get("transformer") if isinstance(cfg.get("transformer"), dict) else {}
+    found = [f"{k}={t[k]!r}" for k in LTX23_TRANSFORMER_FLAGS if t.get(k)]
+    voc = cfg.get("vocoder") if isinstance(cfg.get("vocoder"), dict) else {}
+    if "bwe" in voc:
+        found.append("vocoder.bwe (bandwidth-extension vocoder)")
+    return found
+
+
+def _checkpoint(header: SafetensorsHeader, rep: FileReport) -> None:
+    rep.kind = CHECKPOINT
+    keys = list(header.tensors)
+    assigned: set[str] = set()
+    missing_read, missing_unread = [], []
+    for name, prefixes, readers in CHECKPOINT_PARTS:
+        ks = [k for k in keys if k.startswith(prefixes)
+              and not (name == "transformer" and k.startswith(CONNECTOR_PREFIXES))]
+        assigned.update(ks)
+        if ks:
+            rep.parts.append(Part(name, len(ks), _bytes(header, ks), _dtypes(header, ks), readers))
+        elif readers:
+            missing_read.append((name, prefixes, readers))
+        else:
+            missing_unread.append(name)
+    for name, prefixes, readers in missing_read:
+        rep.problems.append(f"no {name} ({prefixes[0]}*): the {' / '.join(readers)} stage cannot run from this file")
+    for name in missing_unread:
+        rep.facts.append(f"no {name} (no stage reads it yet: conditioning on images, video or audio is not "
+                         "implemented)")
+    other = [k for k in keys if k not in assigned]
+    if other:
+        rep.problems.append(f"unexpected layout: {len(other)} tensors belong to no LTX-2 component, e.g. "
+                            + ", ".join(other[:3]))
+
+    try:
+        cfg = header.config()
+    except (CheckpointError, ValueError) as e:
+        rep.problems.append(f"no usable config metadata ({e})")
+        cfg = {}
+    version = header.metadata.get("model_version")
+    ltx23 = _ltx23_options(cfg)
+    rep.info["version"] = "LTX-2.3" if ltx23 or str(version or "").startswith("2.3") else "LTX-2"
+    if ltx23:
+        rep.problems.append("LTX-2.3 config, not supported yet: " + ", ".join(ltx23)
+                            + " (this port implements the LTX-2 19B layout)")
+    tcfg = cfg.get("transformer")
+    if isinstance(tcfg, dict) and not ltx23:
+        from ltx2.models.transformer.config import TransformerConfig  # lazy: job validation stays light
+
+        try:
+            c = TransformerConfig.from_config(tcfg)
+            blocks = {int(m.group(1)) for k in keys for m in [re.match(r"model\.diffusion_model\.transformer_blocks\.(\d+)\.", k)] if m}
+            rep.info["num_layers"] = c.num_layers
+            rep.facts.append(f"transformer: {c.num_layers} blocks, video {c.num_attention_heads} x "
+                             f"{c.attention_head_dim} = {c.inner_dim} wide, audio {c.audio_num_attention_heads} x "
+                             f"{c.audio_attention_head_dim} = {c.audio_inner_dim}, text features {c.caption_channels}")
+            if blocks and blocks != set(range(c.num_layers)):
+                rep.problems.append(f"config says num_layers={c.num_layers} but the file holds transformer blocks "
+                                    f"{min(blocks)}..{max(blocks)} ({len(blocks)} of them)")
+        except ValueError as e:
+            rep.problems.append(f"transformer config refused: {e}")
+    elif any(p.name == "transformer" for p in rep.parts) and not ltx23:
+        rep.problems.append("no transformer config in the metadata (config['transformer']): the denoise stage "
+                            "builds the network from it")
+
+    variant, how = _variant(header)
+    rep.info["variant"] = variant
+    rep.facts.append(f"variant: {variant} ({how})" + (f"; model_version {version}" if version else ""))
+    tr = [k for k in keys if k.startswith(TRANSFORMER_PREFIX) and not k.startswith(CONNECTOR_PREFIXES)]
+    f8 = [k for k in tr if header.tensors[k].dtype == "F8_E4M3"]
+    if f8:
+        scaled = sum(header.tensors[k].scale is not None for k in f8)
+        blocks = sorted({int(m.group(1)) for k in f8 for m in [re.search(r"transformer_blocks\.(\d+)\.", k)] if m})
+        where = f"blocks {blocks[0]}-{blocks[-1]}" if blocks else "outside the blocks"
+        how = (f"{scaled} with a per-tensor weight_scale (the published fp8 layout)" if scaled == len(f8) else
+               f"{scaled} scaled, {len(f8) - scaled} cast-only")
+        rep.info["fp8"] = True
+        rep.facts.append(f"fp8 transformer: {len(f8)} E4M3 tensors in {where}, {how}; dequantised on load to the "
+                         "compute dtype")
+    if any(t.dtype == "F8_E5M2" for t in header.tensors.values()):
+        rep.problems.append("F8_E5M2 tensors: not supported (official LTX-2 fp8 files use E4M3)")
+    stray = _stray_scales(header)
+    if stray:
+        rep.problems.append(f"{len(stray)} fp8 scale tensors scale no tensor of the file, e.g. {stray[0]}")
+    if header.companions:
+        n_in = sum(1 for k in header.companions if fp8.companion_parent(k)[1] == "activation scale")
+        if n_in:
+            rep.facts.append(f"{n_in} input_scale tensors (activation scales for fp8 matmul kernels) are not used: "
+                             "activations stay in the compute dtype")
+    kind = "LTX-2.3" if rep.info["version"] == "LTX-2.3" else "LTX-2"
+    held = ", ".join(p.name for p in rep.parts)
+    label = "dev or distilled not recorded" if variant == "unknown" else variant
+    rep.info["short"] = f"{kind} single-file checkpoint ({label}{', fp8' if f8 else ''})"
+    rep.title = f"{rep.info['short']}: {held}"
+
+
+# ----------------------------------------------------------------------------- latent upsampler
+
+def _upsampler(header: SafetensorsHeader, cfg: dict, rep: FileReport) -> None:
+    rep.kind = UPSAMPLER
+    keys = list(header.tensors)
+    rep.parts.append(Part("latent upsampler", len(keys), _bytes(header, keys), _dtypes(header, keys), ("upscale",)))
+    from ltx2.models.upsampler.config import UpsamplerConfig  # lazy: job validation stays light
+
+    try:
+        c = UpsamplerConfig.from_config(cfg)
+    except ValueError as e:
+        rep.problems.append(f"upsampler config refused: {e}")
+        rep.title = "latent upsampler (config refused)"
+        return
+    mode = c.mode
+    rep.info.update(mode="temporal" if mode == "temporal" else "spatial", spatial_scale=float(c.spatial_scale),
+                    temporal=c.temporal_upsample)
+    if mode == "temporal":
+        what = "temporal x2"
+    elif mode == "spatiotemporal":
+        what = f"spatial x{c.spatial_scale:g} + temporal x2"
+    else:
+        what = f"spatial x{c.spatial_scale:g}" + (" (rational resampler)" if mode == "rational" else "")
+    rep.info["what"] = what
+    rep.title = f"latent upsampler, {what}"
+    rep.facts.append(f"{c.in_channels} latent channels, {c.mid_channels} wide, {c.num_blocks_per_stage} res blocks "
+                     "per stage; the upscale stage also reads the video VAE statistics from the checkpoint")
+    if mode == "temporal":
+        rep.facts.append("no pipeline here uses a temporal upsampler yet")
+
+
+# ----------------------------------------------------------------------------- LoRA
+
+def _pattern(module: str) -> str:
+    return re.sub(r"transformer_blocks\.\d+\.", "", module)
+
+
+def _lora(header: SafetensorsHeader, rep: FileReport) -> None:
+    from .lora import LORA_PREFIX, lora_targets
+
+    rep.kind = LORA
+    keys = list(header.tensors)
+    rep.parts.append(Part("LoRA", len(keys), _bytes(header, keys), _dtypes(header, keys), ("denoise", "refine")))
+    try:
+        targets = lora_targets(keys)
+    except CheckpointError as e:
+        rep.problems.append(str(e))
+        targets = {}
+    ranks = Counter(header.tensors[a].shape[0] for a, _ in targets.values() if header.tensors[a].shape)
+    rep.info.update(targets=len(targets), ranks=sorted(ranks))
+    connectors = [t for t in targets if t.startswith(tuple(p[len(TRANSFORMER_PREFIX):] for p in CONNECTOR_PREFIXES))]
+    groups = Counter(_pattern(t[: -len(".weight")]) for t in targets if t not in connectors)
+    rank = (f"rank {next(iter(ranks))}" if len(ranks) == 1 else
+            "ranks " + ", ".join(str(r) for r in sorted(ranks)) if ranks else "no pairs")
+    rep.title = f"LoRA, {rank}, {len(targets)} adapted weights"
+    if groups:
+        top = ", ".join(f"{g} x{n}" for g, n in groups.most_common(8))
+        more = f" and {len(groups) - 8} more kinds" if len(groups) > 8 else ""
+        rep.facts.append(f"targets: {top}{more}")
+    if connectors:
+        rep.facts.append(f"{len(connectors)} pairs target the text connectors: not fused (the official pipelines "
+                         "fuse LoRAs into the transformer only)")
+    unprefixed = [k for k in keys if k.endswith(LORA_SUFFIXES) and not k.startswith(LORA_PREFIX)]
+    if unprefixed:
+        rep.facts.append(f"{len(unprefixed)} keys lack the '{LORA_PREFIX}' prefix of the official LoRA files, "
+                         f"e.g. {unprefixed[0]}")
+    ignored = [k for k in keys if not k.endswith(LORA_SUFFIXES)]
+    if ignored:
+        rep.facts.append(f"{len(ignored)} other tensors (e.g. {ignored[0]}) are ignored, as the official loader "
+                         "ignores them (no alpha scaling)")
+    rep.facts.append("strength comes from the job (W += strength * B @ A)")
+
+
+# ----------------------------------------------------------------------------- Gemma
+
+def _lm_prefix(keys) -> str | None:
+    keys = set(keys)
+    return next((p for p in GEMMA_LM_PREFIXES if f"{p}embed_tokens.weight" in keys), None)
+
+
+def _gemma_config_facts(cfg: dict, rep: FileReport) -> None:
+    text = cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}
+    hidden, layers = text.get("hidden_size"), text.get("num_hidden_layers")
+    rep.info.update(hidden_size=hidden, num_layers=layers)
+    arch = ", ".join(cfg.get("architectures", [])) or cfg.get("model_type", "?")
+    rep.facts.append(f"{arch}: {layers} layers, hidden size {hidden}"
+                     + ("" if (hidden, layers) == (3840, 48) else " (the real LTX-2 text encoder, Gemma-3-12B, has "
+                                                              "48 layers of 3840)"))
+    model_type = str(cfg.get("model_type", ""))
+    if model_type and not model_type.startswith("gemma3"):
+        rep.problems.append(f"config.json model_type={model_type!r}: LTX-2 needs a Gemma-3 text encoder")
+
+
+def _gemma_folder(path: Path) -> FileReport:
+    rep = FileReport(path, GEMMA)
+    cfg_path = path / "config.json"
+    if cfg_path.is_file():
+        try:
+            _gemma_config_facts(json.loads(cfg_path.read_text()), rep)
+        except ValueError as e:
+            rep.problems.append(f"config.json is not valid JSON ({e})")
+    else:
+        rep.problems.append("no config.json: the text encoder is built from it")
+    if (path / "tokenizer.json").is_file():
+        rep.info["tokenizer"] = True
+        rep.facts.append("tokenizer: tokenizer.json" + (" + tokenizer_config.json"
+                                                        if (path / "tokenizer_config.json").is_file() else ""))
+    else:
+        rep.info["tokenizer"] = False
+        alt = [n for n in ("tokenizer.model", "tokenizer_config.json") if (path / n).is_file()]
+        rep.problems.append("no tokenizer.json (the Gemma fast tokenizer the text-encode stage reads)"
+                            + (f"; {' and '.join(alt)} alone are not enough" if alt else "")
+                            + ": download every file of the Gemma repository")
+    index_path = path / "model.safetensors.index.json"
+    weight_map: dict[str, str] = {}
+    if index_path.is_file():
+        try:
+            weight_map = json.loads(index_path.read_text())["weight_map"]
+        except (ValueError, KeyError, TypeError) as e:
+            rep.problems.append(f"model.safetensors.index.json is unreadable ({e})")
+        shards = sorted(set(weight_map.values()))
+        absent = [s for s in shards if not (path / s).is_file()]
+        if absent:
+            rep.problems.append(f"missing shards: {len(absent)} of the {len(shards)} files the index names are "
+                                f"absent: {', '.join(absent)}")
+        files = [path / s for s in shards if (path / s).is_file()]
+    else:
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            rep.problems.append("no *.safetensors weights and no model.safetensors.index.json")
+    keys: dict[str, str] = {}
+    lm_keys, other_keys = Counter(), Counter()
+    lm_bytes = other_bytes = 0
+    for f in files:
+        try:
+            h = read_header(f)
+        except CheckpointError as e:
+            rep.problems.append(str(e))
+            continue
+        rep.size += h.size
+        rep.dtypes.update(t.dtype for t in _all_tensors(h).values())
+        cut = _truncation(h)
+        if cut:
+            rep.problems.append(f"{f.name}: {cut}")
+        for k in h.tensors:
+            keys[k] = f.name
+        prefix = _lm_prefix(h.tensors) or _lm_prefix(weight_map) or GEMMA_LM_PREFIXES[0]
+        skip = GEMMA_OTHER_PREFIXES if prefix == "model." else ()
+        for k in h.tensors:
+            if k.startswith(prefix) and not k.startswith(skip):
+                lm_keys.update([h.tensors[k].dtype])
+                lm_bytes += _bytes(h, [k])
+            else:
+                other_keys.update([h.tensors[k].dtype])
+                other_bytes += _bytes(h, [k])
+    lost = [k for k, f in weight_map.items() if (path / f).is_file() and keys.get(k) != f]
+    if lost:
+        rep.problems.append(f"the index lists {len(lost)} tensors that its shards do not hold, e.g. {lost[0]} "
+                            f"(in {weight_map[lost[0]]}): a damaged or mixed download")
+    if keys and _lm_prefix(keys) is None:
+        rep.problems.append("no Gemma-3 language model in the shards (no *embed_tokens.weight under "
+                            f"{' / '.join(GEMMA_LM_PREFIXES)})")
+    if lm_keys:
+        rep.parts.append(Part("language model", sum(lm_keys.values()), lm_bytes, lm_keys, ("text-encode",)))
+    if other_keys:
+        rep.parts.append(Part("vision tower, projector", sum(other_keys.values()), other_bytes, other_keys, ()))
+    shards = f"{len(files)} shard{'s' if len(files) != 1 else ''}" + (" (per the index)" if weight_map else "")
+    rep.title = f"Gemma-3 text encoder folder, {shards}"
+    return rep
+
+
+def _is_gemma_shard(path: Path) -> bool:
+    try:
+        h = read_header(path)
+    except CheckpointError:
+        return False
+    checkpoint = tuple(p for _, ps, _ in CHECKPOINT_PARTS for p in ps)
+    return "format" not in h.metadata and any(k.startswith(GEMMA_LM_PREFIXES) and not k.startswith(checkpoint)
+                                              for k in h.tensors)
+
+
+def looks_like_gemma_folder(path: Path) -> bool:
+    """A Hugging Face Gemma folder: an index, a Gemma config.json, or shards that all hold Gemma weights."""
+    if not path.is_dir():
+        return False
+    if (path / "model.safetensors.index.json").is_file():
+        return True
+    try:
+        if str(json.loads((path / "config.json").read_text()).get("model_type", "")).startswith("gemma"):
+            return True
+    except (OSError, ValueError, AttributeError):
+        pass
+    files = sorted(path.glob("*.safetensors"))
+    return bool(files) and all(_is_gemma_shard(f) for f in files)
+
+
+# ----------------------------------------------------------------------------- converted files
+
+def _converted(header: SafetensorsHeader, rep: FileReport) -> None:
+    rep.kind = CONVERTED
+    try:
+        parts = json.loads(header.metadata.get("parts", "{}"))
+    except ValueError as e:
+        rep.problems.append(f"converted file with unreadable 'parts' metadata ({e})")
+        parts = {}
+    for name, p in sorted(parts.items(), key=lambda kv: -len(kv[1].get("prefix", ""))):
+        prefix = p.get("prefix", "")
+        ks = [k for k in header.tensors if k.startswith(prefix)
+              and not any(k.startswith(q["prefix"]) for n, q in parts.items()
+                          if n != name and len(q.get("prefix", "")) > len(prefix))]
+        bits = p.get("bits")
+        rep.parts.append(Part(name + (f" (q{bits}, group {p.get('group_size')})" if bits else f" ({p.get('dtype')})"),
+                              len(ks), _bytes(header, ks), _dtypes(header, ks), CONVERTED_READERS.get(name, ())))
+        for lo in p.get("loras") or []:
+            rep.facts.append(f"{name}: LoRA {Path(str(lo.get('file', '?'))).name} fused at strength {lo.get('strength')}")
+    rep.info["parts"] = sorted(parts)
+    rep.info["short"] = "ltx2 converted file (" + ", ".join(sorted(parts)) + ")"
+    rep.title = "ltx2 converted file: " + ", ".join(sorted(parts))
+
+
+# ----------------------------------------------------------------------------- entry points
+
+def _is_lora(keys: list[str]) -> bool:
+    n = sum(k.endswith(LORA_SUFFIXES) for k in keys)
+    return n > 0 and n * 2 >= len(keys)
+
+
+def identify(path: str | Path) -> FileReport:
+    """Describe ``path`` (a safetensors file or a Gemma folder) from headers only."""
+    path = Path(path)
+    if path.is_dir():
+        if looks_like_gemma_folder(path):
+            return _gemma_folder(path)
+        return FileReport(path, UNKNOWN, "a folder that is not a Gemma-3 text encoder folder",
+                          problems=["not a Gemma folder: no model.safetensors.index.json, no Gemma config.json, "
+                                    "no Gemma shards"])
+    rep = FileReport(path, UNREADABLE)
+    try:
+        header = read_header(path)
+    except CheckpointError as e:
+        rep.title = "not a readable safetensors file"
+        rep.problems.append(str(e).replace(f"{path}: ", "", 1))
+        if path.is_file():
+            rep.size = path.stat().st_size
+        return rep
+    rep.size = header.size
+    rep.dtypes = Counter(t.dtype for t in _all_tensors(header).values())
+    keys = list(header.tensors)
+    try:
+        cfg = header.config()
+    except (CheckpointError, ValueError):
+        cfg = {}
+    cfg = cfg if isinstance(cfg, dict) else {}
+    if header.metadata.get("format") == "ltx2.converted":
+        _converted(header, rep)
+    elif keys and _is_lora(keys):
+        _lora(header, rep)
+    elif any(k.startswith(tuple(p for _, ps, _ in CHECKPOINT_PARTS for p in ps)) for k in keys):
+        _checkpoint(header, rep)
+    elif any(k in cfg for k in ("spatial_upsample", "temporal_upsample")) or cfg.get("_class_name") == \
+            "LatentUpsampler" or {"initial_conv.weight", "final_conv.weight"} <= set(keys):
+        _upsampler(header, cfg, rep)
+    elif _lm_prefix(keys) is not None or any(k.startswith(GEMMA_LM_PREFIXES) for k in keys):
+        single = "gemma_config" in header.metadata
+        rep.kind = GEMMA if single else GEMMA_SHARD
+        rep.parts.append(Part("Gemma weights", len(keys), _bytes(header, keys), _dtypes(header, keys),
+                              ("text-encode",) if single else ()))
+        rep.title = ("single-file Gemma-3 text encoder (config in the metadata)" if single else
+                     "one shard of a Gemma-3 folder: give the folder (config.json, tokenizer, every shard)")
+        if single:
+            _gemma_config_facts(json.loads(header.metadata["gemma_config"]), rep)
+    else:
+        rep.kind = UNKNOWN
+        rep.title = "not an LTX-2 file this program recognises"
+        rep.problems.append(f"unrecognised layout: {len(keys)} tensors"
+                            + (f", e.g. {keys[0]}" if keys else "") + "; not a checkpoint, upsampler, LoRA or Gemma")
+    cut = _truncation(header)
+    if cut:
+        rep.problems.insert(0, cut)
+    if "ltx2_synthetic" in header.metadata:  # models/full_size.py: real layouts for planning, zeros for tensors
+        rep.facts.insert(0, f"synthetic {header.metadata['ltx2_synthetic']} file: the real layout, but its tensors "
+                            "read as zeros (for planning and tests, not weights)")
+    return rep
+
+
+_DOWNLOAD_GAPS = ("no tokenizer.json", "missing shards", "the index lists", "model.safetensors.index.json is",
+                  "truncated")
+
+# what each job slot holds, for the messages
+SLOT_WANTS = {
+    "checkpoint": "the single-file LTX-2 checkpoint (ltx-2-19b-distilled*.safetensors or ltx-2-19b-dev*.safetensors)",
+    "spatial_upsampler": "the spatial x2 latent upscaler (ltx-2-spatial-upscaler-x2-1.0.safetensors)",
+    "temporal_upsampler": "the temporal x2 latent upscaler (ltx-2-temporal-upscaler-x2-1.0.safetensors)",
+    "lora": "a LoRA file (*.lora_A.weight / *.lora_B.weight pairs)",
+    "gemma": "the Gemma-3 text encoder folder (config.json, tokenizer.json, every model-*.safetensors shard)",
+}
+# kind -> the slot where such a file goes
+_HOME = {CHECKPOINT: "checkpoint", UPSAMPLER: "spatial_upsampler", LORA: "distilled_lora (or a LoRA list)",
+         GEMMA: "gemma", GEMMA_SHARD: "gemma (the whole folder)"}
+
+
+def _described(rep: FileReport) -> str:
+    what = rep.info.get("short") or (rep.title.split(":")[0] if rep.kind == CONVERTED else rep.title)
+    return {CHECKPOINT: "an", UPSAMPLER: "a", LORA: "a", GEMMA_SHARD: ""}.get(rep.kind, "a") + " " + what
+
+
+def slot_problem(path: str | Path, slot: str, checkpoint: str | Path | None = None) -> tuple[str, str] | None:
+    """(what is wrong, how to fix it) if ``path`` does not belong in the job slot ``slot`` (a key of SLOT_WANTS);
+    None if it fits or cannot be told from its header (an unrecognised file is left to the loader). Given the
+    job's ``checkpoint``, a LoRA is also checked against it (every adapted weight present, shapes equal)."""
+    rep = identify(path)
+    want = SLOT_WANTS[slot]
+    cut = next((p for p in rep.problems if p.startswith("truncated") or ": truncated" in p), None)
+    if rep.kind == UNREADABLE:
+        return f"is not a readable safetensors file ({rep.problems[0]})", f"give the path of {want}"
+    if cut:
+        return f"is {cut}", f"re-download {want}"
+    if rep.kind == UNKNOWN:
+        return None
+    if slot == "gemma":
+        if rep.kind != GEMMA:
+            return f"is {_described(rep).strip()}, not a Gemma folder", f"give the path of {want}"
+        # what an incomplete download shows; other problems (config, layout) are left to the loader's message
+        gaps = [p for p in rep.problems if p.startswith(_DOWNLOAD_GAPS) or ": truncated" in p]
+        if gaps:
+            return "is an incomplete Gemma folder: " + "; ".join(gaps), f"give the path of {want}"
+        return None
+    fits = {"checkpoint": rep.kind == CHECKPOINT or (rep.kind == CONVERTED and bool(
+                set(rep.info.get("parts", ())) - {"upsampler"})),
+            "spatial_upsampler": (rep.kind == UPSAMPLER and rep.info.get("mode") == "spatial") or (
+                rep.kind == CONVERTED and "upsampler" in rep.info.get("parts", ())),
+            "temporal_upsampler": rep.kind == UPSAMPLER and bool(rep.info.get("temporal")),
+            "lora": rep.kind == LORA}[slot]
+    if not fits:
+        if rep.kind == UPSAMPLER and slot.endswith("upsampler"):
+            other = "temporal_upsampler" if slot == "spatial_upsampler" else "spatial_upsampler"
+            return f"is a latent upsampler, {rep.info.get('what', '?')}, not {want.split(' (')[0]}", \
+                f"give the path of {want}; this file belongs under {other}"
+        home = _HOME.get(rep.kind)
+        return (f"is {_described(rep).strip()}, not {want.split(' (')[0]}",
+                f"give the path of {want}" + (f"; this file belongs under {home}" if home else ""))
+    if slot == "checkpoint" and rep.kind == CHECKPOINT:
+        serious = [p for p in rep.problems if p.startswith(("LTX-2.3", "no transformer", "transformer config"))]
+        if serious:
+            return f"is an {rep.info.get('version')} checkpoint that cannot run: {serious[0]}", \
+                f"give the path of {want}"
+    if slot == "lora" and rep.problems:
+        return f"is a damaged LoRA: {rep.problems[0]}", f"give the path of {want}"
+    if slot == "lora" and checkpoint is not None and identify(checkpoint).kind == CHECKPOINT:
+        misfit = lora_fit_problems(path, checkpoint)
+        if misfit:
+            return (f"does not fit the checkpoint {Path(checkpoint).name}: {misfit[0]}",
+                    "give the LoRA made for this checkpoint (LTX-2 19B LoRAs for an LTX-2 19B checkpoint)")
+    return None
+
+
+def lora_fit_problems(lora: str | Path, checkpoint: str | Path) -> list[str]:
+    """Header-only: the LoRA's adapted weights that the checkpoint's transformer lacks or whose shapes differ."""
+    from .lora import lora_targets
+
+    lh, ch = read_header(lora), read_header(checkpoint)
+    ignore = tuple(p[len(TRANSFORMER_PREFIX):] for p in CONNECTOR_PREFIXES)
+    problems = []
+    try:
+        targets = lora_targets(lh.tensors)
+    except CheckpointError as e:
+        return [str(e)]
+    absent, bad = [], []
+    for target, (ka, kb) in targets.items():
+        if target.startswith(ignore):
+            continue
+        t = ch.tensors.get(TRANSFORMER_PREFIX + target)
+        if t is None:
+            absent.append(target)
+            continue
+        a, b = lh.tensors[ka].shape, lh.tensors[kb].shape
+        if len(a) != 2 or len(b) != 2 or (b[0], a[1]) != tuple(t.shape):
+            bad.append(f"{target}: B @ A is {(b[0] if b else '?', a[1] if len(a) > 1 else '?')}, the weight "
+                       f"{tuple(t.shape)}")
+    if absent:
+        problems.append(f"{len(absent)} of its {len(targets)} adapted weights are not in the checkpoint's transformer, "
+                        f"e.g. {', '.join(absent[:3])}: a LoRA for another model?")
+    if bad:
+        problems.append(f"{len(bad)} adapted weights have other shapes than the checkpoint's, e.g. {bad[0]}")
+    return problems
