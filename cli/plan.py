@@ -1,4 +1,10 @@
-"""`ltx2 plan JOB.yaml`: the stage graph, what is cached, what will run, and each stage's memory estimate."""
+"""`ltx2 plan JOB.yaml`: the stage graph, what is cached, what will run, and each stage's memory choice.
+
+Per stage: the memory planner's choice (weights precision and streaming for text-encode / denoise /
+refine, the tiling for decode), the estimated peak under it, whether it fits the budget (in red with
+the budget it would need when it does not), and for streamed stages the extra time per step the
+streaming costs (measured by the last run of that stage with the same choice, else estimated).
+"""
 
 from __future__ import annotations
 
@@ -11,53 +17,63 @@ from rich.table import Table
 from ltx2.cli.run import _gb, load_job_or_exit
 
 
-def plan(job_file: Path = typer.Argument(..., help="the job (YAML)")) -> None:
-    """Show what `ltx2 run JOB_FILE` would do, without running anything."""
+def plan(job_file: Path = typer.Argument(..., help="the job (YAML)"),
+         budget: str = typer.Option(None, "--budget", help="plan for this memory budget instead of the job's "
+                                                           "memory_budget, e.g. 16GB")) -> None:
+    """Show what `ltx2 run JOB_FILE` would do, without running anything. Exit 75 when a stage that
+    would run cannot fit the budget in any way."""
     from ltx2.orchestrator.cache_keys import plan_keys
     from ltx2.orchestrator.execute import cached_state
-    from ltx2.orchestrator.graph import plan_stages
-    from ltx2.orchestrator.predict import predict
-    from ltx2.stages.base import StageContext, open_inputs, resolve_weights, stage_module  # noqa: F401
-    from ltx2.stages.contract import Progress, StageError
+    from ltx2.orchestrator.job import parse_memory_size
+    from ltx2.orchestrator.planner import plan_job
 
-    console = Console(width=160)
+    console = Console(width=200)
     job = load_job_or_exit(job_file, console)
     if job.model == "tiny":
         from ltx2.models.tiny import ensure_tiny_model
 
         ensure_tiny_model()
-    stages = plan_stages(job)
+    try:
+        budget_bytes = parse_memory_size(budget) if budget else None
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--budget") from e
+    job_plan = plan_job(job, budget_bytes)
+    stages = job_plan.stages
     keys = plan_keys(stages)
-    from ltx2.models.weights import read_header
-
-    ckpt_cfg = read_header(job.weight_files()["checkpoint"]).config()
-    predicted = predict(job, stages, ckpt_cfg)
     work = Path(job.work_dir)
-    table = Table(title=f"{job_file}: {job.pipeline} pipeline, budget {_gb(job.memory_budget)} per stage")
-    for col in ("stage", "reads", "writes", "key", "state", "est. peak memory"):
+    table = Table(title=f"{job_file}: {job.pipeline} pipeline, {job.width}x{job.height}x{job.frames}, "
+                        f"budget {_gb(job_plan.budget)} per stage")
+    for col in ("stage", "reads", "writes", "key", "state", "choice", "est. peak", "fits", "streaming cost"):
         table.add_column(col)
     will_run: set[str] = set()
+    refused = []
     for st in stages:
         out = st.output_path(work)
-        ok, why = cached_state(st, out, keys[st.name])
+        ok, why = cached_state(st.name, out, keys[st.name])
         upstream = any(i in {s.output for s in stages if s.name in will_run} for i in st.inputs)
         if ok and not upstream:
             state = "[cyan]cached[/]"
         else:
             will_run.add(st.name)
             state = "[yellow]will run[/]" + (f" ({why})" if why and not upstream else " (input changes)")
-        mod = stage_module(st.name)
-        try:
-            inputs = {predicted[i].kind: predicted[i] for i in st.inputs}
-            ctx = StageContext(mod.SPEC, inputs, out, mod.resolve_params(inputs, dict(st.params)),
-                               {r: Path(p) for r, p in st.weights.items()}, keys[st.name], job.memory_budget,
-                               Progress(st.name, None))
-            est = mod.estimate(ctx)
-            over = est.total > job.memory_budget
-            mem = f"{'[red]' if over else ''}{_gb(est.total)}{' over budget[/]' if over else ''}"
-        except (StageError, KeyError, ValueError) as e:
-            mem = f"? ({e})"
+        p = job_plan.plans[st.name]
+        if p.estimate is None:
+            mem, fits = (f"? ({p.note})" if p.note else "-"), ""
+        else:
+            mem = _gb(p.total)
+            fits = "[green]yes[/]" if p.fits else f"[red]no: needs >= {_gb(p.need) if p.need else '?'}[/]"
+            if not p.fits and st.name in will_run:
+                refused.append(p)
+        stream = ""
+        if p.stream_s_per_step is not None:
+            per = "pass" if st.name == "text-encode" else "step"
+            stream = (f"+{p.stream_s_per_step:.1f} s/{per} "
+                      f"({'measured' if p.stream_measured else 'est.'}; {_gb(p.stream_bytes_per_pass)} read/pass)")
         table.add_row(st.name, ", ".join(st.inputs) or "-", st.output if st.name != "export" else str(out),
-                      keys[st.name][:12], state, mem)
+                      keys[st.name][:12], state, p.label, mem, fits, stream)
     console.print(table)
     console.print(f"{len(will_run)} of {len(stages)} stages will run; output {job.output}")
+    for p in refused:
+        console.print(f"[red]{p.name} does not fit:[/] {p.note}")
+    if refused:
+        raise typer.Exit(75)

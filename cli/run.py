@@ -54,6 +54,9 @@ def run(
                 bars.update(tid, total=bars.tasks[tid].total or 1, completed=bars.tasks[tid].total or 1,
                             note=f"[green]done[/] {info['wall_s']:.1f} s, peak {_gb(info['peak_rss'])}"
                                  f" (est. {_gb(info.get('estimated'))})"
+                                 + (f", {info['choice']}" if info.get("choice") else "")
+                                 + (f", streaming {info['streaming']['s_per_step']:.1f} s/step"
+                                    if (info.get("streaming") or {}).get("s_per_step") is not None else "")
                                  + (f", {info['note']}" if info.get("note") else ""))
                 bars.stop_task(tid)
             elif state == "failed":

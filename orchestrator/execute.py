@@ -10,6 +10,7 @@ stage itself.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .cache_keys import plan_keys
-from .graph import Stage, plan_stages
+from .graph import Stage
 from .job import Job
 from .runner import StageRun, run_stage
 
@@ -33,6 +34,9 @@ class StageRecord:
     note: str = ""
     run_s: float | None = None  # inside the stage's run(): model compute plus artifact I/O
     io_s: float | None = None  # artifact reads and writes within run()
+    choice: dict | None = None  # what the memory planner chose (weights_mode / tiling), as in the stage's params
+    choice_label: str = ""
+    streaming: dict | None = None  # streamed weights: load seconds, passes, steps, seconds per step (measured)
 
 
 @dataclass
@@ -42,7 +46,7 @@ class RunManifest:
     stages: list[StageRecord] = field(default_factory=list)
 
     def write(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two runs on one folder: no shared temp
         tmp.write_text(json.dumps({"job": self.job, "output": self.output,
                                    "stages": [asdict(s) for s in self.stages]}, indent=1))
         tmp.replace(path)
@@ -121,7 +125,10 @@ def run_job(job: Job, job_name: str, force: set[str] = frozenset(),
         from ltx2.models.tiny import ensure_tiny_model
 
         ensure_tiny_model()
-    stages = plan_stages(job)
+    from .planner import plan_job
+
+    job_plan = plan_job(job)  # the memory planner's choices are part of each stage's params (and key)
+    stages = job_plan.stages
     unknown = force - {s.name for s in stages}
     if unknown:
         raise ValueError(f"--force {', '.join(sorted(unknown))}: this job's stages are "
@@ -132,7 +139,15 @@ def run_job(job: Job, job_name: str, force: set[str] = frozenset(),
     work.mkdir(parents=True, exist_ok=True)
     manifest = RunManifest(job_name, str(job.output))
     report = on_stage or (lambda *a: None)
+    # refuse before running anything when a stage that has to run cannot fit its budget in any way
     for st in stages:
+        p = job_plan.plans[st.name]
+        if not p.fits and (st.name in forced or not cached_state(st.name, st.output_path(work), keys[st.name])[0]):
+            msg = f"{st.name} does not fit the {job_plan.budget / 2**30:.2f} GB memory budget: {p.note}"
+            report(st.name, "failed", {"message": msg, "code": 75})
+            raise RunFailed(st.name, msg, 75, manifest)
+    for st in stages:
+        plan = job_plan.plans[st.name]
         out = st.output_path(work)
         key = keys[st.name]
         # The lock covers the check and any discard; the stage process takes it again for its whole
@@ -140,7 +155,8 @@ def run_job(job: Job, job_name: str, force: set[str] = frozenset(),
         with ArtifactLock(out, timeout=None):
             ok, why = cached_state(st.name, out, key)
             if ok and st.name not in forced:
-                manifest.stages.append(StageRecord(st.name, key, "reused"))
+                manifest.stages.append(StageRecord(st.name, key, "reused", choice=plan.choice or None,
+                                                   choice_label=plan.label if plan.choice else ""))
                 report(st.name, "reused", {})
                 continue
             if st.name in forced or why.startswith("unusable") or why == "made from other inputs":
@@ -161,12 +177,17 @@ def run_job(job: Job, job_name: str, force: set[str] = frozenset(),
             note = "made meanwhile by another run"
         rec = StageRecord(st.name, key, status, round(time.monotonic() - t0, 3), run.peak_rss, est, note)
         rec.run_s, rec.io_s = done.get("run_s"), done.get("io_s")
+        rec.choice, rec.choice_label = plan.choice or None, plan.label if plan.choice else ""
+        stream = next((e for e in run.events if e.get("event") == "streaming"), None)
+        if stream:
+            rec.streaming = {k: stream.get(k) for k in ("load_s", "passes", "blocks", "bytes_read", "steps",
+                                                        "s_per_step")}
         manifest.stages.append(rec)
         manifest.write(work / "manifest.json")
         if not run.ok:
             report(st.name, "failed", {"message": run.message, "code": run.returncode})
             raise RunFailed(st.name, run.message, run.returncode, manifest)
         report(st.name, "done", {"wall_s": rec.wall_s, "peak_rss": rec.peak_rss, "estimated": est,
-                                 "note": rec.note})
+                                 "note": rec.note, "choice": rec.choice_label, "streaming": rec.streaming})
     manifest.write(work / "manifest.json")
     return manifest

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from .base import StageContext, StageSpec
 from .contract import BadInput, MemoryPlan
-from .denoising import (LatentLayout, TokenState, guider_params, sample_to_artifact, sampling_memory,
-                        sigmas_for)
+from .denoising import (LatentLayout, TokenState, canonical_weights_mode, guider_params, sample_to_artifact,
+                        sampling_memory, sigmas_for)
 
 SPEC = StageSpec("denoise", inputs=("text",), output_kind="latents", weights=("checkpoint",), resumable=True,
                  budget_fix="raise memory_budget or render fewer frames / a smaller size")
@@ -29,6 +29,7 @@ def resolve_params(inputs, p: dict) -> dict:
     for k in ("width", "height"):
         if out[k] % 32:
             raise BadInput(f"denoise: {k}={out[k]} is not a multiple of 32")
+    out["weights_mode"] = canonical_weights_mode("denoise", out.get("weights_mode"))
     return out
 
 

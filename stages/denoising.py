@@ -130,9 +130,9 @@ class LatentLayout:
 
     @classmethod
     def from_checkpoint(cls, path) -> "LatentLayout":
-        from ltx2.models.weights import read_header
+        from .memory import cached_header
 
-        header = read_header(path)
+        header = cached_header(path)
         cfg = header.config()
         t = cfg.get("transformer", {})
         dd = cfg.get("audio_vae", {}).get("model", {}).get("params", {}).get("ddconfig", {})
@@ -206,7 +206,7 @@ def sample_to_artifact(ctx, layout: LatentLayout, grid: tuple[int, int, int], au
     import os
     import time
 
-    from ltx2.models.transformer import load_transformer
+    from ltx2.models.transformer.streaming import load_transformer_mode
 
     from .sampling import (audio_positions, patchify_audio, patchify_video, unpatchify_audio, unpatchify_video,
                            video_positions)
@@ -224,7 +224,9 @@ def sample_to_artifact(ctx, layout: LatentLayout, grid: tuple[int, int, int], au
         ctx.progress.emit("resumed", step=start, total=total)
     else:
         state, start = initial(), 0
-    model = load_transformer(ctx.weights["checkpoint"], loras=[lora] if lora else [])
+    mode = weights_mode(ctx)
+    ctx.progress.emit("loading", what="transformer", weights_mode=mode.params())
+    model = load_transformer_mode(ctx.weights["checkpoint"], mode, loras=[lora] if lora else [])
     cond = text_conditioning(ctx.inputs["text"], guidance, np.asarray(video_positions(f, h, w, p["fps"])),
                              np.asarray(audio_positions(audio_frames)))
     # test hook: slow each step down so a test can kill the process mid-run (not part of any key)
@@ -239,29 +241,86 @@ def sample_to_artifact(ctx, layout: LatentLayout, grid: tuple[int, int, int], au
             time.sleep(delay)
 
     ctx.progress.step(start, total, sigma=float(sigmas[start]))
-    Sampler(model, cond, guidance).run(state, sigmas, start, on_step)
+    Sampler(model, cond, guidance, passes_per_call=passes_per_call(mode)).run(state, sigmas, start, on_step)
+    if mode.streaming:
+        emit_stream_stats(ctx, model.stats, total - start)
     writer.finalize(facts={"frame_count": int(p["frames"]), "height": int(p["height"]), "width": int(p["width"]),
                            "fps": float(p["fps"]), "sigma": float(sigmas[-1]), "step": total, "total_steps": total})
 
 
-def sampling_memory(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio_frames: int, passes: int):
-    """Transformer weights plus a rough activation bound for ``passes`` stacked guided passes."""
-    from ltx2.models.weights import read_header
+def canonical_weights_mode(stage: str, value) -> dict:
+    """A ``weights_mode`` parameter in its one canonical form (absent: float32, resident), so a stage run by
+    hand without it gets the key the orchestrator's float32 choice gets; a bad one is refused by name."""
+    from ltx2.models.weights.modes import WeightsMode, WeightsModeError
 
+    from .contract import BadInput
+
+    try:
+        return WeightsMode.from_params(value).params()
+    except WeightsModeError as e:
+        raise BadInput(f"{stage}: {e}") from e
+
+
+def weights_mode(ctx):
+    """The stage's WeightsMode (its ``weights_mode`` parameter; absent: float32, resident)."""
+    from ltx2.models.weights.modes import WeightsMode, WeightsModeError
+
+    from .contract import BadInput
+
+    try:
+        return WeightsMode.from_params(ctx.params.get("weights_mode"))
+    except WeightsModeError as e:
+        raise BadInput(f"{ctx.spec.name}: {e}") from e
+
+
+def emit_stream_stats(ctx, stats, steps: int) -> None:
+    """What streaming the weights cost, for the run manifest (and `ltx2 plan`'s measured figure)."""
+    ctx.progress.emit("streaming", load_s=round(stats.load_s, 3), passes=stats.passes, blocks=stats.blocks,
+                      bytes_read=stats.bytes_read, steps=steps,
+                      s_per_step=round(stats.load_s / steps, 3) if steps else None)
+
+
+def passes_per_call(mode) -> int | None:
+    """Guided passes per transformer call: all stacked when streaming (the blocks are read once per step,
+    not once per pass), one at a time when resident (the same work, a quarter of the activations)."""
+    return None if mode.streaming else 1
+
+
+def sampling_memory(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio_frames: int, passes: int):
+    """Transformer weights held under the stage's WeightsMode, plus the activations of the passes that run
+    together (``passes`` guided passes stacked when streaming, one pass when resident).
+
+    Resident: all blocks; building them holds one block in float32 besides (when quantising or fusing a
+    LoRA), before any activation exists. Streamed: one block, read (and possibly quantised / fused)
+    while the token streams are alive, so the two add up.
+
+    Activations, fitted to benchmarks/transformer_memory.py at the real widths (above the weights and
+    the process: 1 x 6144 tokens 5.6 GiB, 4 x 1536 tokens 2.4 GiB, 1 x 1536 tokens 0.7 GiB): per pass,
+    ~12 floats per token and stream width (residual streams, per-token AdaLN modulation, the 4x
+    feed-forward, q/k/v) plus the whole video self-attention score matrix (heads x tokens^2): on CPU
+    the query chunks' score matrices are all alive at once (MLX evaluates the chunked graph together),
+    so the chunking bounds less than it should there."""
     from .contract import MemoryPlan
-    from .memory import COMPUTE_BYTES, weight_bytes
+    from .memory import COMPUTE_BYTES, cached_header, lora_block_bytes, transformer_held
 
     ckpt = ctx.weights["checkpoint"]
-    weights = weight_bytes(ckpt, ("model.diffusion_model.",),
-                           ("model.diffusion_model.video_embeddings_connector.",
-                            "model.diffusion_model.audio_embeddings_connector."))
-    t = read_header(ckpt).config().get("transformer", {})
+    mode = weights_mode(ctx)
+    held = transformer_held(ckpt, mode)
+    weights = held.total(mode.streaming)
+    loras = [ctx.weights["distilled_lora"]] if ctx.params.get("distilled_lora") and "distilled_lora" in ctx.weights \
+        else []
+    transient = (held.block_float32 if (mode.quantized or loras) else 0) + lora_block_bytes(loras, len(held.blocks))
+    t = cached_header(ckpt).config().get("transformer", {})
     vdim = int(t.get("num_attention_heads", 32)) * int(t.get("attention_head_dim", 128))
     adim = int(t.get("audio_num_attention_heads", 32)) * int(t.get("audio_attention_head_dim", 64))
-    tokens = grid[0] * grid[1] * grid[2]
-    # per pass: a few residual-stream copies, the 4x feed-forward, per-token AdaLN tables (6-9 x width)
-    per_pass = (tokens * vdim * 20 + audio_frames * adim * 20) * COMPUTE_BYTES
-    # attention scores for one query chunk (1024 queries) over every key, per head
     heads = int(t.get("num_attention_heads", 32))
-    scores = min(tokens, 1024) * tokens * heads * COMPUTE_BYTES
-    return MemoryPlan(weights, passes * per_pass + scores)
+    tokens = grid[0] * grid[1] * grid[2]
+    stacked = passes if passes_per_call(mode) is None else 1
+    # the fit leaves ~0.3 GiB at every size: MLX / OpenBLAS working buffers above the contract's baseline
+    runtime = 320 << 20
+    per_pass = (tokens * vdim + audio_frames * adim) * 12 * COMPUTE_BYTES
+    scores = heads * tokens * tokens * COMPUTE_BYTES
+    acts = stacked * (per_pass + scores) + runtime
+    if mode.quantized:  # on CPU a quantised layer multiplies through its float32 dequantised weight, and MLX's
+        acts += 4 * held.largest_matrix_f32  # buffer cache keeps a few (measured: ~1 GiB more than bf16 at q4)
+    return MemoryPlan(weights, acts + transient if mode.streaming else max(acts, transient))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from .base import StageContext, StageSpec
 from .contract import BadInput, MemoryPlan
-from .denoising import LatentLayout, TokenState, sample_to_artifact, sampling_memory, sigmas_for
+from .denoising import (LatentLayout, TokenState, canonical_weights_mode, sample_to_artifact, sampling_memory,
+                        sigmas_for)
 
 SPEC = StageSpec("refine", inputs=("latents", "text"), output_kind="latents", weights=("checkpoint",),
                  optional_weights=("distilled_lora",), resumable=True,
@@ -27,6 +28,7 @@ def resolve_params(inputs, p: dict) -> dict:
     if (out["width"], out["height"], out["frames"]) != (facts["width"], facts["height"], facts["frame_count"]):
         raise BadInput(f"refine: asked for {out['width']}x{out['height']}x{out['frames']} but {lat.path} holds "
                        f"{facts['width']}x{facts['height']}x{facts['frame_count']} latents (run upscale first)")
+    out["weights_mode"] = canonical_weights_mode("refine", out.get("weights_mode"))
     return out
 
 

@@ -13,6 +13,7 @@ import mlx.core as mx
 
 from ..weights import conv_weight_to_mlx, load_strict, load_tensors, read_header
 from ..weights.halves import halves_to_checkpoint
+from ..weights.converted import is_converted, load_converted
 from ..weights.safetensors_file import CheckpointError
 from .config import AudioVAEConfig
 from .decoder import AudioDecoder
@@ -87,6 +88,8 @@ def load_audio_encoder(path: str | Path, dtype: mx.Dtype = mx.float32) -> AudioE
 
 
 def load_audio_decoder(path: str | Path, dtype: mx.Dtype = mx.float32) -> AudioDecoder:
+    if is_converted(path):  # written by `ltx2 convert`
+        return load_converted(path, "audio_decoder", dtype=dtype)
     weights, cfg = _read(path, "decoder", dtype)
     model = AudioDecoder(cfg)
     load_strict(model, weights, "audio_vae.decoder")

@@ -17,6 +17,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ..weights import CheckpointError, load_prefix, load_strict, read_header
+from ..weights.converted import is_converted, load_converted
 from . import connector as conn
 
 FEATURES_PREFIX = "text_embedding_projection.aggregate_embed."
@@ -155,6 +156,8 @@ def _registers(header, prefix: str, tcfg: dict) -> int:
 
 def load_embeddings_processor(path: str | Path, dtype: mx.Dtype = mx.float32) -> EmbeddingsProcessor:
     """The text projection and both connectors from the single-file LTX-2 checkpoint (only their prefixes)."""
+    if is_converted(path):  # written by `ltx2 convert`
+        return load_converted(path, "text_embeddings", dtype=dtype)
     header = read_header(path)
     tcfg = header.config().get("transformer", {})
     refuse_unsupported(tcfg)

@@ -27,6 +27,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ..weights import CheckpointError, load_strict, load_tensors, read_header
+from ..weights.converted import is_converted, load_converted
 
 
 def _import_mlx_lm_gemma3():
@@ -281,6 +282,8 @@ def load_gemma(path: str | Path, dtype: mx.Dtype = mx.float32) -> GemmaEncoder:
     """Gemma-3 language model from a HF folder (config.json + shards) or one safetensors file whose
     metadata holds ``gemma_config``. Only language-model tensors are read; loading is strict."""
     path = Path(path)
+    if is_converted(path):  # written by `ltx2 convert`
+        return load_converted(path, "gemma", dtype=dtype)
     cfg, prefix, plan = weight_plan(path)
     config = GemmaConfig.from_config(cfg)
     weights: dict[str, mx.array] = {}

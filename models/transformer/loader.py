@@ -9,6 +9,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from ..weights import CheckpointError, load_strict, load_tensors, read_header
+from ..weights.converted import is_converted, load_converted
 from ..weights.lora import fuse_lora
 from .config import TransformerConfig
 from .model import LTX2Transformer
@@ -74,7 +75,10 @@ def load_transformer(path: str | Path, dtype: mx.Dtype | None = mx.float32,
 
     Reads only ``model.diffusion_model.*`` minus the embeddings connectors. ``loras``: (file,
     strength) pairs fused into the weights on load (W += strength * B @ A), in order.
+    A file written by ``ltx2 convert`` is loaded as converted (quantised or not).
     """
+    if is_converted(path):
+        return load_converted(path, "transformer", dtype=dtype, loras=loras)
     header = read_header(path)
     config = TransformerConfig.from_config(header.config())
     keys = transformer_keys(header)

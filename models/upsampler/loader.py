@@ -8,6 +8,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from ltx2.models.weights import CheckpointError, conv_weight_to_mlx, load_strict, load_tensors, read_header
+from ltx2.models.weights.converted import is_converted, load_converted
 
 from .config import UpsamplerConfig
 from .model import LatentUpsampler
@@ -48,6 +49,8 @@ def to_checkpoint(model: LatentUpsampler) -> dict[str, mx.array]:
 
 def load_upsampler(path: str | Path, dtype: mx.Dtype = mx.float32) -> LatentUpsampler:
     """Build the upsampler from the file's config metadata and load every tensor strictly."""
+    if is_converted(path):  # written by `ltx2 convert`
+        return load_converted(path, "upsampler", dtype=dtype)
     header = read_header(path)
     raw_cfg = header.config()
     if any(k in raw_cfg for k in ("transformer", "vae", "audio_vae", "vocoder")):

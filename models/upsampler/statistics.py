@@ -13,6 +13,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from ltx2.models.weights import CheckpointError, load_tensors, read_header
+from ltx2.models.weights.converted import is_converted, open_converted
 
 from .model import LatentUpsampler
 
@@ -44,7 +45,16 @@ class LatentStatistics:
 
 
 def load_latent_statistics(path: str | Path, dtype: mx.Dtype = mx.float32) -> LatentStatistics:
-    """Read only the two statistics vectors from the main LTX-2 checkpoint."""
+    """Read only the two statistics vectors from the main LTX-2 checkpoint (or a converted video VAE file)."""
+    if is_converted(path):  # `ltx2 convert` keeps them in the video decoder (and encoder) part
+        f = open_converted(path)
+        for part in ("video_decoder", "video_encoder"):
+            if part in f.parts:
+                t = f.tensors(part, "per_channel_statistics.", dtype)
+                return LatentStatistics(mean=t["per_channel_statistics.mean_of_means"],
+                                        std=t["per_channel_statistics.std_of_means"])
+        raise CheckpointError(f"{path}: this converted file holds {sorted(f.parts)}; the latent statistics are in "
+                              "the converted video decoder file (video_decoder.safetensors)")
     header = read_header(path)
     keys = [STATS_PREFIX + "mean-of-means", STATS_PREFIX + "std-of-means"]
     missing = [k for k in keys if k not in header.tensors]

@@ -8,6 +8,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from ltx2.models.weights import CheckpointError, conv_weight_to_mlx, load_strict, load_tensors, read_header
+from ltx2.models.weights.converted import is_converted, load_converted
 from ltx2.models.weights.halves import halves_to_checkpoint
 
 from .config import VideoVAEConfig
@@ -68,6 +69,8 @@ def read_vae_weights(path: str | Path, part: str, dtype: mx.Dtype) -> tuple[dict
 
 
 def load_video_encoder(path: str | Path, dtype: mx.Dtype = mx.float32) -> VideoEncoder:
+    if is_converted(path):  # written by `ltx2 convert`
+        return load_converted(path, "video_encoder", dtype=dtype)
     weights, cfg = read_vae_weights(path, "encoder", dtype)
     model = VideoEncoder(cfg)
     load_strict(model, sanitize(weights), "video VAE encoder")
@@ -76,6 +79,8 @@ def load_video_encoder(path: str | Path, dtype: mx.Dtype = mx.float32) -> VideoE
 
 
 def load_video_decoder(path: str | Path, dtype: mx.Dtype = mx.float32) -> VideoDecoder:
+    if is_converted(path):  # written by `ltx2 convert`
+        return load_converted(path, "video_decoder", dtype=dtype)
     weights, cfg = read_vae_weights(path, "decoder", dtype)
     model = VideoDecoder(cfg)
     load_strict(model, sanitize(weights), "video VAE decoder")

@@ -8,6 +8,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from ..weights import conv_transpose_weight_to_mlx, conv_weight_to_mlx, load_strict, load_tensors, read_header
+from ..weights.converted import is_converted, load_converted
 from ..weights.safetensors_file import CheckpointError
 from .config import VocoderConfig
 from .generator import Vocoder
@@ -55,6 +56,8 @@ def to_checkpoint(model: Vocoder) -> dict[str, mx.array]:
 
 
 def load_vocoder(path: str | Path, dtype: mx.Dtype = mx.float32) -> Vocoder:
+    if is_converted(path):  # written by `ltx2 convert`
+        return load_converted(path, "vocoder", dtype=dtype)
     header = read_header(path)
     cfg = VocoderConfig.from_config(header.config())  # refuses LTX-2.3 (BWE) before touching tensors
     keys = header.keys_with_prefix(PREFIX)

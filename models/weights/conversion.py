@@ -1,0 +1,427 @@
+"""Converting the official files into per-stage converted files (``ltx2 convert``).
+
+One file at a time, one part at a time, and for the two big networks (the 19B transformer, the 12B
+Gemma) one block at a time: the network is first built lazily (never evaluated) and quantised as a
+structure, which plans the file's header; then each block's tensors are read from the official file,
+LoRAs fused (transformer), renamed to module names, quantised and written, and freed before the next
+block. Peak memory is one block in float32 plus its quantised copy, never a whole network. The small
+convolutional networks are loaded whole through their own loaders.
+
+Files (``--parts`` names) and the parts they hold:
+  transformer.safetensors    transformer            (LoRAs fused; quantised with --bits)
+  text.safetensors           gemma, text_embeddings (Gemma only with --gemma; both quantised with --bits)
+  video_decoder.safetensors  video_decoder          (float; also holds the latent statistics)
+  video_encoder.safetensors  video_encoder          (float; not written unless asked for)
+  audio.safetensors          audio_decoder, vocoder (float)
+  upsampler.safetensors      upsampler              (float; only with --upsampler)
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from .converted import BUILDERS, DTYPES, FORMAT, FORMAT_VERSION, ConvertedWriter, _identity, dtype_name
+from .quantize import check_quantization, quantize_module
+from .safetensors_file import CheckpointError, SafetensorsHeader, load_tensors, read_header
+
+FILES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "transformer": ("transformer.safetensors", ("transformer",)),
+    "text": ("text.safetensors", ("gemma", "text_embeddings")),
+    "video_decoder": ("video_decoder.safetensors", ("video_decoder",)),
+    "video_encoder": ("video_encoder.safetensors", ("video_encoder",)),
+    "audio": ("audio.safetensors", ("audio_decoder", "vocoder")),
+    "upsampler": ("upsampler.safetensors", ("upsampler",)),
+}
+DEFAULT_FILES = ("transformer", "text", "video_decoder", "audio", "upsampler")
+QUANTIZABLE_PARTS = ("transformer", "gemma", "text_embeddings")
+MANIFEST = "manifest.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
+
+
+class ConvertError(ValueError):
+    """A conversion that cannot run as asked (the message names the option and the fix)."""
+
+
+@dataclass
+class PartSource:
+    """How to plan and fill one part from the official file(s)."""
+
+    part: str
+    config: dict  # what BUILDERS[part] builds the network from
+    build: dict
+    source: dict  # identity of the file(s) read
+    source_bytes: int  # bytes of the tensors read, as stored in the source
+    source_dtypes: set[str]
+    skeleton: Callable[[], nn.Module]  # the float network, built lazily
+    fill: Callable[[ConvertedWriter], None]  # put_float every parameter
+    loras: list = field(default_factory=list)
+
+
+def _check_names(expected: dict[str, tuple], got: dict[str, tuple], component: str) -> None:
+    """The strict loader's check, on header shapes, before any tensor is read."""
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    bad = [(k, expected[k], got[k]) for k in sorted(set(expected) & set(got)) if tuple(expected[k]) != tuple(got[k])]
+    if missing or unexpected or bad:
+        lines = [f"{component}: checkpoint does not match the model built from its config"]
+        lines += [f"  missing tensor {k} (model expects shape {expected[k]})" for k in missing[:20]]
+        lines += [f"  unexpected tensor {k} (checkpoint shape {got[k]})" for k in unexpected[:20]]
+        lines += [f"  tensor {k}: model expects shape {e}, checkpoint has {g}" for k, e, g in bad[:20]]
+        raise CheckpointError("\n".join(lines))
+
+
+def _shapes(module: nn.Module) -> dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in tree_flatten(module.parameters())}
+
+
+def _group_by(names, pattern: re.Pattern) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        m = pattern.match(n)
+        groups.setdefault(m.group(1) if m else "", []).append(n)
+    return groups
+
+
+def _read_dtype(header: SafetensorsHeader, keys, exact_float32: bool = False) -> mx.Dtype | None:
+    """Read plain float tensors as stored (put_float upcasts what it quantises: bf16 -> float32 is exact),
+    so a group costs its stored size; fp8 ones (dequantised in float32) and LoRA-fused ones in float32."""
+    if exact_float32 or any(header.tensors[k].dtype not in ("BF16", "F16", "F32") for k in keys):
+        return mx.float32
+    return None
+
+
+def _bytes(header: SafetensorsHeader, keys) -> tuple[int, set[str]]:
+    return sum(header.tensors[k].nbytes for k in keys), {header.tensors[k].dtype for k in keys}
+
+
+# --------------------------------------------------------------------------------------------- sources
+
+def transformer_source(checkpoint: Path, loras: list[tuple[Path, float]] = ()) -> PartSource:
+    from ltx2.models.transformer.loader import FOREIGN_PREFIXES, PREFIX, sanitize, transformer_keys
+
+    from .lora import fuse_lora, lora_targets
+
+    header = read_header(checkpoint)
+    cfg = header.config()
+    keys = transformer_keys(header)
+    if not keys:
+        raise CheckpointError(f"{header.path}: no tensors under {PREFIX!r}; is this an LTX-2 checkpoint?")
+    name_of = {k: next(iter(sanitize({k[len(PREFIX):]: None}))) for k in keys}
+    key_of = {n: k for k, n in name_of.items()}
+    skip = tuple(p[len(PREFIX):] for p in FOREIGN_PREFIXES)
+    held = {k[len(PREFIX):] for k in keys}
+    lora_plan = []
+    for path, strength in loras:
+        targets = {t for t in lora_targets(read_header(path).tensors) if not t.startswith(skip)}
+        if not targets:
+            raise CheckpointError(f"{path}: no '*.lora_A.weight' / '*.lora_B.weight' pairs for the transformer: "
+                                  "not a LoRA file for it")
+        unmatched = sorted(targets - held)
+        if unmatched:
+            raise CheckpointError(f"{path}: {len(unmatched)} LoRA target(s) match no weight of the model, e.g. "
+                                  + ", ".join(unmatched[:5]) + " (is this LoRA made for this checkpoint?)")
+        lora_plan.append((Path(path), float(strength), targets))
+
+    def skeleton() -> nn.Module:
+        model = BUILDERS["transformer"](cfg, {})
+        _check_names(_shapes(model), {name_of[k]: header.tensors[k].shape for k in keys}, "transformer")
+        return model
+
+    def fill(writer: ConvertedWriter) -> None:
+        for _, names in _group_by(key_of, re.compile(r"^(transformer_blocks\.\d+)\.")).items():
+            ks = [key_of[n] for n in names]
+            raw = load_tensors(header, ks, _read_dtype(header, ks, bool(lora_plan)))
+            w = {k[len(PREFIX):]: v for k, v in raw.items()}
+            for path, strength, targets in lora_plan:
+                # fuse only this block's targets: the rest are other blocks' (and checked above)
+                w = fuse_lora(w, path, strength, ignore_prefixes=skip + tuple(sorted(targets - set(w))))
+            for n, v in sanitize(w).items():
+                writer.put_float("transformer", n, v)
+            del raw, w
+            gc.collect()
+
+    nbytes, dtypes = _bytes(header, keys)
+    loras_meta = [{"file": p.name, "identity": _identity(p), "strength": s} for p, s, _ in lora_plan]
+    return PartSource("transformer", cfg, {}, {"checkpoint": _identity(checkpoint)}, nbytes, dtypes, skeleton, fill,
+                      loras_meta)
+
+
+def gemma_source(gemma: Path) -> PartSource:
+    from ltx2.models.text.gemma import weight_plan
+
+    gemma = Path(gemma)
+    cfg, prefix, plan = weight_plan(gemma)
+    where = {"model." + k[len(prefix):]: (file, k) for file, keys in plan.items() for k in keys}
+    headers = {file: read_header(file) for file in plan}
+
+    def skeleton() -> nn.Module:
+        model = BUILDERS["gemma"](cfg, {})
+        _check_names(_shapes(model), {n: headers[f].tensors[k].shape for n, (f, k) in where.items()}, "gemma")
+        return model
+
+    def fill(writer: ConvertedWriter) -> None:
+        for _, names in _group_by(where, re.compile(r"^(model\.layers\.\d+)\.")).items():
+            per_file: dict[str, list[str]] = {}
+            for n in names:
+                per_file.setdefault(where[n][0], []).append(where[n][1])
+            for file, keys in per_file.items():
+                raw = load_tensors(headers[file], keys, _read_dtype(headers[file], keys))
+                for k, v in raw.items():
+                    writer.put_float("gemma", "model." + k[len(prefix):], v)
+                del raw
+            gc.collect()
+
+    nbytes, dtypes = 0, set()
+    for file, keys in plan.items():
+        b, d = _bytes(headers[file], keys)
+        nbytes, dtypes = nbytes + b, dtypes | d
+    return PartSource("gemma", cfg, {}, {"gemma": _identity(gemma)}, nbytes, dtypes, skeleton, fill)
+
+
+def _loaded_source(part: str, path: Path, cfg: dict, build: dict, keys: list[str],
+                   load: Callable[[Path], nn.Module], role: str = "checkpoint") -> PartSource:
+    """A small network: planned from a lazily built copy, filled by its own loader, whole."""
+    header = read_header(path)
+    missing = [k for k in keys if k not in header.tensors]
+    if not keys or missing:
+        raise CheckpointError(f"{header.path}: no tensors for the {part} part ({missing[:3] or 'none found'})")
+
+    def fill(writer: ConvertedWriter) -> None:
+        module = load(path)
+        writer.put_module(part, module)
+        del module
+        gc.collect()
+
+    nbytes, dtypes = _bytes(header, keys)
+    return PartSource(part, cfg, build, {role: _identity(path)}, nbytes, dtypes,
+                      lambda: BUILDERS[part](cfg, build), fill)
+
+
+def text_embeddings_source(checkpoint: Path) -> PartSource:
+    from ltx2.models.text.embeddings import (AUDIO_CONNECTOR_PREFIX, FEATURES_PREFIX, VIDEO_CONNECTOR_PREFIX,
+                                             _registers, load_embeddings_processor)
+
+    header = read_header(checkpoint)
+    cfg = header.config()
+    proj = header.tensors.get(FEATURES_PREFIX + "weight")
+    if proj is None:
+        raise CheckpointError(f"{header.path}: missing tensor {FEATURES_PREFIX}weight (the LTX-2 text projection)")
+    tcfg = cfg.get("transformer", {})
+    build = {"hidden": proj.shape[0], "num_hidden_states": proj.shape[1] // proj.shape[0],
+             "video_registers": _registers(header, VIDEO_CONNECTOR_PREFIX, tcfg),
+             "audio_registers": _registers(header, AUDIO_CONNECTOR_PREFIX, tcfg)}
+    keys = [k for k in header.tensors if k.startswith((FEATURES_PREFIX, VIDEO_CONNECTOR_PREFIX, AUDIO_CONNECTOR_PREFIX))]
+    return _loaded_source("text_embeddings", checkpoint, cfg, build, keys, load_embeddings_processor)
+
+
+def video_source(part: str, checkpoint: Path) -> PartSource:
+    from ltx2.models.video_vae import load_video_decoder, load_video_encoder
+    from ltx2.models.video_vae.loading import STATS_KEYS
+
+    header = read_header(checkpoint)
+    half = "decoder" if part == "video_decoder" else "encoder"
+    keys = header.keys_with_prefix(f"vae.{half}.") + [k for k in STATS_KEYS if k in header.tensors]
+    load = load_video_decoder if half == "decoder" else load_video_encoder
+    return _loaded_source(part, checkpoint, header.config(), {}, keys, load)
+
+
+def audio_decoder_source(checkpoint: Path) -> PartSource:
+    from ltx2.models.audio_vae import load_audio_decoder
+    from ltx2.models.audio_vae.loading import STATS_PREFIX
+
+    header = read_header(checkpoint)
+    keys = header.keys_with_prefix("audio_vae.decoder.") + header.keys_with_prefix(STATS_PREFIX)
+    return _loaded_source("audio_decoder", checkpoint, header.config(), {}, keys, load_audio_decoder)
+
+
+def vocoder_source(checkpoint: Path) -> PartSource:
+    from ltx2.models.vocoder import load_vocoder
+
+    header = read_header(checkpoint)
+    return _loaded_source("vocoder", checkpoint, header.config(), {}, header.keys_with_prefix("vocoder."), load_vocoder)
+
+
+def upsampler_source(path: Path) -> PartSource:
+    from ltx2.models.upsampler import load_upsampler
+
+    header = read_header(path)
+    return _loaded_source("upsampler", path, header.config(), {}, list(header.tensors), load_upsampler,
+                          role="upsampler")
+
+
+# --------------------------------------------------------------------------------------------- driver
+
+@dataclass
+class FileReport:
+    name: str
+    parts: list[str]
+    source_bytes: int
+    bytes: int
+    quantized_layers: dict[str, int]
+    bits: int | None
+    dtype: str
+
+
+def _storage_dtype(dtype: str, sources: list[PartSource]) -> mx.Dtype:
+    if dtype != "auto":
+        if dtype not in DTYPES:
+            raise ConvertError(f"--dtype {dtype!r}: choose auto, {', '.join(DTYPES)}")
+        return DTYPES[dtype]
+    tags = set().union(*(s.source_dtypes for s in sources)) & {"F32", "F16", "BF16", "F8_E4M3"}
+    if tags == {"F32"}:
+        return mx.float32
+    if tags == {"F16"}:
+        return mx.float16
+    return mx.bfloat16  # the official files (bf16, or fp8 whose dequantised values are bf16)
+
+
+def _role_names(part: str, upsampler_cfg: dict | None) -> list[str]:
+    if part == "upsampler":
+        temporal = bool((upsampler_cfg or {}).get("temporal_upsample")) and not (upsampler_cfg or {}).get(
+            "spatial_upsample")
+        return ["temporal_upsampler" if temporal else "spatial_upsampler"]
+    if part == "video_decoder":
+        return ["video_decoder", "latent_statistics"]
+    return [part]
+
+
+def parse_lora(spec: str) -> tuple[Path, float]:
+    """``FILE:STRENGTH`` (or ``FILE``, strength 1)."""
+    path, sep, tail = spec.rpartition(":")
+    if sep:
+        try:
+            return Path(path), float(tail)
+        except ValueError:
+            pass
+    return Path(spec), 1.0
+
+
+def convert_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, gemma: str | Path | None = None,
+                       upsampler: str | Path | None = None, loras: list[tuple[str | Path, float]] = (),
+                       bits: int | None = None, group_size: int = 64, files: list[str] | None = None,
+                       dtype: str = "auto", quantize_embeddings: bool = False, force: bool = False,
+                       log: Callable[[str], None] = lambda s: None) -> tuple[dict, list[FileReport]]:
+    """Write the converted files into ``out_dir``; returns (manifest, per-file report)."""
+    checkpoint = Path(checkpoint)
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise ConvertError(f"--out {out}: exists and is not empty; pick a new folder or pass --force to write over "
+                           "the files there")
+    if bits is not None:
+        if bits not in (4, 8):
+            raise ConvertError(f"--bits {bits}: choose 8 or 4 (leave it out for float)")
+        try:
+            check_quantization(bits, group_size)
+        except ValueError as e:
+            raise ConvertError(f"--group-size {group_size}: {e}") from None
+    wanted = list(files) if files else [f for f in DEFAULT_FILES if f != "upsampler" or upsampler is not None]
+    unknown = [f for f in wanted if f not in FILES]
+    if unknown:
+        raise ConvertError(f"--parts: unknown {unknown}; choose from {', '.join(FILES)}")
+    if "upsampler" in wanted and upsampler is None:
+        raise ConvertError("--parts upsampler needs --upsampler FILE (the official spatial/temporal upscaler)")
+    if loras and "transformer" not in wanted:
+        raise ConvertError("--lora fuses into the transformer, but --parts does not include transformer")
+    for what, p in (("--checkpoint", checkpoint), ("--gemma", gemma), ("--upsampler", upsampler),
+                    *(("--lora", lp) for lp, _ in loras)):
+        if p is not None and not Path(p).exists():
+            raise ConvertError(f"{what} {p}: no such file or folder")
+    header = read_header(checkpoint)
+    ckpt_cfg = header.config()
+    model_version = header.metadata.get("model_version")
+    up_cfg = read_header(upsampler).config() if upsampler is not None else None
+
+    makers: dict[str, Callable[[], PartSource]] = {
+        "transformer": lambda: transformer_source(checkpoint, [(Path(p), float(s)) for p, s in loras]),
+        "gemma": lambda: gemma_source(Path(gemma)),
+        "text_embeddings": lambda: text_embeddings_source(checkpoint),
+        "video_decoder": lambda: video_source("video_decoder", checkpoint),
+        "video_encoder": lambda: video_source("video_encoder", checkpoint),
+        "audio_decoder": lambda: audio_decoder_source(checkpoint),
+        "vocoder": lambda: vocoder_source(checkpoint),
+        "upsampler": lambda: upsampler_source(Path(upsampler)),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    reports: list[FileReport] = []
+    roles: dict[str, str] = {}
+    for fkey in wanted:
+        name, parts = FILES[fkey]
+        parts = [p for p in parts if p != "gemma" or gemma is not None]
+        log(f"converting {name} ({', '.join(parts)})")
+        sources = [makers[p]() for p in parts]
+        store = _storage_dtype(dtype, sources)
+        extra = {}
+        if "gemma" in parts:
+            extra["gemma_config"] = json.dumps(next(s.config for s in sources if s.part == "gemma"))
+        file_cfg = up_cfg if fkey == "upsampler" else ckpt_cfg
+        writer = ConvertedWriter(out / name, config=file_cfg, dtype=store,
+                                 model_version=None if fkey == "upsampler" else model_version, extra_metadata=extra)
+        qcount = {}
+        with writer:
+            for src in sources:
+                skel = src.skeleton()
+                if bits is not None and src.part in QUANTIZABLE_PARTS:
+                    quantize_module(skel, bits, group_size, quantize_embeddings=quantize_embeddings)
+                writer.add_part(src.part, skel, src.config, build=src.build, source=src.source, loras=src.loras)
+                qcount[src.part] = writer._parts[src.part]["quantized_layers"]
+                del skel
+            for src in sources:
+                log(f"  {src.part}")
+                src.fill(writer)
+                gc.collect()
+        reports.append(FileReport(name, parts, sum(s.source_bytes for s in sources), (out / name).stat().st_size,
+                                  qcount, bits if any(qcount.values()) else None, dtype_name(store)))
+        for p in parts:
+            for r in _role_names(p, up_cfg):
+                roles[r] = name
+        if "gemma" in parts:
+            _copy_tokenizer(Path(gemma), out)
+
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "model_version": model_version,
+        "bits": bits, "group_size": group_size if bits is not None else None,
+        "quantize_embeddings": bool(quantize_embeddings) if bits is not None else None,
+        "sources": {k: {"file": str(Path(v).resolve()), "identity": _identity(v)}
+                    for k, v in (("checkpoint", checkpoint), ("gemma", gemma), ("upsampler", upsampler))
+                    if v is not None},
+        "loras": [{"file": str(Path(p).resolve()), "strength": float(s), "identity": _identity(p)} for p, s in loras],
+        "roles": roles,
+        "files": {r.name: {"parts": r.parts, "bytes": r.bytes, "source_bytes": r.source_bytes,
+                           "quantized_layers": r.quantized_layers, "bits": r.bits, "dtype": r.dtype}
+                  for r in reports},
+    }
+    _atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    return manifest, reports
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _copy_tokenizer(gemma: Path, out: Path) -> None:
+    """The tokenizer files next to text.safetensors: the text encoder looks for them beside a single-file Gemma."""
+    folder = gemma if gemma.is_dir() else gemma.parent
+    for name in TOKENIZER_FILES:
+        src = folder / name
+        if src.is_file():
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.partial-", dir=out)
+            os.close(fd)
+            shutil.copyfile(src, tmp)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, out / name)
