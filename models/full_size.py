@@ -20,6 +20,7 @@ import math
 import os
 from pathlib import Path
 
+from . import layouts
 from .tiny import configs as tiny
 
 SYNTHETIC = {"ltx2_synthetic": "header-only"}
@@ -76,66 +77,25 @@ def gemma_config() -> dict:
             "text_config": GEMMA_TEXT, "vision_config": GEMMA_VISION, "torch_dtype": "bfloat16"}
 
 
-def _shapes(arrays) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in arrays.items()}
-
-
 def checkpoint_layout() -> dict[str, tuple[int, ...]]:
     """Every tensor of the LTX-2 19B single-file checkpoint: official key -> shape."""
-    from .audio_vae import AudioDecoder, AudioEncoder, AudioVAEConfig
-    from .audio_vae import loading as audio_loading
-    from .text import embeddings as text_embeddings
-    from .text.connector import ConnectorConfig
-    from .transformer import LTX2Transformer, TransformerConfig
-    from .transformer import loader as transformer_loader
-    from .video_vae import VideoDecoder, VideoEncoder, VideoVAEConfig
-    from .video_vae import loading as vae_loading
-    from .vocoder import Vocoder, VocoderConfig
-    from .vocoder import loading as vocoder_loading
-
-    cfg = checkpoint_config()
-    layout: dict[str, tuple[int, ...]] = {}
-    layout.update(_shapes(transformer_loader.to_checkpoint(LTX2Transformer(TransformerConfig.from_config(cfg)))))
-    regs = TRANSFORMER["connector_num_learnable_registers"]
-    processor = text_embeddings.EmbeddingsProcessor(
-        GEMMA_TEXT["hidden_size"], GEMMA_TEXT["num_hidden_layers"] + 1,
-        ConnectorConfig.from_config(TRANSFORMER, "video", regs), ConnectorConfig.from_config(TRANSFORMER, "audio", regs))
-    layout.update(_shapes(text_embeddings.to_checkpoint(processor)))
-    vae = VideoVAEConfig.from_config(cfg)
-    layout.update(_shapes(vae_loading.to_checkpoint(encoder=VideoEncoder(vae), decoder=VideoDecoder(vae))))
-    audio = AudioVAEConfig.from_config(cfg)
-    layout.update(_shapes(audio_loading.to_checkpoint(encoder=AudioEncoder(audio), decoder=AudioDecoder(audio))))
-    layout.update(_shapes(vocoder_loading.to_checkpoint(Vocoder(VocoderConfig.from_config(cfg)))))
-    return layout
+    return layouts.checkpoint_layout(checkpoint_config(), GEMMA_TEXT["hidden_size"], GEMMA_TEXT["num_hidden_layers"])
 
 
 def upsampler_layout() -> dict[str, tuple[int, ...]]:
-    from .upsampler import LatentUpsampler, UpsamplerConfig
-    from .upsampler import loader as upsampler_loader
-
-    return _shapes(upsampler_loader.to_checkpoint(LatentUpsampler(UpsamplerConfig.from_config(SPATIAL_UPSAMPLER))))
+    return layouts.upsampler_layout(SPATIAL_UPSAMPLER)
 
 
 def lora_layout(checkpoint: dict[str, tuple[int, ...]], rank: int = LORA_RANK) -> dict[str, tuple[int, ...]]:
     """lora_A / lora_B for every attention projection and feed-forward Linear of every block."""
-    from .tiny.generator import LORA_FF, LORA_TARGETS
-
-    out: dict[str, tuple[int, ...]] = {}
-    for i in range(TRANSFORMER["num_layers"]):
-        paths = [f"transformer_blocks.{i}.{a}.{p}" for a in LORA_TARGETS for p in ("to_q", "to_k", "to_v", "to_out.0")]
-        paths += [f"transformer_blocks.{i}.{p}" for p in LORA_FF]
-        for path in paths:
-            o, n = checkpoint[f"model.diffusion_model.{path}.weight"]
-            out[f"diffusion_model.{path}.lora_A.weight"] = (rank, n)
-            out[f"diffusion_model.{path}.lora_B.weight"] = (o, rank)
-    return out
+    return layouts.lora_layout(checkpoint, TRANSFORMER["num_layers"], rank)
 
 
 def gemma_layout() -> dict[str, tuple[int, ...]]:
     """The gemma-3-12b-it shards' tensors: the language model (original key names) and the vision tower."""
     from .text import gemma
 
-    layout = _shapes(gemma.to_checkpoint(gemma.GemmaEncoder(gemma.GemmaConfig.from_config(gemma_config()))))
+    layout = layouts.shapes(gemma.to_checkpoint(gemma.GemmaEncoder(gemma.GemmaConfig.from_config(gemma_config()))))
     v, mlp = GEMMA_VISION["hidden_size"], GEMMA_VISION["intermediate_size"]
     vt = "vision_tower.vision_model."
     layout[vt + "embeddings.patch_embedding.weight"] = (v, 3, 14, 14)

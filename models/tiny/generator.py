@@ -12,21 +12,14 @@ import json
 import math
 from pathlib import Path
 
-import mlx.core as mx
-
+from .. import layouts
 from . import configs
 from .configs import MODEL_VERSION, TINY_VERSION
 from .tokenizer import build_tokenizer, special_tokens_map, tokenizer_config
 from .weights import init_tensor, write_safetensors
 
 TAG = f"ltx2-tiny/{TINY_VERSION}"  # part of every tensor's seed
-LORA_TARGETS = ("attn1", "attn2", "audio_attn1", "audio_attn2", "audio_to_video_attn", "video_to_audio_attn")
-LORA_FF = ("ff.net.0.proj", "ff.net.2", "audio_ff.net.0.proj", "audio_ff.net.2")
 LORA_B_SCALE = 0.1  # keeps B @ A a perturbation of the weight it adapts
-
-
-def _shapes(arrays: dict[str, mx.array]) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in arrays.items()}
 
 
 def _fill(shapes: dict[str, tuple[int, ...]], **kw) -> dict:
@@ -36,61 +29,21 @@ def _fill(shapes: dict[str, tuple[int, ...]], **kw) -> dict:
 # --------------------------------------------------------------------------------------------- layouts
 def checkpoint_layout() -> dict[str, tuple[int, ...]]:
     """Every tensor of the single-file checkpoint: official key -> PyTorch shape."""
-    from ..audio_vae import AudioDecoder, AudioEncoder, AudioVAEConfig
-    from ..audio_vae import loading as audio_loading
-    from ..text import embeddings as text_embeddings
-    from ..text.connector import ConnectorConfig
-    from ..transformer import LTX2Transformer, TransformerConfig
-    from ..transformer import loader as transformer_loader
-    from ..video_vae import VideoDecoder, VideoEncoder, VideoVAEConfig
-    from ..video_vae import loading as vae_loading
-    from ..vocoder import Vocoder, VocoderConfig
-    from ..vocoder import loading as vocoder_loading
-
-    cfg = configs.checkpoint_config()
-    tcfg = cfg["transformer"]
-    layout: dict[str, tuple[int, ...]] = {}
-    layout.update(_shapes(transformer_loader.to_checkpoint(LTX2Transformer(TransformerConfig.from_config(cfg)))))
-    regs = tcfg["connector_num_learnable_registers"]
-    processor = text_embeddings.EmbeddingsProcessor(
-        configs.GEMMA_HIDDEN, configs.GEMMA_LAYERS + 1, ConnectorConfig.from_config(tcfg, "video", regs),
-        ConnectorConfig.from_config(tcfg, "audio", regs))
-    layout.update(_shapes(text_embeddings.to_checkpoint(processor)))
-    vae = VideoVAEConfig.from_config(cfg)
-    layout.update(_shapes(vae_loading.to_checkpoint(encoder=VideoEncoder(vae), decoder=VideoDecoder(vae))))
-    audio = AudioVAEConfig.from_config(cfg)
-    layout.update(_shapes(audio_loading.to_checkpoint(encoder=AudioEncoder(audio), decoder=AudioDecoder(audio))))
-    layout.update(_shapes(vocoder_loading.to_checkpoint(Vocoder(VocoderConfig.from_config(cfg)))))
-    return layout
+    return layouts.checkpoint_layout(configs.checkpoint_config(), configs.GEMMA_HIDDEN, configs.GEMMA_LAYERS)
 
 
 def upsampler_layout() -> dict[str, tuple[int, ...]]:
-    from ..upsampler import LatentUpsampler, UpsamplerConfig
-    from ..upsampler import loader as upsampler_loader
-
-    return _shapes(upsampler_loader.to_checkpoint(LatentUpsampler(UpsamplerConfig.from_config(
-        configs.SPATIAL_UPSAMPLER))))
+    return layouts.upsampler_layout(configs.SPATIAL_UPSAMPLER)
 
 
 def lora_layout(checkpoint: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-    """lora_A (rank, in) / lora_B (out, rank) for every attention projection and feed-forward Linear
-    of every transformer block, under the official LoRA key names."""
-    out: dict[str, tuple[int, ...]] = {}
-    prefix = "model.diffusion_model."
-    for i in range(configs.TRANSFORMER["num_layers"]):
-        paths = [f"transformer_blocks.{i}.{a}.{p}" for a in LORA_TARGETS for p in ("to_q", "to_k", "to_v", "to_out.0")]
-        paths += [f"transformer_blocks.{i}.{p}" for p in LORA_FF]
-        for path in paths:
-            o, n = checkpoint[f"{prefix}{path}.weight"]
-            out[f"diffusion_model.{path}.lora_A.weight"] = (configs.LORA_RANK, n)
-            out[f"diffusion_model.{path}.lora_B.weight"] = (o, configs.LORA_RANK)
-    return out
+    return layouts.lora_layout(checkpoint, configs.TRANSFORMER["num_layers"], configs.LORA_RANK)
 
 
 def gemma_layout(config: dict) -> dict[str, tuple[int, ...]]:
     from ..text import gemma
 
-    return _shapes(gemma.to_checkpoint(gemma.GemmaEncoder(gemma.GemmaConfig.from_config(config))))
+    return layouts.shapes(gemma.to_checkpoint(gemma.GemmaEncoder(gemma.GemmaConfig.from_config(config))))
 
 
 # --------------------------------------------------------------------------------------------- writing
