@@ -92,6 +92,10 @@ class Sampler:
             return self.model.denoise(v, a, pass_perturbations(passes, b), self._positions_tables(n))
 
         vg, ag = self.guidance
+        if last is None and (vg.skips(step) or ag.skips(step)):
+            # a run resumed on a skip_step step has no previous x0 to reuse: compute this step in full
+            # (the one place a resumed render can differ from an uninterrupted one; skip_step 0 never does)
+            step = 0
         return guided_x0(run, vg, ag, step=step, last=last, passes_per_call=self.passes_per_call)
 
     def run(self, state: TokenState, sigmas: Sequence[float], start: int = 0,

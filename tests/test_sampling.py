@@ -136,3 +136,28 @@ def test_negative_context_is_required_when_a_pass_needs_it():
     with pytest.raises(ValueError, match="negative prompt"):
         s.pass_contexts(passes, pos, None)
     assert s.pass_contexts(passes, pos, mx.ones((1, 3, 2))).shape == (4, 3, 2)
+
+
+def test_resume_on_a_skip_step_computes_that_step():
+    """A run resumed on a step that skip_step would skip has no previous x0: it must compute, not fail."""
+    from ltx2.stages.denoising import Conditioning, Sampler, TokenState
+    from ltx2.stages.sampling import GuiderParams
+
+    class HalvingModel:  # stands in for the transformer: x0 = latent / 2
+        calls = 0
+
+        def positional_tables(self, video_positions, audio_positions):
+            return None
+
+        def denoise(self, video, audio, perturbations, tables):
+            HalvingModel.calls += 1
+            return video.latent * 0.5, audio.latent * 0.5
+
+    cond = Conditioning(video_context=mx.zeros((1, 4, 8)), audio_context=mx.zeros((1, 4, 8)),
+                        video_positions=np.zeros((1, 3, 6, 2), np.float32),
+                        audio_positions=np.zeros((1, 1, 3, 2), np.float32))
+    g = GuiderParams(skip_step=1)  # steps 1, 3, ... reuse the previous x0
+    state = TokenState(mx.ones((1, 6, 4)), mx.ones((1, 3, 4)))
+    out = Sampler(HalvingModel(), cond, (g, g)).run(state, [1.0, 0.75, 0.5, 0.0], start=1)
+    assert HalvingModel.calls == 2  # step 1 computed (nothing to reuse), step 2 computed as usual
+    assert np.isfinite(np.array(out.video)).all()
