@@ -26,9 +26,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..transformer.streaming import (StreamStats, converted_mode_check, hold, hold_module, prefer_float_matmul_on_cpu,
-                                    quantize_block, to_float32)
+from ..transformer.streaming import (StreamStats, converted_mode_check, finish_block, hold, hold_module, to_float32)
 from ..weights import CheckpointError, load_strict, load_tensors, read_header
+from ..weights.safetensors_file import require_complete
 from ..weights.modes import RESIDENT_FLOAT32, WeightsMode
 from .gemma import SLIDING, GemmaConfig, GemmaEncoder, gemma3_text, initialize_rope, weight_plan
 
@@ -154,19 +154,13 @@ class GemmaWeights:
             prefix = f"layers.{i}."
             load_strict(layer, hold({k[len(prefix):]: v for k, v in w.items()}, self.mode, in_block=True),
                         f"gemma layer {i}")
-        if not any(isinstance(m, nn.QuantizedLinear) for m in layer.modules()):
-            quantize_block(layer, self.mode)
-        prefer_float_matmul_on_cpu(layer)
-        mx.eval(layer.parameters())
-        return layer
+        return finish_block(layer, self.mode)
 
 
 def _rows(header, key: str, ids: np.ndarray) -> mx.array:
     """Rows ``ids`` of a 2-D tensor, read through a memory map (only those rows are copied out)."""
     info = header.tensors[key]
-    if info.end > header.size:
-        raise CheckpointError(f"{header.path}: tensor {key!r} ends at byte {info.end} but the file has "
-                              f"{header.size} bytes: the file is truncated (re-download it)")
+    require_complete(header, key, info)
     mm = np.memmap(header.path, dtype=np.uint8, mode="r")
     table = mm[info.begin:info.end].view(_ROWS_DTYPES[info.dtype]).reshape(info.shape)
     rows = np.array(table[ids.reshape(-1)])

@@ -116,6 +116,17 @@ def quantize_block(module: nn.Module, mode: WeightsMode) -> nn.Module:
     return prefer_float_matmul_on_cpu(module)
 
 
+def finish_block(module: nn.Module, mode: WeightsMode) -> nn.Module:
+    """A freshly loaded block under ``mode``: quantised (unless its file already was), on the CPU matmul
+    path, evaluated so its memory is real when this returns."""
+    if any(isinstance(m, nn.QuantizedLinear) for m in module.modules()):
+        prefer_float_matmul_on_cpu(module)
+    else:
+        quantize_block(module, mode)  # (sets the CPU matmul path itself)
+    mx.eval(module.parameters())
+    return module
+
+
 @dataclass
 class StreamStats:
     """Time and bytes spent bringing blocks in (reading, LoRA fusion, casting, quantising)."""
@@ -244,11 +255,7 @@ class TransformerWeights:
             w = self._read(self.block_keys[i], others)
             load_strict(blk, hold({k[len(prefix):]: v for k, v in w.items()}, self.mode, in_block=True),
                         f"transformer block {i}")
-        if not any(isinstance(m, nn.QuantizedLinear) for m in blk.modules()):
-            quantize_block(blk, self.mode)
-        prefer_float_matmul_on_cpu(blk)
-        mx.eval(blk.parameters())
-        return blk
+        return finish_block(blk, self.mode)
 
 
 def load_resident(weights: TransformerWeights) -> LTX2Transformer:

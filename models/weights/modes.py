@@ -39,6 +39,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .quantize import quantized_nbytes  # the one byte count of a quantised matrix (float32 scales)
+
 PRECISIONS = ("float32", "bfloat16", "q8", "q4")
 BITS = {"q8": 8, "q4": 4}
 GROUP_SIZES = (32, 64, 128)  # what mx.quantize accepts
@@ -117,12 +119,6 @@ CANDIDATES: tuple[WeightsMode, ...] = tuple(
 
 
 # ------------------------------------------------------------------------------------------- bytes
-def quantized_nbytes(shape: tuple[int, ...], bits: int, group_size: int, scale_bytes: int = F32) -> int:
-    """Bytes of an affine-quantised (out, in) matrix: packed weights plus a scale and a bias per group."""
-    out, inp = shape
-    return out * inp * bits // 8 + 2 * out * (inp // group_size) * scale_bytes
-
-
 def quantizable(key: str, shape: tuple[int, ...], group_size: int) -> bool:
     """A Linear matrix that affine quantisation can take: 2-D ``*.weight`` whose inputs split into groups."""
     return key.endswith(".weight") and len(shape) == 2 and shape[1] % group_size == 0 and shape[1] >= group_size

@@ -114,6 +114,14 @@ def _to_mx(raw: np.ndarray, dtype_tag: str, dtype: mx.Dtype | None) -> mx.array:
     return arr
 
 
+def require_complete(header: SafetensorsHeader, key: str, info: TensorInfo, size: int | None = None) -> None:
+    """Refuse a tensor whose bytes lie past the end of the file (an interrupted download)."""
+    size = header.size if size is None else size
+    if info.end > size:
+        raise CheckpointError(f"{header.path}: tensor {key!r} ends at byte {info.end} but the "
+                              f"file has {size} bytes: the file is truncated (re-download it)")
+
+
 def load_tensors(header: SafetensorsHeader, keys: list[str], dtype: mx.Dtype | None = mx.float32) -> dict[str, mx.array]:
     """Read exactly ``keys`` from the file (floating tensors cast to ``dtype``; None keeps the stored dtype).
 
@@ -122,12 +130,11 @@ def load_tensors(header: SafetensorsHeader, keys: list[str], dtype: mx.Dtype | N
     if missing:
         raise CheckpointError(f"{header.path}: missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
     size = header.size
-    cut = [(name, i.end) for k in keys for name, i in ((k, header.tensors[k]),
-                                                        (header.tensors[k].scale_key, header.tensors[k].scale))
-           if i is not None and i.end > size]
-    if cut:
-        raise CheckpointError(f"{header.path}: tensor {cut[0][0]!r} ends at byte {cut[0][1]} but the "
-                              f"file has {size} bytes: the file is truncated (re-download it)")
+    for k in keys:
+        info = header.tensors[k]
+        require_complete(header, k, info, size)
+        if info.scale is not None:
+            require_complete(header, info.scale_key, info.scale, size)
     mm = np.memmap(header.path, dtype=np.uint8, mode="r")
 
     def read(k: str, info: TensorInfo, as_dtype):
