@@ -41,7 +41,8 @@ def plan(job_file: Path = typer.Argument(..., help="the job (YAML)"),
     stages = job_plan.stages
     keys = plan_keys(stages)
     work = Path(job.work_dir)
-    table = Table(title=f"{job_file}: {job.pipeline} pipeline, {job.width}x{job.height}x{job.frames}, "
+    frames = f"{job.frames}" + (f" -> {job.output_frames} at {job.output_fps:g} fps" if job.temporal_upscale else "")
+    table = Table(title=f"{job_file}: {job.pipeline} pipeline, {job.width}x{job.height}x{frames}, "
                         f"budget {_gb(job_plan.budget)} per stage")
     for col in ("stage", "reads", "writes", "key", "state", "choice", "est. peak", "fits", "streaming cost"):
         table.add_column(col)

@@ -34,8 +34,9 @@ def run(
 
     console = Console()
     job = load_job_or_exit(job_file, console)
-    console.print(f"[bold]{job_file}[/]: {job.pipeline}, {job.width}x{job.height}, {job.frames} frames at "
-                  f"{job.fps:g} fps, seed {job.seed}, model "
+    frames = f"{job.frames} frames at {job.fps:g} fps" + (
+        f" -> {job.output_frames} at {job.output_fps:g} (temporal upscale)" if job.temporal_upscale else "")
+    console.print(f"[bold]{job_file}[/]: {job.pipeline}, {job.width}x{job.height}, {frames}, seed {job.seed}, model "
                   f"{'tiny (random weights: the video is noise)' if job.model == 'tiny' else 'real weights'}")
     with Progress(TextColumn("{task.description:<12}"), BarColumn(bar_width=30), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console) as bars:

@@ -33,13 +33,15 @@ def _reexec_with_optimized_blas() -> None:
 
 
 def stage(
-    name: str = typer.Argument(..., help="text-encode, denoise, upscale, refine, decode, vocode or export"),
+    name: str = typer.Argument(..., help="text-encode, denoise, upscale, temporal-upscale, refine, decode, "
+                                            "vocode or export"),
     inputs: list[Path] = typer.Option([], "--in", help="input artifact (repeat for several); its kind says its role"),
     out: Path = typer.Option(..., "--out", help="output artifact (.zarr), or the .mp4 for export"),
     sets: list[str] = typer.Option([], "--set", help="parameter KEY=VALUE (VALUE read as YAML), e.g. --set seed=7"),
     params_json: str = typer.Option(None, "--params-json", help="all parameters as one JSON object"),
     weights: list[str] = typer.Option([], "--weights", help="ROLE=PATH (checkpoint, gemma, spatial_upsampler, "
-                                                          "distilled_lora); default: the embedded tiny model"),
+                                                          "temporal_upsampler, distilled_lora); default: the "
+                                                          "embedded tiny model"),
     cache_key: str = typer.Option(None, "--cache-key", help="key to record (default: computed as `ltx2 run` does)"),
     budget: str = typer.Option(None, "--budget", help="memory budget, e.g. 10GB; refuses (exit 75) above it"),
     progress_fd: int = typer.Option(None, "--progress-fd", help="file descriptor for JSON-lines progress"),

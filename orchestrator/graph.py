@@ -3,13 +3,15 @@
 Each :class:`Stage` names its input artifacts, its one output artifact, the parameters that shape
 that output (and only those: the memory budget or the work folder do not belong here) and the
 weight files or folders it reads, by role (``checkpoint``, ``gemma``, ``spatial_upsampler``,
-``distilled_lora``). Cache keys are computed from exactly these (see ``cache_keys``).
+``temporal_upsampler``, ``distilled_lora``). Cache keys are computed from exactly these (see ``cache_keys``).
 
 Artifacts::
 
     text-encode -> text.zarr        positive (and, when guided, negative) video + audio contexts
     denoise     -> stage1.zarr      video + audio latents of stage 1
     upscale     -> upscaled.zarr    video latents x2 in space; audio latents carried through
+    temporal-upscale -> upscaled_t2.zarr  (with ``temporal_upscale``) video latents x2 in time, F -> 2F-1
+                                    latent frames, N -> 2N-1 pixel frames at 2*fps; audio carried through
     refine      -> latents.zarr     video + audio latents after the stage-2 refinement
     decode      -> frames.zarr      RGB frames (video VAE decoder)
     vocode      -> audio.zarr       waveform (audio VAE decoder -> mel -> vocoder)
@@ -31,6 +33,10 @@ per step):
   audio and video re-noised to .909375) with the distilled LoRA fused into the checkpoint.
 ``one-stage`` (the dev checkpoint): guided denoise at full size over ``steps`` LTX2Scheduler
   sigmas; no upscale, no refine: decode and vocode read stage1.zarr.
+``temporal_upscale`` (distilled and two-stage; this project's design, no official pipeline does it):
+  after the x2 spatial upscale, the temporal x2 upscaler doubles the latent frames (F -> 2F-1) and
+  refine runs at 2N-1 frames and 2*fps on them, so the video has twice the frame rate and the same
+  first and last frame times; the audio latent is carried unchanged.
 
 Width and height must be multiples of 64 for ``distilled`` and ``two-stage`` (stage 1 runs at half
 size, itself a multiple of the VAE's 32), of 32 for ``one-stage``. The stage-1 LTX2Scheduler
@@ -62,18 +68,20 @@ STAGE_VERSIONS: dict[str, int] = {
     "text-encode": 1,
     "denoise": 1,
     "upscale": 1,
+    "temporal-upscale": 1,
     "refine": 1,
     "decode": 1,
     "vocode": 1,
     "export": 1,
 }
-STAGE_ORDER = ("text-encode", "denoise", "upscale", "refine", "decode", "vocode", "export")
+STAGE_ORDER = ("text-encode", "denoise", "upscale", "temporal-upscale", "refine", "decode", "vocode", "export")
 
 # Output artifact of each stage (export writes the job's output path instead).
 ARTIFACTS = {
     "text-encode": "text.zarr",
     "denoise": "stage1.zarr",
     "upscale": "upscaled.zarr",
+    "temporal-upscale": "upscaled_t2.zarr",
     "refine": "latents.zarr",
     "decode": "frames.zarr",
     "vocode": "audio.zarr",
@@ -119,7 +127,7 @@ def resolve_tiling(job: Job) -> dict[str, int] | None:
     out: dict[str, int] = {}
     if t.spatial_tile is not None and max(job.width, job.height) > t.spatial_tile:
         out.update(spatial_tile=t.spatial_tile, spatial_overlap=t.spatial_overlap)
-    if t.temporal_tile is not None and job.frames > t.temporal_tile:
+    if t.temporal_tile is not None and job.output_frames > t.temporal_tile:
         out.update(temporal_tile=t.temporal_tile, temporal_overlap=t.temporal_overlap)
     return out or None
 
@@ -138,10 +146,36 @@ def _guidance(job: Job) -> dict[str, Any]:
     return out
 
 
+# The part of a converted folder (`ltx2 convert`) that serves each stage's ``checkpoint`` role.
+CONVERTED_PART = {"text-encode": "text_embeddings", "denoise": "transformer", "refine": "transformer",
+                  "upscale": "latent_statistics", "temporal-upscale": "latent_statistics",
+                  "decode": "video_decoder", "vocode": "audio_decoder"}
+
+
+def stage_weights(job: Job, tiny_dir: Path | None = None):
+    """``files(stage, *roles)`` -> role -> path: the converted file where the job's converted folder holds the
+    part, else the official file. User LoRAs come as roles ``lora.1``, ``lora.2``, ... in the job's order."""
+    official = job.weight_files(tiny_dir)
+    converted = job.converted_roles()
+
+    def files(stage: str, *roles: str) -> dict[str, Path]:
+        out = {}
+        for role in roles:
+            part = CONVERTED_PART[stage] if role == "checkpoint" else role
+            out[role] = converted.get(part) or official[role]
+        return out
+    return files
+
+
+def lora_roles(job: Job) -> tuple[dict[str, Path], list[float]]:
+    """The user LoRAs as weight roles (``lora.N``) and their strengths, for the sampling stages."""
+    return {f"lora.{i + 1}": p for i, (p, _) in enumerate(job.loras)}, [s for _, s in job.loras]
+
+
 def plan_stages(job: Job, tiny_dir: Path | None = None) -> list[Stage]:
     """The ordered stages of ``job``'s pipeline. Needs no artifact and no weight file to exist."""
-    w = job.weight_files(tiny_dir)
-    ckpt, gemma = w["checkpoint"], w["gemma"]
+    files = stage_weights(job, tiny_dir)
+    user_loras, strengths = lora_roles(job)
     two_stage = job.pipeline in ("distilled", "two-stage")
     size = dict(width=job.width // 2, height=job.height // 2) if two_stage else dict(width=job.width, height=job.height)
     timing = dict(frames=job.frames, fps=job.fps)
@@ -149,7 +183,7 @@ def plan_stages(job: Job, tiny_dir: Path | None = None) -> list[Stage]:
     stages = [Stage(
         "text-encode", (), ARTIFACTS["text-encode"],
         params={"prompt": job.prompt, "negative_prompt": job.negative_prompt if job.guided else None},
-        weights={"gemma": gemma, "checkpoint": ckpt},
+        weights=files("text-encode", "gemma", "checkpoint"),
     )]
 
     if job.pipeline == "distilled":
@@ -162,8 +196,8 @@ def plan_stages(job: Job, tiny_dir: Path | None = None) -> list[Stage]:
         guidance = _guidance(job)
     stages.append(Stage(
         "denoise", ("text.zarr",), ARTIFACTS["denoise"],
-        params={**size, **timing, "seed": job.seed, "schedule": schedule, "guidance": guidance},
-        weights={"checkpoint": ckpt},
+        params={**size, **timing, "seed": job.seed, "schedule": schedule, "guidance": guidance, "loras": strengths},
+        weights={**files("denoise", "checkpoint"), **user_loras},
     ))
 
     latents = "stage1.zarr"
@@ -172,18 +206,29 @@ def plan_stages(job: Job, tiny_dir: Path | None = None) -> list[Stage]:
             "upscale", ("stage1.zarr",), ARTIFACTS["upscale"],
             params={"scale": 2},
             # the checkpoint provides the video VAE's per-channel statistics (un-/re-normalisation)
-            weights={"spatial_upsampler": w["spatial_upsampler"], "checkpoint": ckpt},
+            weights=files("upscale", "spatial_upsampler", "checkpoint"),
         ))
-        refine_weights = {"checkpoint": ckpt}
+        upscaled = "upscaled.zarr"
+        if job.temporal_upscale:
+            # this project's design (no official pipeline uses the temporal upscaler): x2 in time after x2 in
+            # space; refine then works at 2N-1 frames and 2*fps (its positions use fps: timing stays right)
+            stages.append(Stage(
+                "temporal-upscale", (upscaled,), ARTIFACTS["temporal-upscale"],
+                params={"scale": 2},
+                weights=files("temporal-upscale", "temporal_upsampler", "checkpoint"),
+            ))
+            upscaled = ARTIFACTS["temporal-upscale"]
+            timing = dict(frames=job.output_frames, fps=job.output_fps)
+        refine_weights = {**files("refine", "checkpoint"), **user_loras}
         lora = None
         if job.pipeline == "two-stage":
-            refine_weights["distilled_lora"] = w["distilled_lora"]
+            refine_weights.update(files("refine", "distilled_lora"))
             lora = {"strength": job.distilled_lora_strength}
         stages.append(Stage(
-            "refine", ("upscaled.zarr", "text.zarr"), ARTIFACTS["refine"],
+            "refine", (upscaled, "text.zarr"), ARTIFACTS["refine"],
             params={"width": job.width, "height": job.height, **timing, "seed": job.seed,
                     "schedule": {"kind": "fixed", "sigmas": list(DISTILLED_STAGE2_SIGMAS)},
-                    "distilled_lora": lora},
+                    "distilled_lora": lora, "loras": strengths},
             weights=refine_weights,
         ))
         latents = "latents.zarr"
@@ -191,12 +236,12 @@ def plan_stages(job: Job, tiny_dir: Path | None = None) -> list[Stage]:
     stages.append(Stage(
         "decode", (latents,), ARTIFACTS["decode"],
         params={"tiling": resolve_tiling(job), "seed": job.seed},
-        weights={"checkpoint": ckpt},
+        weights=files("decode", "checkpoint"),
     ))
     stages.append(Stage(
         "vocode", (latents,), ARTIFACTS["vocode"],
         params={},
-        weights={"checkpoint": ckpt},
+        weights=files("vocode", "checkpoint"),
     ))
     stages.append(Stage(
         "export", ("frames.zarr", "audio.zarr"), str(job.output),

@@ -18,6 +18,9 @@ Notes on fields whose meaning depends on the pipeline:
   ``steps`` with it is an error rather than being silently ignored.
 - ``guidance`` and ``negative_prompt`` only act in the guided pipelines; the distilled pipeline
   runs without CFG, so setting either with it is an error too.
+- ``temporal_upscale: true`` (distilled and two-stage only: the refine stage cleans up the
+  upscaler's frames) renders ``2*frames-1`` frames at ``2*fps``: the same first and last frame
+  times, twice the frame rate. With real weights it needs ``model.temporal_upsampler``.
 - ``model: tiny`` (the default) is the small deterministic model generated on first use under
   :func:`default_tiny_dir`; its videos are noise. Real weights are named file by file.
 - Memory sizes (``memory_budget``) are binary: ``16GB`` = ``16GiB`` = 16 * 2**30 bytes, as
@@ -39,7 +42,8 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Fiel
                       ValidationInfo, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
-__all__ = ["Job", "JobError", "ModelFiles", "DecodeTiling", "Guidance", "VideoGuidance", "AudioGuidance",
+__all__ = ["Job", "JobError", "ModelFiles", "LoraFile", "CONVERTED_ROLES", "DecodeTiling", "Guidance",
+           "VideoGuidance", "AudioGuidance",
            "load_job", "parse_job", "format_validation_error", "parse_memory_size", "default_memory_budget",
            "default_tiny_dir", "tiny_model_files", "official_steps", "official_stg_blocks",
            "PIPELINES", "DEFAULT_NEGATIVE_PROMPT", "TINY_FILES"]
@@ -58,6 +62,7 @@ DEFAULT_NEGATIVE_PROMPT = (
 TINY_FILES = {
     "checkpoint": "ltx2-tiny.safetensors",
     "spatial_upsampler": "ltx2-tiny-spatial-upscaler-x2.safetensors",
+    "temporal_upsampler": "ltx2-tiny-temporal-upscaler-x2.safetensors",
     "distilled_lora": "ltx2-tiny-distilled-lora.safetensors",
     "gemma": "gemma",
 }
@@ -194,25 +199,129 @@ def _gemma_folder(v: Path, info: ValidationInfo) -> Path:
     return p
 
 
-class ModelFiles(BaseModel):
-    """Real weights, named file by file (the official releases)."""
+def _maybe(check):
+    """An AfterValidator for an optional path: ``check`` only when a value is given."""
+    return AfterValidator(lambda v, info: None if v is None else check(v, info))
+
+
+def _finite(v: float) -> float:
+    if not math.isfinite(v):
+        raise _rule("is not a finite number", "use e.g. 1.0 (the official default) or 0.5")
+    return v
+
+
+class LoraFile(BaseModel):
+    """A user LoRA (a style, a subject...), fused into the transformer of every sampling stage (denoise and
+    refine), as the official pipelines apply their ``--lora`` list to both stages."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    checkpoint: Annotated[Path, AfterValidator(_weight_file(
-        "the single-file LTX-2 checkpoint (distilled for pipeline distilled, dev otherwise)", "checkpoint"))]
-    gemma: Annotated[Path, AfterValidator(_gemma_folder)]
-    spatial_upsampler: Annotated[Path | None, AfterValidator(
-        lambda v, info: None if v is None else _weight_file("the x2 spatial latent upscaler", "spatial_upsampler")(
-            v, info))] = None
-    distilled_lora: Annotated[Path | None, AfterValidator(
-        lambda v, info: None if v is None else _weight_file("the distilled LoRA", "lora")(v, info))] = None
+    path: Annotated[Path, AfterValidator(_weight_file("a LoRA file (*.lora_A.weight / *.lora_B.weight pairs)",
+                                                      "lora"))]
+    strength: Annotated[float, AfterValidator(_finite)] = 1.0  # the official default
+
+
+def _converted_folder(v: Path, info: ValidationInfo) -> Path:
+    from ltx2.models.weights.manifest import ManifestError, read_manifest
+
+    p = _resolve(v, info)
+    if not p.is_dir():
+        raise _rule("is not a folder" if p.exists() else "does not exist",
+                    "give the --out folder of `ltx2 convert`; relative paths start at the job file's folder "
+                    f"({_base_dir(info)})")
+    try:
+        folder = read_manifest(p)
+    except ManifestError as e:
+        raise _rule(f"cannot be used: {e}", "give the --out folder of a finished `ltx2 convert`") from None
+    ckpt = info.data.get("checkpoint")
+    made_from = (folder.sources.get("checkpoint") or {}).get("identity")
+    if ckpt is not None and made_from is not None:
+        from ltx2.orchestrator.cache_keys import weight_identity
+
+        if weight_identity(ckpt) != made_from:
+            raise _rule(f"was converted from {folder.sources['checkpoint'].get('file')}, not from model.checkpoint "
+                        f"({ckpt.name})", "convert this checkpoint, or name the checkpoint it was made from")
+    return p
+
+
+# Roles a converted folder (`ltx2 convert`) can serve, by the official slot they stand in for.
+CONVERTED_ROLES = {"checkpoint": ("transformer", "text_embeddings", "video_decoder", "latent_statistics",
+                                  "audio_decoder", "vocoder"),
+                   "gemma": ("gemma",), "spatial_upsampler": ("spatial_upsampler",),
+                   "temporal_upsampler": ("temporal_upsampler",)}
+
+
+class ModelFiles(BaseModel):
+    """Real weights, named file by file (the official releases), and optionally a folder of converted
+    files (`ltx2 convert`) that the stages read instead wherever it holds what they need."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checkpoint: Annotated[Path | None, _maybe(_weight_file(
+        "the single-file LTX-2 checkpoint (distilled for pipeline distilled, dev otherwise)", "checkpoint"))] = None
+    gemma: Annotated[Path | None, _maybe(_gemma_folder)] = None
+    spatial_upsampler: Annotated[Path | None, _maybe(_weight_file("the x2 spatial latent upscaler",
+                                                                  "spatial_upsampler"))] = None
+    temporal_upsampler: Annotated[Path | None, _maybe(_weight_file("the x2 temporal latent upscaler",
+                                                                   "temporal_upsampler"))] = None
+    distilled_lora: Annotated[Path | None, _maybe(_weight_file("the distilled LoRA", "lora"))] = None
     distilled_lora_strength: float = Field(1.0, ge=0.0)
+    loras: list[LoraFile] = []
+    converted: Annotated[Path | None, _maybe(_converted_folder)] = None
+
+    @field_validator("loras")
+    @classmethod
+    def _loras_fit(cls, v: list[LoraFile], info: ValidationInfo) -> list[LoraFile]:
+        ckpt = info.data.get("checkpoint")
+        if ckpt is None:
+            return v
+        from ltx2.models.weights.identify import slot_problem  # header reads only
+
+        for i, lora in enumerate(v):
+            bad = slot_problem(lora.path, "lora", checkpoint=ckpt)
+            if bad:
+                raise _rule(f"item {i + 1} ({lora.path.name}) {bad[0]}", bad[1])
+        return v
+
+    @model_validator(mode="after")
+    def _every_role_covered(self) -> "ModelFiles":
+        held = self.converted_roles()
+        for slot in ("checkpoint", "gemma"):
+            lacking = [r for r in CONVERTED_ROLES[slot] if r not in held]
+            if getattr(self, slot) is None and lacking:
+                where = f" (model.converted lacks {', '.join(lacking)})" if self.converted else ""
+                raise _rule(f"lacks {slot}{where}", f"add {slot}: PATH under model")
+        if self.converted is not None:
+            fused = read_converted(self.converted).loras
+            mine = [(weight_identity_of(lora.path), float(lora.strength)) for lora in self.loras]
+            alien = [r for r in fused if (r.get("identity"), float(r.get("strength", 1.0))) not in mine]
+            if alien:
+                names = ", ".join(f"{Path(r.get('file', '?')).name} x {r.get('strength')}" for r in alien)
+                raise _rule(f"has a converted transformer with LoRAs fused ({names}) that model.loras does not list, "
+                            "so every sampling stage would apply them (a distilled LoRA fused there would spoil "
+                            "stage 1)", "list them under model.loras with the same strength, or convert without --lora")
+        return self
+
+    def converted_roles(self) -> dict[str, Path]:
+        """Role -> converted file, from the converted folder's manifest (empty without one)."""
+        return dict(read_converted(self.converted).roles) if self.converted is not None else {}
 
     def files(self) -> dict[str, Path]:
-        return {k: v for k, v in (("checkpoint", self.checkpoint), ("gemma", self.gemma),
-                                  ("spatial_upsampler", self.spatial_upsampler),
-                                  ("distilled_lora", self.distilled_lora)) if v is not None}
+        """The official files named (role -> path); the converted folder is not among them."""
+        return {k: getattr(self, k) for k in ("checkpoint", "gemma", "spatial_upsampler", "temporal_upsampler",
+                                              "distilled_lora") if getattr(self, k) is not None}
+
+
+def read_converted(folder: Path):
+    from ltx2.models.weights.manifest import read_manifest
+
+    return read_manifest(folder)
+
+
+def weight_identity_of(path: Path) -> dict:
+    from ltx2.orchestrator.cache_keys import weight_identity
+
+    return weight_identity(path)
 
 
 def _tiny_name(v: str) -> str:
@@ -371,6 +480,9 @@ class Job(BaseModel):
     steps: int | None = None
     guidance: Guidance = Guidance()
     model: ModelSpec = "tiny"
+    # double the frame rate: F frames at fps -> 2F-1 frames at 2*fps, same duration, by the temporal latent
+    # upscaler after the spatial one (this project's design: no official pipeline uses that upscaler)
+    temporal_upscale: bool = False
     tiling: TilingSpec = "auto"
     crf: int = Field(23, ge=0, le=51)   # x264 quality: 0 lossless, 23 its default, 51 worst
     # relative paths start at the job file's folder; defaults follow the job file's name (<name>.mp4)
@@ -444,10 +556,29 @@ class Job(BaseModel):
             return v
         pipeline = info.data.get("pipeline")
         need = {"distilled": ["spatial_upsampler"], "two-stage": ["spatial_upsampler", "distilled_lora"]}
-        missing = [k for k in need.get(pipeline, []) if getattr(v, k) is None]
+        held = v.converted_roles()
+        missing = [k for k in need.get(pipeline, []) if getattr(v, k) is None and k not in held]
         if missing:
             raise _rule(f"lacks {', '.join(missing)}, which pipeline {pipeline} needs",
                         f"add {' and '.join(f'{k}: PATH' for k in missing)} under model")
+        return v
+
+    @field_validator("temporal_upscale")
+    @classmethod
+    def _temporal_upscale(cls, v: bool, info: ValidationInfo) -> bool:
+        if not v:
+            return v
+        pipeline = info.data.get("pipeline")
+        if pipeline == "one-stage":
+            # the upscaler's frames are only cleaned up by the stage-2 refine that one-stage lacks
+            raise _rule("does not apply to pipeline one-stage (it has no refine stage to clean up the temporal "
+                        "upscaler's output)", "remove temporal_upscale, or use pipeline distilled or two-stage")
+        model = info.data.get("model")
+        if isinstance(model, ModelFiles) and model.temporal_upsampler is None \
+                and "temporal_upsampler" not in model.converted_roles():
+            raise _rule("needs the temporal x2 latent upscaler, but model has no temporal_upsampler",
+                        "add temporal_upsampler: PATH (ltx-2-temporal-upscaler-x2-1.0.safetensors) under model, "
+                        "or remove temporal_upscale")
         return v
 
     @field_validator("output")
@@ -483,13 +614,31 @@ class Job(BaseModel):
     def two_stage(self) -> bool:
         return self.pipeline in ("distilled", "two-stage")
 
+    @property
+    def output_frames(self) -> int:
+        """Frames of the rendered video: 2F-1 with temporal_upscale (2 x (frames-1) intervals + the first)."""
+        return 2 * self.frames - 1 if self.temporal_upscale else self.frames
+
+    @property
+    def output_fps(self) -> float:
+        return 2 * self.fps if self.temporal_upscale else self.fps
+
     def weight_files(self, tiny_dir: Path | None = None) -> dict[str, Path]:
         """Role -> path of each weight file or folder this job reads (the tiny ones may not exist yet)."""
         return tiny_model_files(tiny_dir) if self.model == "tiny" else self.model.files()
 
+    def converted_roles(self) -> dict[str, Path]:
+        """Role -> converted file (`ltx2 convert`) that stages read instead of the official file."""
+        return {} if self.model == "tiny" else self.model.converted_roles()
+
     @property
     def distilled_lora_strength(self) -> float:
         return 1.0 if self.model == "tiny" else self.model.distilled_lora_strength
+
+    @property
+    def loras(self) -> list[tuple[Path, float]]:
+        """The user LoRAs (path, strength), in the job's order."""
+        return [] if self.model == "tiny" else [(lora.path, float(lora.strength)) for lora in self.model.loras]
 
 
 # ----------------------------------------------------------------------------- errors -> one message
@@ -498,14 +647,14 @@ def _model_for(loc: tuple) -> type[BaseModel] | None:
     """The pydantic model a location points into (for listing allowed fields)."""
     model: Any = Job
     for part in loc:
-        if part in ("files", "tiles", "name", "word"):
+        if part in ("files", "tiles", "name", "word") or isinstance(part, int):
             continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return None
         field = model.model_fields.get(part)
         if field is None:
             return None
-        model = {"model": ModelFiles, "tiling": DecodeTiling, "guidance": Guidance, "video": VideoGuidance,
+        model = {"model": ModelFiles, "loras": LoraFile, "tiling": DecodeTiling, "guidance": Guidance, "video": VideoGuidance,
                  "audio": AudioGuidance}.get(part, field.annotation)
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 

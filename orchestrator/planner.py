@@ -105,7 +105,9 @@ class _Estimator:
         from .predict import predict
 
         self.job, self.budget = job, budget
-        self.predicted = predict(job, stages, read_header(job.weight_files()["checkpoint"]).config())
+        # the denoise stage's checkpoint: the official file, or a converted one (which keeps the source's config)
+        ckpt = next(st.weights["checkpoint"] for st in stages if st.name == "denoise")
+        self.predicted = predict(job, stages, read_header(ckpt).config())
 
     def context(self, st: Stage, params: dict):
         from ltx2.stages.base import StageContext, stage_module
@@ -180,8 +182,9 @@ def blocks_stored_in_bf16(path: Path, network: str) -> bool:
     from ltx2.models.weights.modes import block_index
     from ltx2.stages.memory import cached_header, converted_part
 
-    if converted_part(path, network) is not None:
-        return False  # a float converted file keeps its own dtype; offer every precision
+    conv = converted_part(path, network)
+    if conv is not None:  # a float converted file: its blocks are stored in the part's one float dtype
+        return conv.part(network).dtype == "bfloat16"
     if network == "gemma":
         from ltx2.models.text.gemma import weight_plan
 

@@ -28,8 +28,8 @@ class PredictedArtifact:
         return self.shapes[name]
 
 
-KIND_OF = {"text-encode": "text", "denoise": "latents", "upscale": "latents", "refine": "latents",
-           "decode": "frames", "vocode": "audio"}
+KIND_OF = {"text-encode": "text", "denoise": "latents", "upscale": "latents", "temporal-upscale": "latents",
+           "refine": "latents", "decode": "frames", "vocode": "audio"}
 
 
 def predict(job: Job, stages: list[Stage], checkpoint_config: dict) -> dict[str, PredictedArtifact]:
@@ -40,7 +40,6 @@ def predict(job: Job, stages: list[Stage], checkpoint_config: dict) -> dict[str,
     c_video = int(t.get("in_channels", 128))
     c_audio, mel = int(dd.get("z_channels", 8)), int(dd.get("mel_bins", 64)) // 4
     a_frames = round(job.frames / job.fps * 25)
-    lat_f = (job.frames - 1) // 8 + 1
     out: dict[str, PredictedArtifact] = {}
     for st in stages:
         kind = KIND_OF.get(st.name)
@@ -52,24 +51,31 @@ def predict(job: Job, stages: list[Stage], checkpoint_config: dict) -> dict[str,
             facts = {"sequence_length": 1024, "has_negative": bool(p.get("negative_prompt"))}
         elif kind == "latents":
             w, h = (p["width"], p["height"]) if "width" in p else (job.width, job.height)
-            shapes = {"video": (1, c_video, lat_f, h // 32, w // 32), "audio": (1, c_audio, a_frames, mel)}
-            facts = {"frame_count": job.frames, "height": h, "width": w, "fps": job.fps, "sigma": 0.0, "step": 0,
+            n, fps = p.get("frames", job.frames), p.get("fps", job.fps)  # refine after temporal-upscale: 2N-1
+            shapes = {"video": (1, c_video, (n - 1) // 8 + 1, h // 32, w // 32), "audio": (1, c_audio, a_frames, mel)}
+            facts = {"frame_count": n, "height": h, "width": w, "fps": fps, "sigma": 0.0, "step": 0,
                      "total_steps": 0}
         elif kind == "frames":
-            shapes = {"video": (job.frames, job.height, job.width, 3)}
-            facts = {"frame_count": job.frames, "height": job.height, "width": job.width, "fps": job.fps}
+            shapes = {"video": (job.output_frames, job.height, job.width, 3)}
+            facts = {"frame_count": job.output_frames, "height": job.height, "width": job.width,
+                     "fps": job.output_fps}
         else:
             rate = int(voc.get("output_sampling_rate", 24000))
             n = max(4 * a_frames - 3, 1) * rate // 100
             shapes = {"waveform": (2, n)}
             facts = {"sample_rate": rate, "channels": 2, "sample_count": n}
         out[st.output] = PredictedArtifact(Path(st.output), kind, shapes, facts, dict(p))
-    # upscale doubles the latent size of its input
+    # upscale doubles the latent size of its input, temporal-upscale its frames (F -> 2F-1)
     for st in stages:
-        if st.name == "upscale":
+        if st.name in ("upscale", "temporal-upscale"):
             src = out[st.inputs[0]]
-            v = src.shapes["video"]
-            out[st.output].shapes = {**src.shapes, "video": v[:3] + (v[3] * 2, v[4] * 2)}
-            out[st.output].facts = {**src.facts, "width": src.facts["width"] * 2, "height": src.facts["height"] * 2}
-            out[st.output].params = dict(out[st.inputs[0]].params)
+            v, f = src.shapes["video"], src.facts
+            if st.name == "upscale":
+                video, facts = v[:3] + (v[3] * 2, v[4] * 2), {"width": f["width"] * 2, "height": f["height"] * 2}
+            else:
+                video = v[:2] + (2 * v[2] - 1,) + v[3:]
+                facts = {"frame_count": 2 * f["frame_count"] - 1, "fps": 2 * f["fps"]}
+            out[st.output].shapes = {**src.shapes, "video": video}
+            out[st.output].facts = {**f, **facts}
+            out[st.output].params = dict(src.params)
     return out

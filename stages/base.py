@@ -8,6 +8,7 @@ write one artifact). ``execute()`` turns a stage's own errors into the contract'
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import sys
 import time
@@ -28,6 +29,7 @@ MODULES = {
     "text-encode": "text_encode",
     "denoise": "denoise",
     "upscale": "upscale",
+    "temporal-upscale": "temporal_upscale",
     "refine": "refine",
     "decode": "decode",
     "vocode": "vocode",
@@ -41,7 +43,7 @@ class StageSpec:
     inputs: tuple[str, ...]  # artifact kinds it reads, one artifact per kind
     output_kind: str | None  # None: writes a file, not an artifact (export)
     weights: tuple[str, ...] = ()  # weight roles it reads (checkpoint, gemma, spatial_upsampler, distilled_lora)
-    optional_weights: tuple[str, ...] = ()  # roles it reads only when given (the distilled LoRA)
+    optional_weights: tuple[str, ...] = ()  # roles (or patterns: lora.*) it reads only when given (LoRAs)
     resumable: bool = False
     budget_fix: str = "raise memory_budget in the job"
 
@@ -193,7 +195,7 @@ def _process_start() -> float:
 def resolve_weights(spec: StageSpec, weights: dict[str, Path] | None) -> dict[str, Path]:
     """The weight files of the stage's roles; by default the embedded tiny model (made on first use)."""
     weights = dict(weights or {})
-    unknown = [r for r in weights if r not in spec.weights + spec.optional_weights]
+    unknown = [r for r in weights if not any(fnmatch.fnmatchcase(r, pat) for pat in spec.weights + spec.optional_weights)]
     if unknown:
         raise BadInput(f"{spec.name} reads no {', '.join(unknown)} weights; it reads "
                        f"{', '.join(spec.weights + spec.optional_weights) or 'none'}")

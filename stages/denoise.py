@@ -1,7 +1,7 @@
 """denoise (stage 1): text.zarr -> stage1.zarr, video + audio latents sampled from seeded noise.
 
 Guided (CFG / STG / modality guidance, per modality) for two-stage and one-stage, unguided with
-the distilled sigma list for the distilled pipeline. Checkpoints after every step; a killed run
+the distilled sigma list for the distilled pipeline; the job's LoRAs (if any) fused on load. Checkpoints after every step; a killed run
 resumes from its last step with the same result.
 """
 
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from .base import StageContext, StageSpec
 from .contract import BadInput, MemoryPlan
-from .denoising import (LatentLayout, TokenState, canonical_weights_mode, guider_params, sample_to_artifact,
-                        sampling_memory, sigmas_for)
+from .denoising import (LatentLayout, TokenState, canonical_loras, canonical_weights_mode, guider_params,
+                        sample_to_artifact, sampling_memory, sigmas_for)
 
-SPEC = StageSpec("denoise", inputs=("text",), output_kind="latents", weights=("checkpoint",), resumable=True,
+SPEC = StageSpec("denoise", inputs=("text",), output_kind="latents", weights=("checkpoint",),
+                 optional_weights=("lora.*",), resumable=True,
                  budget_fix="raise memory_budget or render fewer frames / a smaller size")
 
 DEFAULTS = {"width": 96, "height": 64, "frames": 9, "fps": 24.0, "seed": 0,
@@ -30,6 +31,7 @@ def resolve_params(inputs, p: dict) -> dict:
         if out[k] % 32:
             raise BadInput(f"denoise: {k}={out[k]} is not a multiple of 32")
     out["weights_mode"] = canonical_weights_mode("denoise", out.get("weights_mode"))
+    out["loras"] = canonical_loras("denoise", out.get("loras"))
     return out
 
 

@@ -201,8 +201,7 @@ def text_conditioning(text, guidance, video_positions, audio_positions) -> Condi
 
 
 def sample_to_artifact(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio_frames: int,
-                       sigmas: list[float], guidance, initial: Callable[[], TokenState],
-                       lora: tuple | None = None) -> None:
+                       sigmas: list[float], guidance, initial: Callable[[], TokenState]) -> None:
     """Run the sampler from ``initial()`` (or from the partial artifact's last step) and write latents.
 
     ``grid``: the video latent (frames, height, width); the pixel facts come from ``ctx.params``.
@@ -230,7 +229,7 @@ def sample_to_artifact(ctx, layout: LatentLayout, grid: tuple[int, int, int], au
         state, start = initial(), 0
     mode = weights_mode(ctx)
     ctx.progress.emit("loading", what="transformer", weights_mode=mode.params())
-    model = load_transformer_mode(ctx.weights["checkpoint"], mode, loras=[lora] if lora else [])
+    model = load_transformer_mode(ctx.weights["checkpoint"], mode, loras=stage_loras(ctx))
     cond = text_conditioning(ctx.inputs["text"], guidance, np.asarray(video_positions(f, h, w, p["fps"])),
                              np.asarray(audio_positions(audio_frames)))
     # test hook: slow each step down so a test can kill the process mid-run (not part of any key)
@@ -250,6 +249,39 @@ def sample_to_artifact(ctx, layout: LatentLayout, grid: tuple[int, int, int], au
         emit_stream_stats(ctx, model.stats, total - start)
     writer.finalize(facts={"frame_count": int(p["frames"]), "height": int(p["height"]), "width": int(p["width"]),
                            "fps": float(p["fps"]), "sigma": float(sigmas[-1]), "step": total, "total_steps": total})
+
+
+def canonical_loras(stage: str, value) -> list[float]:
+    """The ``loras`` parameter (user LoRA strengths, one per weight role lora.1, lora.2, ...) in its canonical
+    form: absent = none, so a stage run by hand without LoRAs gets the orchestrator's key."""
+    from .contract import BadInput
+
+    value = [] if value is None else value
+    if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise BadInput(f"{stage}: loras={value!r} must be a list of strengths, one per LoRA weight role "
+                       "(--weights lora.1=FILE --set 'loras=[0.8]')")
+    return [float(v) for v in value]
+
+
+def stage_loras(ctx) -> list[tuple]:
+    """(path, strength) of every LoRA fused into the stage's transformer: the user LoRAs (roles lora.1 ..
+    lora.N, strengths from the ``loras`` parameter), then the distilled LoRA when ``distilled_lora`` asks."""
+    from .contract import BadInput
+
+    strengths = ctx.params.get("loras") or []
+    roles = sorted((r for r in ctx.weights if r.startswith("lora.")), key=lambda r: (len(r), r))
+    want = [f"lora.{i + 1}" for i in range(len(strengths))]
+    if roles != want:
+        raise BadInput(f"{ctx.spec.name}: loras={strengths} needs the weight roles {want or 'none'}, got "
+                       f"{roles or 'none'}; give one --weights lora.N=FILE per strength")
+    out = [(ctx.weights[r], s) for r, s in zip(roles, strengths)]
+    lora = ctx.params.get("distilled_lora")
+    if lora:
+        if "distilled_lora" not in ctx.weights:
+            raise BadInput(f"{ctx.spec.name}: distilled_lora is set but no distilled LoRA file was given "
+                           "(--weights distilled_lora=...)")
+        out.append((ctx.weights["distilled_lora"], float(lora["strength"])))
+    return out
 
 
 def canonical_weights_mode(stage: str, value) -> dict:
@@ -311,8 +343,7 @@ def sampling_memory(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio
     mode = weights_mode(ctx)
     held = transformer_held(ckpt, mode)
     weights = held.total(mode.streaming)
-    loras = [ctx.weights["distilled_lora"]] if ctx.params.get("distilled_lora") and "distilled_lora" in ctx.weights \
-        else []
+    loras = [p for p, _ in stage_loras(ctx)]
     transient = (held.block_float32 if (mode.quantized or loras) else 0) + lora_block_bytes(loras, len(held.blocks))
     t = cached_header(ckpt).config().get("transformer", {})
     vdim = int(t.get("num_attention_heads", 32)) * int(t.get("attention_head_dim", 128))

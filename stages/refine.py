@@ -2,18 +2,19 @@
 
 The upscaled video latent and the stage-1 audio latent are re-noised to the first stage-2 sigma
 (.909375) with seeded noise, then sampled unguided over the distilled stage-2 sigmas, with the
-distilled LoRA fused into the transformer for the two-stage pipeline. Resumes per step.
+distilled LoRA fused into the transformer for the two-stage pipeline (and the job's own LoRAs, as in
+stage 1). Resumes per step.
 """
 
 from __future__ import annotations
 
 from .base import StageContext, StageSpec
 from .contract import BadInput, MemoryPlan
-from .denoising import (LatentLayout, TokenState, canonical_weights_mode, sample_to_artifact, sampling_memory,
-                        sigmas_for)
+from .denoising import (LatentLayout, TokenState, canonical_loras, canonical_weights_mode, sample_to_artifact,
+                        sampling_memory, sigmas_for)
 
 SPEC = StageSpec("refine", inputs=("latents", "text"), output_kind="latents", weights=("checkpoint",),
-                 optional_weights=("distilled_lora",), resumable=True,
+                 optional_weights=("distilled_lora", "lora.*"), resumable=True,
                  budget_fix="raise memory_budget or render fewer frames / a smaller size")
 
 
@@ -29,6 +30,7 @@ def resolve_params(inputs, p: dict) -> dict:
         raise BadInput(f"refine: asked for {out['width']}x{out['height']}x{out['frames']} but {lat.path} holds "
                        f"{facts['width']}x{facts['height']}x{facts['frame_count']} latents (run upscale first)")
     out["weights_mode"] = canonical_weights_mode("refine", out.get("weights_mode"))
+    out["loras"] = canonical_loras("refine", out.get("loras"))
     return out
 
 
@@ -62,8 +64,4 @@ def run(ctx: StageContext) -> None:
         na = gaussian_noise(noise_key(seed, "refine", "audio"), a.shape)
         return TokenState(noise_latent(v, nv, 1.0, sigmas[0]), noise_latent(a, na, 1.0, sigmas[0]))
 
-    lora = ctx.params.get("distilled_lora")
-    if lora and "distilled_lora" not in ctx.weights:
-        raise BadInput("refine: distilled_lora is set but no distilled LoRA file was given (--weights distilled_lora=...)")
-    sample_to_artifact(ctx, layout, grid, a_frames, sigmas, None, initial,
-                       lora=(ctx.weights["distilled_lora"], float(lora["strength"])) if lora else None)
+    sample_to_artifact(ctx, layout, grid, a_frames, sigmas, None, initial)

@@ -1,15 +1,15 @@
 """upscale: stage1.zarr -> upscaled.zarr, the video latent x2 in space (audio carried through).
 
 The latent is un-normalised with the video VAE's per-channel statistics (from the checkpoint),
-upsampled, and normalised again, as the official two-stage pipelines do.
+upsampled, and normalised again, as the official two-stage pipelines do (``latent_upsample``, shared
+with temporal-upscale).
 """
 
 from __future__ import annotations
 
-import mlx.core as mx
-
 from .base import StageContext, StageSpec
 from .contract import MemoryPlan
+from .latent_upsample import upsample_to_artifact
 from .memory import COMPUTE_BYTES, weight_bytes
 
 SPEC = StageSpec("upscale", inputs=("latents",), output_kind="latents", weights=("spatial_upsampler", "checkpoint"),
@@ -31,20 +31,4 @@ def estimate(ctx: StageContext) -> MemoryPlan:
 
 
 def run(ctx: StageContext) -> None:
-    from ltx2.models.upsampler import load_latent_statistics, load_upsampler, upsample_latent
-
-    lat = ctx.inputs["latents"]
-    upsampler = load_upsampler(ctx.weights["spatial_upsampler"])
-    stats = load_latent_statistics(ctx.weights["checkpoint"])
-    ctx.progress.step(0, 1)
-    video = upsample_latent(lat.read("video"), upsampler, stats)
-    mx.eval(video)
-    scale_h = video.shape[3] // lat.shape("video")[3]
-    scale_w = video.shape[4] // lat.shape("video")[4]
-    w = ctx.writer()
-    w.write_array("video", video)
-    w.write_array("audio", lat.read("audio"))
-    f = lat.facts
-    w.finalize(facts={"frame_count": f["frame_count"], "height": f["height"] * scale_h, "width": f["width"] * scale_w,
-                      "fps": f["fps"], "sigma": f["sigma"], "step": f["step"], "total_steps": f["total_steps"]})
-    ctx.progress.step(1, 1)
+    upsample_to_artifact(ctx, "spatial_upsampler")

@@ -6,9 +6,7 @@ transformer_fp8_scaled, transformer_lora); these tests cover the layouts and fai
 
 from __future__ import annotations
 
-import json
 import shutil
-import struct
 from pathlib import Path
 
 import mlx.core as mx
@@ -21,53 +19,11 @@ from ltx2.models.parity.transformer import _modality
 from ltx2.models.parity.weights import lora_files
 from ltx2.models.tiny import ensure_tiny_model
 from ltx2.models.transformer import load_transformer
-from ltx2.models.weights import CheckpointError, fp8, load_tensors, read_header
+from ltx2.models.weights import CheckpointError, load_tensors, read_header
+
+from support import fp8_pair, write_raw
 
 SEED0 = Path(__file__).parent / "fixtures" / "seed0"
-_NP = {"F32": np.float32, "U8": np.uint8, "F8_E4M3": np.uint8}
-
-
-def write_raw(path: Path, tensors: dict[str, tuple[str, np.ndarray]], metadata: dict) -> Path:
-    """A safetensors file from (dtype tag, array of the stored bits) pairs: numpy has no bf16 / fp8."""
-    header: dict = {"__metadata__": metadata}
-    blobs, offset = [], 0
-    for k, (tag, a) in tensors.items():
-        data = np.ascontiguousarray(a, dtype=_NP[tag]).tobytes()
-        header[k] = {"dtype": tag, "shape": list(a.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    head = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(head)) + head + b"".join(blobs))
-    return path
-
-
-def fp8_pair(src: Path, dst: Path, twin: Path, extra: dict | None = None) -> None:
-    """``dst``: ``src`` with every float ``*.weight`` of 2+ dims stored scaled fp8 (alternating the official
-    ``weight_scale`` + ``input_scale`` and ComfyUI's ``scale_weight`` spellings) and every ``*.bias`` cast-only fp8;
-    ``twin``: the exact dequantised values, float32. Loading either must give the same parameters."""
-    h = read_header(src)
-    values = load_tensors(h, list(h.tensors), mx.float32)
-    out: dict = {}
-    ref: dict = {}
-    for i, (k, v) in enumerate(sorted(values.items())):
-        if k.endswith(".weight") and v.ndim >= 2:
-            q, s = fp8.quantize(v)
-            out[k] = ("F8_E4M3", np.array(q))
-            if i % 2:
-                out[k[: -len(".weight")] + ".weight_scale"] = ("F32", np.array(s).reshape(()))
-                out[k[: -len(".weight")] + ".input_scale"] = ("F32", np.array(0.02, np.float32).reshape(()))
-            else:
-                out[k[: -len(".weight")] + ".scale_weight"] = ("F32", np.array(s).reshape(()))
-            ref[k] = ("F32", np.array(mx.from_fp8(q, dtype=mx.float32) * s))
-        elif k.endswith(".bias"):
-            q = mx.to_fp8(v)
-            out[k] = ("F8_E4M3", np.array(q))
-            ref[k] = ("F32", np.array(mx.from_fp8(q, dtype=mx.float32)))
-        else:
-            out[k] = ref[k] = ("F32", np.array(v))
-    out.update(extra or {})
-    write_raw(dst, out, h.metadata)
-    write_raw(twin, ref, h.metadata)
 
 
 def same_params(a, b) -> None:

@@ -21,17 +21,7 @@ import yaml
 
 from ltx2.artifacts_schema import open_artifact
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "tiny.yaml"
-
-
-def ltx2(*args: str, env: dict | None = None, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, "-m", "ltx2.cli.main", *args], capture_output=True, text=True,
-                       env={**os.environ, **(env or {})}, timeout=timeout)
-    if check and r.returncode != 0:
-        raise AssertionError(f"ltx2 {' '.join(args)} exited {r.returncode}\n{r.stdout}\n{r.stderr}")
-    return r
-
+from support import EXAMPLE, ltx2
 
 def write_job(folder: Path, **changes) -> Path:
     job = yaml.safe_load(EXAMPLE.read_text())

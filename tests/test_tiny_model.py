@@ -78,7 +78,8 @@ def test_generation_is_deterministic_and_complete(tiny, tmp_path):
     generate(again, TINY_FILES)
     first = {k: v for k, v in _digests(root).items() if k != MANIFEST}
     assert first == _digests(again)
-    assert {"ltx2-tiny.safetensors", "ltx2-tiny-spatial-upscaler-x2.safetensors", "ltx2-tiny-distilled-lora.safetensors",
+    assert {"ltx2-tiny.safetensors", "ltx2-tiny-spatial-upscaler-x2.safetensors",
+            "ltx2-tiny-temporal-upscaler-x2.safetensors", "ltx2-tiny-distilled-lora.safetensors",
             "gemma/config.json", "gemma/model.safetensors.index.json", "gemma/tokenizer.json",
             "gemma/tokenizer_config.json", "gemma/model-00001-of-00002.safetensors"} <= set(first)
 
@@ -90,6 +91,7 @@ def test_generation_is_deterministic_and_complete(tiny, tmp_path):
 PINNED = {
     "ltx2-tiny.safetensors": "b7bcc2f63f55c361",
     "ltx2-tiny-spatial-upscaler-x2.safetensors": "ed03df34a9b23547",
+    "ltx2-tiny-temporal-upscaler-x2.safetensors": "1f4436537f643e3b",
     "ltx2-tiny-distilled-lora.safetensors": "329189097e65c3b2",
     "gemma/model-00001-of-00002.safetensors": "d4f7a09578015aab",
     "gemma/model-00002-of-00002.safetensors": "4b02d46ccbb2efe3",

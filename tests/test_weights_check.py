@@ -95,8 +95,9 @@ def test_prefixes_agree_with_the_loaders():
 def test_check_passes_on_a_complete_set_and_shows_the_stages(tiny):
     code, out = check(tiny["checkpoint"].parent)  # a folder: its files and its Gemma folder
     assert code == 0, out
-    for words in ("single-file checkpoint", "latent upsampler, spatial x2", "LoRA, rank 4", "Gemma-3 text encoder folder",
-                  "denoise, refine", "text-encode", "upscale, decode", "4 files: no problems"):
+    for words in ("single-file checkpoint", "latent upsampler, spatial x2", "latent upsampler, temporal x2",
+                  "LoRA, rank 4", "Gemma-3 text encoder folder", "denoise, refine", "text-encode", "temporal-upscale",
+                  "upscale, temporal-upscale, decode", "5 files: no problems"):
         assert words in out, words
 
 

@@ -2,8 +2,8 @@
 
 ``ensure_tiny_model()`` makes (once) a folder holding what a real installation holds, at toy sizes:
 the single-file checkpoint with its config metadata (transformer, text connectors and projection,
-video VAE, audio VAE, vocoder), the x2 spatial latent upsampler, the distilled LoRA and a Gemma-3
-folder (config.json, sharded weights with their index, tokenizer files). Every real loader reads
+video VAE, audio VAE, vocoder), the x2 spatial and x2 temporal latent upsamplers, the distilled LoRA
+and a Gemma-3 folder (config.json, sharded weights with their index, tokenizer files). Every real loader reads
 them exactly as it reads the official files, so the whole pipeline runs end to end in seconds.
 The weights are random: what the tiny model renders is noise.
 
@@ -43,6 +43,10 @@ def is_current(root: Path) -> bool:
     if manifest.get("version") != TINY_VERSION:
         return False
     files = manifest.get("files", {})
+    # a folder made before a file joined TINY_FILES (the temporal upsampler) lacks it: regenerate (the files
+    # it has come out byte-identical, each tensor being seeded by its own key)
+    if not all(name in files or any(f.startswith(name + "/") for f in files) for name in TINY_FILES.values()):
+        return False
     try:
         return all((root / name).stat().st_size == size for name, size in files.items()) and bool(files)
     except OSError:

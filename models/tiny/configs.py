@@ -105,6 +105,11 @@ SPATIAL_UPSAMPLER = {"_class_name": "LatentUpsampler", "in_channels": VIDEO_LATE
                      "dims": 3, "spatial_upsample": True, "temporal_upsample": False, "spatial_scale": 2.0,
                      "rational_resampler": False}
 
+# As the official ltx-2-temporal-upscaler-x2-1.0 config: spatial_scale 1.0 and rational_resampler true are
+# what that file says; only a spatial head would read them.
+TEMPORAL_UPSAMPLER = {**SPATIAL_UPSAMPLER, "spatial_upsample": False, "temporal_upsample": True, "spatial_scale": 1.0,
+                      "rational_resampler": True}
+
 LORA_RANK = 4
 
 

@@ -22,8 +22,8 @@ TAG = f"ltx2-tiny/{TINY_VERSION}"  # part of every tensor's seed
 LORA_B_SCALE = 0.1  # keeps B @ A a perturbation of the weight it adapts
 
 
-def _fill(shapes: dict[str, tuple[int, ...]], **kw) -> dict:
-    return {k: init_tensor(TAG, k, s, **kw) for k, s in shapes.items()}
+def _fill(shapes: dict[str, tuple[int, ...]], tag: str = TAG, **kw) -> dict:
+    return {k: init_tensor(tag, k, s, **kw) for k, s in shapes.items()}
 
 
 # --------------------------------------------------------------------------------------------- layouts
@@ -32,8 +32,8 @@ def checkpoint_layout() -> dict[str, tuple[int, ...]]:
     return layouts.checkpoint_layout(configs.checkpoint_config(), configs.GEMMA_HIDDEN, configs.GEMMA_LAYERS)
 
 
-def upsampler_layout() -> dict[str, tuple[int, ...]]:
-    return layouts.upsampler_layout(configs.SPATIAL_UPSAMPLER)
+def upsampler_layout(config: dict = configs.SPATIAL_UPSAMPLER) -> dict[str, tuple[int, ...]]:
+    return layouts.upsampler_layout(config)
 
 
 def lora_layout(checkpoint: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
@@ -55,9 +55,9 @@ def write_checkpoint(path: Path) -> dict[str, tuple[int, ...]]:
     return layout
 
 
-def write_upsampler(path: Path) -> None:
-    meta = {"config": json.dumps(configs.SPATIAL_UPSAMPLER), "ltx2_tiny_version": TINY_VERSION}
-    write_safetensors(path, _fill(upsampler_layout()), meta)
+def write_upsampler(path: Path, config: dict = configs.SPATIAL_UPSAMPLER, tag: str = TAG) -> None:
+    meta = {"config": json.dumps(config), "ltx2_tiny_version": TINY_VERSION}
+    write_safetensors(path, _fill(upsampler_layout(config), tag), meta)
 
 
 def write_lora(path: Path, checkpoint: dict[str, tuple[int, ...]]) -> None:
@@ -99,5 +99,7 @@ def generate(root: Path, files: dict[str, str]) -> None:
     """Write every tiny file into ``root`` (an empty folder); ``files`` is role -> name (TINY_FILES)."""
     layout = write_checkpoint(root / files["checkpoint"])
     write_upsampler(root / files["spatial_upsampler"])
+    # its own seed tag: the two upsamplers share key names, and must not share values
+    write_upsampler(root / files["temporal_upsampler"], configs.TEMPORAL_UPSAMPLER, f"{TAG}/temporal-upsampler")
     write_lora(root / files["distilled_lora"], layout)
     write_gemma(root / files["gemma"])

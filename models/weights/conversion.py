@@ -33,6 +33,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from .converted import BUILDERS, DTYPES, FORMAT, FORMAT_VERSION, ConvertedWriter, _identity, dtype_name
+from .manifest import MANIFEST
 from .quantize import check_quantization, quantize_module
 from .safetensors_file import CheckpointError, SafetensorsHeader, load_tensors, read_header
 
@@ -46,7 +47,6 @@ FILES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 DEFAULT_FILES = ("transformer", "text", "video_decoder", "audio", "upsampler")
 QUANTIZABLE_PARTS = ("transformer", "gemma", "text_embeddings")
-MANIFEST = "manifest.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
 
 

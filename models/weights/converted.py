@@ -43,11 +43,11 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
+from .manifest import FORMAT
 from .quantize import check_quantization, dequantized_weight, quantized_layers
 from .safetensors_file import CheckpointError, SafetensorsHeader, read_header
 from .strict import load_strict
 
-FORMAT = "ltx2.converted"
 FORMAT_VERSION = "1"
 
 # part -> key prefix inside a converted file

@@ -34,7 +34,7 @@ CHECKPOINT_PARTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("text projection", ("text_embedding_projection.",), ("text-encode",)),
     ("video VAE encoder", ("vae.encoder.",), ()),
     ("video VAE decoder", ("vae.decoder.",), ("decode",)),
-    ("video VAE statistics", ("vae.per_channel_statistics.",), ("upscale", "decode")),
+    ("video VAE statistics", ("vae.per_channel_statistics.",), ("upscale", "temporal-upscale", "decode")),
     ("audio VAE encoder", ("audio_vae.encoder.",), ()),
     ("audio VAE decoder", ("audio_vae.decoder.",), ("vocode",)),
     ("audio VAE statistics", ("audio_vae.per_channel_statistics.",), ("vocode",)),
@@ -44,6 +44,8 @@ CHECKPOINT_PARTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
 CONVERTED_READERS = {"transformer": ("denoise", "refine"), "gemma": ("text-encode",),
                      "text_embeddings": ("text-encode",), "video_decoder": ("decode",), "video_encoder": (),
                      "audio_decoder": ("vocode",), "vocoder": ("vocode",), "upsampler": ("upscale",)}
+# job slot of a latent upsampler -> the stage that reads it (see upsampler_slot)
+UPSAMPLER_READERS = {"spatial_upsampler": ("upscale",), "temporal_upsampler": ("temporal-upscale",)}
 GEMMA_LM_PREFIXES = ("language_model.model.", "model.language_model.", "model.")
 GEMMA_OTHER_PREFIXES = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.",
                         "model.multi_modal_projector.", "language_model.lm_head.")
@@ -233,10 +235,25 @@ def _checkpoint(header: SafetensorsHeader, rep: FileReport) -> None:
 
 # ----------------------------------------------------------------------------- latent upsampler
 
+def upsampler_slot(cfg: dict) -> str | None:
+    """The job slot an upsampler belongs in, from its config's ``spatial_upsample`` / ``temporal_upsample`` flags
+    (absent: the reference defaults, spatial only): ``spatial_upsampler`` (x2 in space, frames kept),
+    ``temporal_upsampler`` (F -> 2F-1 frames, size kept), or None for a combined one that no stage uses."""
+    spatial, temporal = bool(cfg.get("spatial_upsample", True)), bool(cfg.get("temporal_upsample", False))
+    if spatial and not temporal:
+        return "spatial_upsampler"
+    if temporal and not spatial:
+        return "temporal_upsampler"
+    return None
+
+
 def _upsampler(header: SafetensorsHeader, cfg: dict, rep: FileReport) -> None:
     rep.kind = UPSAMPLER
     keys = list(header.tensors)
-    rep.parts.append(Part("latent upsampler", len(keys), _bytes(header, keys), _dtypes(header, keys), ("upscale",)))
+    slot = upsampler_slot(cfg)
+    rep.info["slot"] = slot
+    readers = UPSAMPLER_READERS.get(slot, ())
+    rep.parts.append(Part("latent upsampler", len(keys), _bytes(header, keys), _dtypes(header, keys), readers))
     from ltx2.models.upsampler.config import UpsamplerConfig  # lazy: job validation stays light
 
     try:
@@ -257,9 +274,13 @@ def _upsampler(header: SafetensorsHeader, cfg: dict, rep: FileReport) -> None:
     rep.info["what"] = what
     rep.title = f"latent upsampler, {what}"
     rep.facts.append(f"{c.in_channels} latent channels, {c.mid_channels} wide, {c.num_blocks_per_stage} res blocks "
-                     "per stage; the upscale stage also reads the video VAE statistics from the checkpoint")
-    if mode == "temporal":
-        rep.facts.append("no pipeline here uses a temporal upsampler yet")
+                     "per stage" + (f"; the {readers[0]} stage also reads the video VAE statistics from the checkpoint"
+                                    if readers else ""))
+    if slot == "temporal_upsampler":
+        rep.facts.append("read when a job sets temporal_upscale: true (model.temporal_upsampler); no official "
+                         "pipeline uses it, this project's design")
+    elif slot is None:
+        rep.facts.append("no stage here uses a combined spatial + temporal upsampler")
 
 
 # ----------------------------------------------------------------------------- LoRA
@@ -447,6 +468,15 @@ def _converted(header: SafetensorsHeader, rep: FileReport) -> None:
         for lo in p.get("loras") or []:
             rep.facts.append(f"{name}: LoRA {Path(str(lo.get('file', '?'))).name} fused at strength {lo.get('strength')}")
     rep.info["parts"] = sorted(parts)
+    if "upsampler" in parts:  # its config metadata is the source upsampler's own
+        try:
+            cfg = header.config()
+        except (CheckpointError, ValueError):
+            cfg = {}
+        rep.info["slot"] = slot = upsampler_slot(cfg if isinstance(cfg, dict) else {})
+        for part in rep.parts:
+            if part.name.startswith("upsampler "):
+                part.readers = UPSAMPLER_READERS.get(slot, ())
     rep.info["short"] = "ltx2 converted file (" + ", ".join(sorted(parts)) + ")"
     rep.title = "ltx2 converted file: " + ", ".join(sorted(parts))
 
@@ -527,8 +557,8 @@ SLOT_WANTS = {
     "lora": "a LoRA file (*.lora_A.weight / *.lora_B.weight pairs)",
     "gemma": "the Gemma-3 text encoder folder (config.json, tokenizer.json, every model-*.safetensors shard)",
 }
-# kind -> the slot where such a file goes
-_HOME = {CHECKPOINT: "checkpoint", UPSAMPLER: "spatial_upsampler", LORA: "distilled_lora (or a LoRA list)",
+# kind -> the slot where such a file goes (an upsampler's: its info["slot"], from its config)
+_HOME = {CHECKPOINT: "checkpoint", LORA: "distilled_lora (or a LoRA list)",
          GEMMA: "gemma", GEMMA_SHARD: "gemma (the whole folder)"}
 
 
@@ -558,20 +588,24 @@ def slot_problem(path: str | Path, slot: str, checkpoint: str | Path | None = No
         if gaps:
             return "is an incomplete Gemma folder: " + "; ".join(gaps), f"give the path of {want}"
         return None
+    upsampler = rep.kind == UPSAMPLER or (rep.kind == CONVERTED and "upsampler" in rep.info.get("parts", ()))
     fits = {"checkpoint": rep.kind == CHECKPOINT or (rep.kind == CONVERTED and bool(
                 set(rep.info.get("parts", ())) - {"upsampler"})),
-            "spatial_upsampler": (rep.kind == UPSAMPLER and rep.info.get("mode") == "spatial") or (
-                rep.kind == CONVERTED and "upsampler" in rep.info.get("parts", ())),
-            "temporal_upsampler": rep.kind == UPSAMPLER and bool(rep.info.get("temporal")),
+            "spatial_upsampler": upsampler and rep.info.get("slot") == "spatial_upsampler",
+            "temporal_upsampler": upsampler and rep.info.get("slot") == "temporal_upsampler",
             "lora": rep.kind == LORA}[slot]
     if not fits:
-        if rep.kind == UPSAMPLER and slot.endswith("upsampler"):
-            other = "temporal_upsampler" if slot == "spatial_upsampler" else "spatial_upsampler"
-            return f"is a latent upsampler, {rep.info.get('what', '?')}, not {want.split(' (')[0]}", \
-                f"give the path of {want}; this file belongs under {other}"
-        home = _HOME.get(rep.kind)
+        home = rep.info.get("slot") if rep.kind == UPSAMPLER or rep.info.get("parts") == ["upsampler"] else \
+            _HOME.get(rep.kind)
+        if upsampler and slot.endswith("upsampler"):
+            what = f"a latent upsampler, {rep.info['what']}" if "what" in rep.info else _described(rep).strip()
+            where = (f"this file belongs under {home}" if home else
+                     "no job field takes a combined spatial + temporal upsampler")
+            return f"is {what}, not {want.split(' (')[0]}", f"give the path of {want}; {where}"
         return (f"is {_described(rep).strip()}, not {want.split(' (')[0]}",
                 f"give the path of {want}" + (f"; this file belongs under {home}" if home else ""))
+    if rep.kind == UPSAMPLER and rep.problems:
+        return f"is a latent upsampler that cannot run: {rep.problems[0]}", f"give the path of {want}"
     if slot == "checkpoint" and rep.kind == CHECKPOINT:
         serious = [p for p in rep.problems if p.startswith(("LTX-2.3", "no transformer", "transformer config"))]
         if serious:

@@ -1,0 +1,54 @@
+"""What the upscale and temporal-upscale stages share: check the upsampler file, then read, upsample, write.
+
+The video latent is un-normalised with the video VAE's per-channel statistics (from the checkpoint),
+upsampled, and normalised again, as the official two-stage pipelines do for the spatial upsampler;
+the audio latent is carried through unchanged. The output's facts follow the video latent's new
+shape: a spatial upsampler scales height and width, a temporal one maps F latent frames to 2F-1,
+i.e. 8(2F-2)+1 pixel frames at twice the frame rate (the same first and last frame times).
+"""
+
+from __future__ import annotations
+
+from .base import StageContext
+from .contract import BadInput, StageError
+
+
+def check_upsampler(ctx: StageContext, role: str) -> None:
+    """Refuse (bad input) an upsampler file of the wrong kind for ``role`` (``spatial_upsampler`` or
+    ``temporal_upsampler``), before anything is loaded: headers only."""
+    from ltx2.models.weights.identify import slot_problem
+
+    path = ctx.weights[role]
+    bad = slot_problem(path, role)
+    if bad:
+        raise BadInput(f"{ctx.spec.name}: {role} weights {path} {bad[0]}; {bad[1]} (--weights {role}=PATH)")
+
+
+def upsample_to_artifact(ctx: StageContext, role: str) -> None:
+    """Upsample ``ctx.inputs["latents"]``'s video latent with the upsampler of ``role``; write the output."""
+    import mlx.core as mx
+
+    from ltx2.models.upsampler import load_latent_statistics, load_upsampler, upsample_latent
+
+    check_upsampler(ctx, role)
+    lat = ctx.inputs["latents"]
+    upsampler = load_upsampler(ctx.weights[role])
+    stats = load_latent_statistics(ctx.weights["checkpoint"])
+    ctx.progress.step(0, 1)
+    video = upsample_latent(lat.read("video"), upsampler, stats)
+    mx.eval(video)
+    _, _, f0, h0, w0 = lat.shape("video")
+    _, _, f1, h1, w1 = video.shape
+    temporal = role == "temporal_upsampler"
+    ok = (f1, h1, w1) == (2 * f0 - 1, h0, w0) if temporal else f1 == f0
+    if not ok:  # the slot check passed, so the network itself is wrong
+        raise StageError(f"{ctx.spec.name}: the upsampler turned {f0}x{h0}x{w0} latents into {f1}x{h1}x{w1}")
+    f = lat.facts
+    w = ctx.writer()
+    w.write_array("video", video)
+    w.write_array("audio", lat.read("audio"))
+    w.finalize(facts={"frame_count": 8 * (f1 - 1) + 1 if temporal else f["frame_count"],
+                      "height": f["height"] * h1 // h0, "width": f["width"] * w1 // w0,
+                      "fps": 2 * f["fps"] if temporal else f["fps"],
+                      "sigma": f["sigma"], "step": f["step"], "total_steps": f["total_steps"]})
+    ctx.progress.step(1, 1)
