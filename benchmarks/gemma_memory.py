@@ -44,10 +44,10 @@ def config(layers: int) -> dict:
 
 def make_file(path: Path, layers: int) -> None:
     from ltx2.models.text import gemma
-    from ltx2.models.tiny.generator import _shapes
+    from ltx2.models.layouts import shapes
 
     cfg = config(layers)
-    layout = _shapes(gemma.to_checkpoint(gemma.GemmaEncoder(gemma.GemmaConfig.from_config(cfg))))  # lazy
+    layout = shapes(gemma.to_checkpoint(gemma.GemmaEncoder(gemma.GemmaConfig.from_config(cfg))))  # lazy
     t0 = time.time()
     size = write_random_bf16(path, layout, {"gemma_config": json.dumps(cfg)})
     print(f"wrote {path} ({size / GiB:.2f} GiB, {layers} layers + the embedding, random bf16) in "

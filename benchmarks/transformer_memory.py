@@ -44,12 +44,12 @@ def config(blocks: int) -> dict:
 
 
 def make_file(path: Path, blocks: int) -> None:
-    from ltx2.models.tiny.generator import _shapes
+    from ltx2.models.layouts import shapes
     from ltx2.models.transformer import LTX2Transformer, TransformerConfig
     from ltx2.models.transformer.loader import to_checkpoint
 
     cfg = config(blocks)
-    layout = _shapes(to_checkpoint(LTX2Transformer(TransformerConfig.from_config(cfg))))  # lazy: nothing evaluated
+    layout = shapes(to_checkpoint(LTX2Transformer(TransformerConfig.from_config(cfg))))  # lazy: nothing evaluated
     t0 = time.time()
     size = write_random_bf16(path, layout, {"config": json.dumps(cfg), "model_version": "2.0"})
     print(f"wrote {path} ({size / GiB:.2f} GiB, {blocks} blocks, random bf16) in {time.time() - t0:.0f} s", flush=True)

@@ -40,8 +40,9 @@ def stage(
     sets: list[str] = typer.Option([], "--set", help="parameter KEY=VALUE (VALUE read as YAML), e.g. --set seed=7"),
     params_json: str = typer.Option(None, "--params-json", help="all parameters as one JSON object"),
     weights: list[str] = typer.Option([], "--weights", help="ROLE=PATH (checkpoint, gemma, spatial_upsampler, "
-                                                          "temporal_upsampler, distilled_lora); default: the "
-                                                          "embedded tiny model"),
+                                                          "temporal_upsampler, distilled_lora, lora.N with "
+                                                          "--set 'loras=[strengths]'); default: the embedded tiny "
+                                                          "model"),
     cache_key: str = typer.Option(None, "--cache-key", help="key to record (default: computed as `ltx2 run` does)"),
     budget: str = typer.Option(None, "--budget", help="memory budget, e.g. 10GB; refuses (exit 75) above it"),
     progress_fd: int = typer.Option(None, "--progress-fd", help="file descriptor for JSON-lines progress"),

@@ -50,6 +50,7 @@ AUDIO_VAE["model"]["params"]["ddconfig"].update(ch=128, z_channels=8)
 VOCODER = dict(tiny.VOCODER, upsample_initial_channel=1024)
 
 SPATIAL_UPSAMPLER = dict(tiny.SPATIAL_UPSAMPLER, in_channels=128, mid_channels=1024, num_blocks_per_stage=4)
+TEMPORAL_UPSAMPLER = dict(tiny.TEMPORAL_UPSAMPLER, in_channels=128, mid_channels=1024, num_blocks_per_stage=4)
 
 LORA_RANK = 384  # ltx-2-19b-distilled-lora-384
 
@@ -82,8 +83,8 @@ def checkpoint_layout() -> dict[str, tuple[int, ...]]:
     return layouts.checkpoint_layout(checkpoint_config(), GEMMA_TEXT["hidden_size"], GEMMA_TEXT["num_hidden_layers"])
 
 
-def upsampler_layout() -> dict[str, tuple[int, ...]]:
-    return layouts.upsampler_layout(SPATIAL_UPSAMPLER)
+def upsampler_layout(cfg: dict = SPATIAL_UPSAMPLER) -> dict[str, tuple[int, ...]]:
+    return layouts.upsampler_layout(cfg)
 
 
 def lora_layout(checkpoint: dict[str, tuple[int, ...]], rank: int = LORA_RANK) -> dict[str, tuple[int, ...]]:
@@ -139,18 +140,21 @@ def write_header_only(path: Path, layout: dict[str, tuple[int, ...]], metadata: 
 
 
 def write_full_size_model(folder: Path, dtype: str = "BF16") -> dict[str, Path]:
-    """Header-only LTX-2 19B files in ``folder``: role -> path (checkpoint, spatial_upsampler, distilled_lora,
-    gemma), as a job's ``model:`` section names them."""
+    """Header-only LTX-2 19B files in ``folder``: role -> path (checkpoint, spatial_upsampler, temporal_upsampler,
+    distilled_lora, gemma), as a job's ``model:`` section names them."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = {"checkpoint": folder / "ltx-2-19b-dev.safetensors",
              "spatial_upsampler": folder / "ltx-2-spatial-upscaler-x2-1.0.safetensors",
+             "temporal_upsampler": folder / "ltx-2-temporal-upscaler-x2-1.0.safetensors",
              "distilled_lora": folder / "ltx-2-19b-distilled-lora-384.safetensors",
              "gemma": folder / "gemma-3-12b-it"}
     layout = checkpoint_layout()
     write_header_only(files["checkpoint"], layout, {"config": json.dumps(checkpoint_config()), "model_version": "2.0"},
                       dtype)
     write_header_only(files["spatial_upsampler"], upsampler_layout(), {"config": json.dumps(SPATIAL_UPSAMPLER)}, dtype)
+    write_header_only(files["temporal_upsampler"], upsampler_layout(TEMPORAL_UPSAMPLER),
+                      {"config": json.dumps(TEMPORAL_UPSAMPLER)}, dtype)
     write_header_only(files["distilled_lora"], lora_layout(layout), {"format": "pt"}, "BF16")
     g = files["gemma"]
     g.mkdir(exist_ok=True)

@@ -3,7 +3,10 @@
 Each :class:`Stage` names its input artifacts, its one output artifact, the parameters that shape
 that output (and only those: the memory budget or the work folder do not belong here) and the
 weight files or folders it reads, by role (``checkpoint``, ``gemma``, ``spatial_upsampler``,
-``temporal_upsampler``, ``distilled_lora``). Cache keys are computed from exactly these (see ``cache_keys``).
+``temporal_upsampler``, ``distilled_lora``, and ``lora.1``, ``lora.2``, ... for the job's own LoRAs, whose
+strengths are the sampling stages' ``loras`` parameter). With a converted folder (``model.converted``) a
+role is served by the converted file holding what that stage reads (:data:`CONVERTED_PART`). Cache keys
+are computed from exactly these (see ``cache_keys``).
 
 Artifacts::
 

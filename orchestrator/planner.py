@@ -149,8 +149,9 @@ def _stream_cost(plan: StagePlan, st: Stage, job: Job) -> None:
     else:
         held = transformer_held(st.weights["checkpoint"], mode)
     per_pass = held.block_stored * len(held.blocks)
-    if st.name == "refine" and "distilled_lora" in st.weights:  # the LoRA's A and B come in with each block
-        per_pass += sum(b for _, b in header_tensors(st.weights["distilled_lora"], prefixes=("",)).values())
+    for role, path in st.weights.items():  # a fused LoRA's A and B are read with each block
+        if role == "distilled_lora" or role.startswith("lora."):
+            per_pass += sum(b for _, b in header_tensors(path, prefixes=("",)).values())
     plan.stream_bytes_per_pass = per_pass
     measured = _measured(job, st.name, plan.choice)
     plan.stream_measured = measured is not None
@@ -221,7 +222,6 @@ def _choose_tiling(est: _Estimator, st: Stage, plan: StagePlan) -> Stage:
     from ltx2.models.video_vae import DecodeDoesNotFit, choose_tiling
     from ltx2.stages import decode as decode_stage
     from ltx2.stages.contract import PROCESS_BASELINE_BYTES
-    from ltx2.stages.memory import weight_bytes
 
     e = est.estimate(st, st.params)
     if e.total <= est.budget:
@@ -242,7 +242,7 @@ def _choose_tiling(est: _Estimator, st: Stage, plan: StagePlan) -> Stage:
         return refuse(f"the decoder's weights alone take {_gb(e_min.weights_bytes)}")
     _, ctx = est.context(st, st.params)
     cfg, tile_plan, _ = decode_stage._plan(ctx)
-    w = weight_bytes(st.weights["checkpoint"], decode_stage.DECODER_PREFIXES)
+    w = decode_stage.held_weight_bytes(st.weights["checkpoint"])  # with the conv-weight copy, as estimate()
     try:
         choice = choose_tiling(cfg, tile_plan.latent_fhw, est.budget, w, overhead_bytes=PROCESS_BASELINE_BYTES)
         tiling = _tiling_params(choice.tiling)

@@ -15,6 +15,7 @@ import mlx.core as mx
 import numpy as np
 
 from ltx2.models.transformer import LTX2Transformer, ModalityInput
+from ltx2.models.transformer.attention import DEFAULT_QUERY_CHUNK
 
 from .sampling import (GuiderParams, blend_clean, euler_step, guided_x0, pass_contexts, pass_perturbations,
                        repeat_for_passes)
@@ -330,12 +331,12 @@ def sampling_memory(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio
     LoRA), before any activation exists. Streamed: one block, read (and possibly quantised / fused)
     while the token streams are alive, so the two add up.
 
-    Activations, fitted to benchmarks/transformer_memory.py at the real widths (above the weights and
-    the process: 1 x 6144 tokens 5.6 GiB, 4 x 1536 tokens 2.4 GiB, 1 x 1536 tokens 0.7 GiB): per pass,
-    ~12 floats per token and stream width (residual streams, per-token AdaLN modulation, the 4x
-    feed-forward, q/k/v) plus the whole video self-attention score matrix (heads x tokens^2): on CPU
-    the query chunks' score matrices are all alive at once (MLX evaluates the chunked graph together),
-    so the chunking bounds less than it should there."""
+    Activations, fitted to benchmarks/transformer_memory.py at the real widths (peak RSS above the
+    weights, process included: 1 x 6144 tokens 2.54 GiB, 4 x 1536 tokens 2.61 GiB, 1 x 1536 tokens
+    1.06 GiB): per pass, ~12 floats per token and stream width (residual streams, per-token AdaLN
+    modulation, the 4x feed-forward, q/k/v) plus one query chunk's video self-attention scores (heads x
+    chunk x tokens: on CPU each chunk is evaluated before the next, models/transformer/attention.py;
+    Metal's fused kernel holds less), plus ~0.6 GiB of MLX / OpenBLAS working buffers."""
     from .contract import MemoryPlan
     from .memory import COMPUTE_BYTES, cached_header, lora_block_bytes, transformer_held
 
@@ -351,10 +352,10 @@ def sampling_memory(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio
     heads = int(t.get("num_attention_heads", 32))
     tokens = grid[0] * grid[1] * grid[2]
     stacked = passes if passes_per_call(mode) is None else 1
-    # the fit leaves ~0.3 GiB at every size: MLX / OpenBLAS working buffers above the contract's baseline
-    runtime = 320 << 20
+    # the fit leaves 0.43-0.54 GiB at every size above the contract's baseline: working buffers
+    runtime = 600 << 20
     per_pass = (tokens * vdim + audio_frames * adim) * 12 * COMPUTE_BYTES
-    scores = heads * tokens * tokens * COMPUTE_BYTES
+    scores = heads * min(tokens, DEFAULT_QUERY_CHUNK) * tokens * COMPUTE_BYTES
     acts = stacked * (per_pass + scores) + runtime
     if mode.quantized:  # on CPU a quantised layer multiplies through its float32 dequantised weight, and MLX's
         acts += 4 * held.largest_matrix_f32  # buffer cache keeps a few (measured: ~1 GiB more than bf16 at q4)

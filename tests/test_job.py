@@ -248,3 +248,93 @@ def test_job_is_immutable() -> None:
     with pytest.raises(Exception):
         job.seed = 3  # type: ignore[misc]
     assert isinstance(job, Job)
+
+
+# ----------------------------------------------------------------------------- user LoRAs and converted folders
+
+@pytest.fixture(scope="module")
+def tiny_files() -> dict[str, Path]:
+    from ltx2.models.tiny import ensure_tiny_model
+
+    return ensure_tiny_model()
+
+
+def tiny_model(tiny_files, **changes) -> dict:
+    model = {"checkpoint": str(tiny_files["checkpoint"]), "gemma": str(tiny_files["gemma"]),
+             "spatial_upsampler": str(tiny_files["spatial_upsampler"])}
+    model.update(changes)
+    return {k: v for k, v in model.items() if v is not None}
+
+
+def test_user_loras_are_read_with_their_strengths(tiny_files) -> None:
+    lora = str(tiny_files["distilled_lora"])
+    job = parse_job({"prompt": "a fox", "model": tiny_model(tiny_files, loras=[{"path": lora, "strength": 0.6},
+                                                                               {"path": lora}])})
+    assert job.loras == [(tiny_files["distilled_lora"], 0.6), (tiny_files["distilled_lora"], 1.0)]
+    assert parse_job({"prompt": "a fox"}).loras == []
+
+
+@pytest.mark.parametrize("item, expected", [
+    ({"path": "nowhere.safetensors"}, ["model.loras.0.path: ", "does not exist"]),
+    ({"path": "LORA", "strength": "strong"}, ["model.loras.0.strength: 'strong' is not a number"]),
+    ({"path": "LORA", "strength": float("nan")}, ["model.loras.0.strength: nan is not a finite number"]),
+    ({"path": "LORA", "strenght": 0.5}, ["model.loras.0.strenght: unknown field", "did you mean strength?"]),
+    ({"path": "UPSAMPLER"}, ["model.loras.0.path: ", "not a LoRA file", "belongs under spatial_upsampler"]),
+])
+def test_bad_lora_items_are_named(tiny_files, item, expected) -> None:
+    subst = {"LORA": str(tiny_files["distilled_lora"]), "UPSAMPLER": str(tiny_files["spatial_upsampler"])}
+    item = {k: subst.get(v, v) if isinstance(v, str) else v for k, v in item.items()}
+    msg = only_problem({"prompt": "a fox", "model": tiny_model(tiny_files, loras=[item])})
+    for part in expected:
+        assert part in msg, msg
+
+
+@pytest.fixture(scope="module")
+def converted(tiny_files, tmp_path_factory) -> tuple[Path, Path]:
+    """(a converted transformer alone, the same with the distilled LoRA fused at 0.5)."""
+    from ltx2.models.weights.conversion import convert_checkpoint
+
+    plain, fused = tmp_path_factory.mktemp("conv-plain"), tmp_path_factory.mktemp("conv-fused")
+    convert_checkpoint(tiny_files["checkpoint"], plain, files=["transformer"], force=True)
+    convert_checkpoint(tiny_files["checkpoint"], fused, files=["transformer"], force=True,
+                       loras=[(tiny_files["distilled_lora"], 0.5)])
+    return plain, fused
+
+
+def test_a_converted_folder_stands_in_where_it_holds_the_part(tiny_files, converted) -> None:
+    from ltx2.orchestrator.graph import plan_stages
+
+    plain, _ = converted
+    job = parse_job({"prompt": "a fox", "model": tiny_model(tiny_files, converted=str(plain))})
+    files = {st.name: st.weights for st in plan_stages(job)}
+    assert files["denoise"]["checkpoint"] == plain / "transformer.safetensors"
+    assert files["refine"]["checkpoint"] == plain / "transformer.safetensors"
+    # what the folder does not hold comes from the official files
+    assert files["decode"]["checkpoint"] == tiny_files["checkpoint"]
+    assert files["text-encode"] == {"gemma": tiny_files["gemma"], "checkpoint": tiny_files["checkpoint"]}
+
+
+def test_bad_converted_folders_are_refused_with_the_reason(tiny_files, converted, tmp_path) -> None:
+    plain, fused = converted
+    msg = only_problem({"prompt": "a fox", "model": tiny_model(tiny_files, converted=str(tmp_path))})
+    assert "model.converted: " in msg and "manifest.json" in msg and "ltx2 convert" in msg
+    msg = only_problem({"prompt": "a fox", "model": tiny_model(tiny_files, checkpoint=None, converted=str(plain))})
+    assert "lacks checkpoint (model.converted lacks text_embeddings" in msg and "add checkpoint: PATH" in msg
+    # converted from another checkpoint than the one named
+    other = tmp_path / "other.safetensors"
+    raw = tiny_files["checkpoint"].read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    header["__metadata__"]["note"] = "another release"  # same tensors, another file (identity = size + header)
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    other.write_bytes(struct.pack("<Q", len(head)) + head + raw[8 + n:])
+    msg = only_problem({"prompt": "a fox", "model": tiny_model(tiny_files, checkpoint=str(other),
+                                                               converted=str(plain))})
+    assert "was converted from" in msg and "other.safetensors" in msg
+    # a LoRA fused at conversion must be one of the job's LoRAs (every sampling stage would apply it)
+    msg = only_problem({"prompt": "a fox", "model": tiny_model(tiny_files, converted=str(fused))})
+    assert "LoRAs fused" in msg and "x 0.5" in msg and "model.loras" in msg
+    lora = {"path": str(tiny_files["distilled_lora"]), "strength": 0.5}
+    job = parse_job({"prompt": "a fox", "model": tiny_model(tiny_files, converted=str(fused), loras=[lora])})
+    assert job.model.converted == fused

@@ -79,10 +79,10 @@ def test_plan_at_16gb_fits_every_stage(full):
     jp = plan_job(load_job(full), 16 * GB)
     assert not jp.refusals
     p = jp.plans
-    # stage 1 (one guided pass at a time) fits as q4; stage 2's 6144 tokens need ~5.6 GiB of activations on
-    # top of the 12 GiB q4 transformer, so refine streams; the official files are bf16: never float32
-    assert p["denoise"].choice == {"weights_mode": {"precision": "q4", "streaming": False, "group_size": 64}}
-    assert p["refine"].choice == {"weights_mode": {"precision": "bfloat16", "streaming": True}}
+    # both sampling stages fit with the 12 GiB q4 transformer resident (stage 1 one guided pass at a time,
+    # stage 2's 6144 tokens one attention chunk at a time); the official files are bf16: never float32
+    q4 = {"weights_mode": {"precision": "q4", "streaming": False, "group_size": 64}}
+    assert p["denoise"].choice == q4 and p["refine"].choice == q4
     assert p["text-encode"].choice["weights_mode"]["precision"] in ("q8", "q4")
     assert not any(sp.choice.get("weights_mode", {}).get("precision") == "float32" for sp in p.values())
     assert p["decode"].choice == {"tiling": {"spatial_tile": 512, "spatial_overlap": 64, "temporal_tile": 64,
@@ -138,10 +138,10 @@ def test_same_job_same_choices_and_keys(full):
 
 def test_a_budget_that_flips_a_choice_changes_that_stages_key(full):
     job = load_job(full)
-    big, small = plan_job(job, 16 * GB), plan_job(job, 12 * GB)
+    big, small = plan_job(job, 16 * GB), plan_job(job, 15 * GB)
     kb, ks = plan_keys(big.stages), plan_keys(small.stages)
     flipped = {n for n in kb if big.plans[n].choice != small.plans[n].choice}
-    assert "denoise" in flipped and "refine" not in flipped  # q4 resident -> streamed; refine streams at both
+    assert flipped == {"refine"}  # q4 resident (15.7 GB) -> streamed; denoise's q4 (14.3 GB) fits both
     sb, ss = {s.name: s for s in big.stages}, {s.name: s for s in small.stages}
     changed_outputs = set()
     for s in big.stages:  # in order: a key changes iff the choice or an input's key changed
@@ -195,3 +195,34 @@ def test_a_streamed_stage_writes_what_the_resident_stage_wrote(tiny_run, tmp_pat
     for arr in ("video", "audio"):
         a, b = got.read_numpy(arr), ref.read_numpy(arr)
         assert np.abs(a - b).max() <= 1e-5 * max(1.0, np.abs(b).max()), arr
+
+
+def test_plan_with_user_lora_and_temporal_upscale_at_full_size(full, tmp_path):  # at 12 GB
+    """A user LoRA (rank 64, every block) and the temporal upscaler, at full size: the LoRA is read by both
+    sampling stages (and, streamed, with every block); refine plans 2N-1 frames at twice the rate."""
+    from ltx2.models.full_size import checkpoint_layout, lora_layout, write_header_only
+
+    job = yaml.safe_load(full.read_text())
+    lora = tmp_path / "my-style-lora-r64.safetensors"
+    write_header_only(lora, lora_layout(checkpoint_layout(), rank=64), {"format": "pt"}, "BF16")
+    job["model"]["loras"] = [{"path": str(lora), "strength": 0.8}]
+    job.update(frames=49, temporal_upscale=True, work_dir=str(tmp_path / "work"), output=str(tmp_path / "o.mp4"))
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    jp = plan_job(load_job(path), 12 * GB)
+    assert not jp.refusals
+    stages = {s.name: s for s in jp.stages}
+    assert list(stages) == ["text-encode", "denoise", "upscale", "temporal-upscale", "refine", "decode", "vocode",
+                            "export"]
+    for name in ("denoise", "refine"):
+        assert stages[name].weights["lora.1"] == lora and stages[name].params["loras"] == [0.8]
+    assert "lora.1" not in stages["text-encode"].weights and "lora.1" not in stages["decode"].weights
+    assert (stages["refine"].params["frames"], stages["refine"].params["fps"]) == (97, 48.0)
+    p = jp.plans
+    for name, sp in p.items():
+        assert name == "export" or sp.total <= 12 * GB, name
+    lora_bytes = 2 * sum(int(np.prod(s)) for s in lora_layout(checkpoint_layout(), rank=64).values())
+    # refine streams at 12 GB with and without the LoRA: each pass reads the LoRA's A and B besides the blocks
+    without = plan_job(load_job(full), 12 * GB).plans["refine"]
+    assert p["refine"].choice == without.choice and p["refine"].choice["weights_mode"]["streaming"]
+    assert p["refine"].stream_bytes_per_pass - without.stream_bytes_per_pass == lora_bytes

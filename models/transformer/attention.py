@@ -13,6 +13,10 @@ from .rope import RopeTable, apply_rope
 DEFAULT_QUERY_CHUNK = 1024
 
 
+def _on_cpu() -> bool:
+    return mx.default_device().type == mx.DeviceType.cpu
+
+
 def attend(q: mx.array, k: mx.array, v: mx.array, mask: mx.array | None = None,
            query_chunk: int | None = DEFAULT_QUERY_CHUNK) -> mx.array:
     """Softmax attention on (B, heads, T, D) tensors; ``mask`` is additive, broadcastable to (B, heads, Tq, Tk)."""
@@ -23,11 +27,16 @@ def attend(q: mx.array, k: mx.array, v: mx.array, mask: mx.array | None = None,
     if not query_chunk or tq <= query_chunk:
         return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
     outs = []
+    # On CPU each chunk is evaluated before the next is built: MLX would otherwise evaluate the whole
+    # chunked graph at once and hold every chunk's score matrix together, which is what chunking avoids.
+    evaluate = _on_cpu()
     for s in range(0, tq, query_chunk):
         m = mask
         if m is not None and m.shape[-2] != 1:
             m = m[..., s:s + query_chunk, :]
         outs.append(mx.fast.scaled_dot_product_attention(q[:, :, s:s + query_chunk], k, v, scale=scale, mask=m))
+        if evaluate:
+            mx.eval(outs[-1])
     return mx.concatenate(outs, axis=2)
 
 
