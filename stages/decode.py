@@ -11,7 +11,7 @@ import mlx.core as mx
 
 from .base import StageContext, StageSpec
 from .contract import BadInput, DoesNotFit, MemoryPlan
-from .memory import weight_bytes
+from .memory import conv_weight_copy_bytes, weight_bytes
 
 SPEC = StageSpec("decode", inputs=("latents",), output_kind="frames", weights=("checkpoint",), resumable=True,
                  budget_fix="use smaller decode tiles (job: tiling) or raise memory_budget")
@@ -53,6 +53,19 @@ def _plan(ctx: StageContext):
         raise BadInput(f"decode: tiling {ctx.params['tiling']}: {e}") from e
 
 
+def _weight_copy_bytes(checkpoint) -> int:
+    """The contiguous copy MLX's convolution makes of a decoder weight per call (memory.conv_weight_copy_bytes;
+    none for a converted file, stored in MLX's layout)."""
+    from ltx2.models.weights.converted import is_converted
+
+    return 0 if is_converted(checkpoint) else conv_weight_copy_bytes(checkpoint, DECODER_PREFIXES)
+
+
+def held_weight_bytes(checkpoint) -> int:
+    """What the decoder's weights take besides the activations: float32 weights and one conv-weight copy."""
+    return weight_bytes(checkpoint, DECODER_PREFIXES) + _weight_copy_bytes(checkpoint)
+
+
 def estimate(ctx: StageContext) -> MemoryPlan:
     import math
 
@@ -62,7 +75,8 @@ def estimate(ctx: StageContext) -> MemoryPlan:
     cfg, plan, _ = _plan(ctx)
     biggest = max((t.latent_fhw for t in plan.tiles), key=math.prod)
     acts = estimate_decode_bytes(cfg, biggest) + blender_bytes(plan, 1, cfg.out_channels)
-    return MemoryPlan(weight_bytes(ctx.weights["checkpoint"], DECODER_PREFIXES), acts)
+    ckpt = ctx.weights["checkpoint"]
+    return MemoryPlan(weight_bytes(ckpt, DECODER_PREFIXES), acts + _weight_copy_bytes(ckpt))
 
 
 def _suggest(ctx: StageContext) -> str:
@@ -71,8 +85,7 @@ def _suggest(ctx: StageContext) -> str:
 
     cfg, plan, _ = _plan(ctx)
     try:
-        choice = choose_tiling(cfg, plan.latent_fhw, ctx.budget, weight_bytes(ctx.weights["checkpoint"],
-                                                                                DECODER_PREFIXES))
+        choice = choose_tiling(cfg, plan.latent_fhw, ctx.budget, held_weight_bytes(ctx.weights["checkpoint"]))
     except DecodeDoesNotFit as e:
         return str(e)
     t = choice.tiling

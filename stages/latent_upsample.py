@@ -10,7 +10,7 @@ i.e. 8(2F-2)+1 pixel frames at twice the frame rate (the same first and last fra
 from __future__ import annotations
 
 from .base import StageContext
-from .contract import BadInput, StageError
+from .contract import BadInput, MemoryPlan, StageError
 
 
 def check_upsampler(ctx: StageContext, role: str) -> None:
@@ -22,6 +22,29 @@ def check_upsampler(ctx: StageContext, role: str) -> None:
     bad = slot_problem(path, role)
     if bad:
         raise BadInput(f"{ctx.spec.name}: {role} weights {path} {bad[0]}; {bad[1]} (--weights {role}=PATH)")
+
+
+def upsample_memory(ctx: StageContext, role: str) -> MemoryPlan:
+    """Weights of the upsampler of ``role``, the copy MLX makes of a conv weight in the official layout, and
+    the activations of one upsampler call on the input's video latent (models/upsampler/memory.py)."""
+    from ltx2.models.upsampler import UpsamplerConfig, UpsamplerConfigError
+    from ltx2.models.upsampler.memory import activation_bytes
+    from ltx2.models.weights import read_header
+    from ltx2.models.weights.converted import is_converted, open_converted
+
+    from .memory import COMPUTE_BYTES, conv_weight_copy_bytes, weight_bytes
+
+    path = ctx.weights[role]
+    _, _, f, h, w = ctx.inputs["latents"].shape("video")
+    # `ltx2 convert` stores the weights in MLX's layout: convolutions then use them without a copy
+    converted = is_converted(path)
+    raw = open_converted(path).part("upsampler").config if converted else read_header(path).config()
+    try:
+        cfg = UpsamplerConfig.from_config(raw)
+    except UpsamplerConfigError as e:
+        raise BadInput(f"{ctx.spec.name}: {path}: {e}") from e
+    copy = 0 if converted else conv_weight_copy_bytes(path, ("",))
+    return MemoryPlan(weight_bytes(path, ("",)), copy + activation_bytes(cfg, (f, h, w), COMPUTE_BYTES))
 
 
 def upsample_to_artifact(ctx: StageContext, role: str) -> None:

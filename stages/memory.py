@@ -25,6 +25,25 @@ def weight_bytes(path: Path, prefixes: Iterable[str], exclude: Iterable[str] = (
     return total
 
 
+def conv_weight_copy_bytes(path: Path, prefixes: Iterable[str], exclude: Iterable[str] = (),
+                           bytes_per_element: int = COMPUTE_BYTES) -> int:
+    """A contiguous copy of the largest tensor under ``prefixes``, held during a convolution with it.
+
+    Conv weights are loaded as transposed views of the file's PyTorch layout (strict.conv_weight_to_mlx), and
+    MLX's CPU convolution copies a non-contiguous weight to a contiguous float32 buffer on every call: a conv
+    stage holds one such copy, of at most its largest tensor, on top of its weights (measured: 108 MiB of the
+    full-size upscale's peak, the copy of a 1024x1024x3x3x3 weight)."""
+    prefixes, exclude = tuple(prefixes), tuple(exclude)
+    largest = 0
+    for key, t in cached_header(path).tensors.items():
+        if key.startswith(prefixes) and not key.startswith(exclude):
+            n = 1
+            for d in t.shape:
+                n *= d
+            largest = max(largest, n)
+    return largest * bytes_per_element
+
+
 
 # ---------------------------------------------------------------------------------------------------
 # Weights held under a WeightsMode (precision, streaming): see models/weights/modes.py for the rules.

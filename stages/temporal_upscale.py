@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from .base import StageContext, StageSpec
 from .contract import BadInput, MemoryPlan
-from .latent_upsample import check_upsampler, upsample_to_artifact
-from .memory import COMPUTE_BYTES, weight_bytes
+from .latent_upsample import check_upsampler, upsample_memory, upsample_to_artifact
 
 SPEC = StageSpec("temporal-upscale", inputs=("latents",), output_kind="latents",
                  weights=("temporal_upsampler", "checkpoint"), budget_fix="raise memory_budget")
@@ -27,14 +26,8 @@ def resolve_params(_inputs, p: dict) -> dict:
 
 
 def estimate(ctx: StageContext) -> MemoryPlan:
-    from ltx2.models.weights import read_header
-
     check_upsampler(ctx, "temporal_upsampler")  # before the memory check: a wrong file is bad input
-    path = ctx.weights["temporal_upsampler"]
-    mid = int(read_header(path).config().get("mid_channels", 512))
-    _, _, f, h, wd = ctx.inputs["latents"].shape("video")
-    # a few full-width activations at the upsampled length (2x the frames)
-    return MemoryPlan(weight_bytes(path, ("",)), 6 * 2 * f * h * wd * mid * COMPUTE_BYTES)
+    return upsample_memory(ctx, "temporal_upsampler")
 
 
 def run(ctx: StageContext) -> None:

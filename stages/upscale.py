@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from .base import StageContext, StageSpec
 from .contract import MemoryPlan
-from .latent_upsample import upsample_to_artifact
-from .memory import COMPUTE_BYTES, weight_bytes
+from .latent_upsample import upsample_memory, upsample_to_artifact
 
 SPEC = StageSpec("upscale", inputs=("latents",), output_kind="latents", weights=("spatial_upsampler", "checkpoint"),
                  budget_fix="raise memory_budget")
@@ -21,13 +20,7 @@ def resolve_params(_inputs, p: dict) -> dict:
 
 
 def estimate(ctx: StageContext) -> MemoryPlan:
-    from ltx2.models.weights import read_header
-
-    w = weight_bytes(ctx.weights["spatial_upsampler"], ("",))
-    mid = int(read_header(ctx.weights["spatial_upsampler"]).config().get("mid_channels", 1024))
-    _, _, f, h, wd = ctx.inputs["latents"].shape("video")
-    # a few full-width activations at the upsampled size (4x the tokens)
-    return MemoryPlan(w, 6 * f * h * wd * 4 * mid * COMPUTE_BYTES)
+    return upsample_memory(ctx, "spatial_upsampler")
 
 
 def run(ctx: StageContext) -> None:

@@ -190,3 +190,37 @@ def test_weights_mode_parameter_is_validated():
         WeightsMode.from_params({"precision": "q4", "bits": 4})
     with pytest.raises(WeightsModeError, match="group_size=48"):
         WeightsMode("q4", group_size=48)
+
+
+def test_prefetcher_reads_exactly_the_ranges_asked_for(tmp_path):
+    from ltx2.models.weights.prefetch import Prefetcher
+
+    f = tmp_path / "blob"
+    f.write_bytes(bytes(range(256)) * 100)  # 25600 bytes
+    p = Prefetcher(chunk_bytes=1000)  # ranges longer than the buffer are read in pieces
+    p.ahead([(f, 10, 3010), (f, 5000, 5001), (f, 7, 7)])
+    p.ahead([(f, 25000, 30000)])  # runs past the end: reads what is there, no error
+    p.wait()
+    assert p.bytes_read == 3000 + 1 + 600
+    p.close()
+
+
+def test_streaming_prefetches_the_next_block_of_each_network(tiny, monkeypatch):
+    """While block i computes, block i+1's bytes (block 0 after the last) are read ahead: one pass reads
+    every block's bytes once more in the background, with outputs unchanged; LTX2_PREFETCH=0 turns it off."""
+    streamed = load_transformer_mode(tiny["checkpoint"], WeightsMode(streaming=True))
+    v, a = _inputs(streamed.config)
+    out = streamed(v, a, PERTURB)
+    streamed.prefetch.wait()
+    w = streamed.weights
+    assert streamed.prefetch.bytes_read == sum(w.nbytes_stored(w.block_keys[i]) for i in w.block_keys)
+    monkeypatch.setenv("LTX2_PREFETCH", "0")
+    plain = load_transformer_mode(tiny["checkpoint"], WeightsMode(streaming=True))
+    assert plain.prefetch is None
+    assert _max_diff(plain(v, a, PERTURB), out) == 0.0
+    monkeypatch.delenv("LTX2_PREFETCH")
+    gemma = load_gemma_mode(tiny["gemma"], WeightsMode(streaming=True))
+    gemma(mx.array([[2, 5, 7, 9]]))
+    gemma.prefetch.wait()
+    gw = gemma.weights
+    assert gemma.prefetch.bytes_read == sum(gw.nbytes_stored(gw.layer_keys[i]) for i in gw.layer_keys)

@@ -30,6 +30,7 @@ from ..transformer.streaming import (StreamStats, converted_mode_check, finish_b
 from ..weights import CheckpointError, load_strict, load_tensors, read_header
 from ..weights.safetensors_file import require_complete
 from ..weights.modes import RESIDENT_FLOAT32, WeightsMode
+from ..weights.prefetch import Prefetcher, prefetch_enabled
 from .gemma import SLIDING, GemmaConfig, GemmaEncoder, gemma3_text, initialize_rope, weight_plan
 
 EMBED = "embed_tokens.weight"
@@ -100,6 +101,12 @@ class GemmaWeights:
 
     def nbytes_stored(self, keys: list[str]) -> int:
         return sum(self.headers[self.file_of[k]].tensors[k].nbytes for k in keys)
+
+    def layer_ranges(self, i: int) -> list:
+        """(file, begin, end) of layer ``i``'s tensors, for the prefetcher."""
+        from ..weights.prefetch import tensor_ranges
+
+        return [r for k in self.layer_keys[i] for r in tensor_ranges(self.file_of[k], self.headers[self.file_of[k]], [k])]
 
     def embed(self, input_ids: mx.array) -> mx.array:
         """The embedding rows of ``input_ids`` ([B, T] -> [B, T, hidden]), read from the file, float32."""
@@ -179,6 +186,7 @@ class LayeredGemma:
         self.encoder = weights.resident_part()
         self.layers = None if self.streaming else [weights.layer(i) for i in range(self.config.num_hidden_layers)]
         self.stats = StreamStats()
+        self.prefetch = Prefetcher() if self.streaming and prefetch_enabled() else None
 
     def _layer(self, i: int) -> nn.Module:
         if not self.streaming:
@@ -188,6 +196,8 @@ class LayeredGemma:
         self.stats.load_s += time.perf_counter() - t0
         self.stats.blocks += 1
         self.stats.bytes_read += self.weights.nbytes_stored(self.weights.layer_keys[i])
+        if self.prefetch is not None:  # the next layer's bytes come in while this one computes
+            self.prefetch.ahead(self.weights.layer_ranges((i + 1) % self.config.num_hidden_layers))
         return layer
 
     def __call__(self, input_ids: mx.array, attention_mask: mx.array | None = None) -> list[mx.array]:

@@ -27,6 +27,7 @@ import mlx.nn as nn
 from ..weights import CheckpointError, load_strict, load_tensors, read_header
 from ..weights.lora import fuse_lora, lora_targets
 from ..weights.modes import RESIDENT_FLOAT32, WeightsMode, held_dtype
+from ..weights.prefetch import Prefetcher, prefetch_enabled
 from .attention import DEFAULT_QUERY_CHUNK
 from .block import AVTransformerBlock
 from .config import TransformerConfig
@@ -220,6 +221,12 @@ class TransformerWeights:
     def nbytes_stored(self, keys: list[str]) -> int:
         return sum(self.header.tensors[k].nbytes for k in keys)
 
+    def block_ranges(self, i: int) -> list:
+        """(file, begin, end) of block ``i``'s tensors, for the prefetcher."""
+        from ..weights.prefetch import tensor_ranges
+
+        return tensor_ranges(self.path, self.header, self.block_keys[i])
+
     def resident_part(self) -> LTX2Transformer:
         """The model without its blocks (patchify, caption projections, AdaLN, output), loaded, float32."""
         model = LTX2Transformer(self.config)
@@ -274,6 +281,7 @@ class StreamedTransformer:
         self.resident = weights.resident_part()
         self.query_chunk: int | None = DEFAULT_QUERY_CHUNK
         self.stats = StreamStats()
+        self.prefetch = Prefetcher() if prefetch_enabled() else None
 
     def set_query_chunk(self, n: int | None) -> None:
         self.query_chunk = n
@@ -291,6 +299,8 @@ class StreamedTransformer:
         self.stats.load_s += time.perf_counter() - t0
         self.stats.blocks += 1
         self.stats.bytes_read += self.weights.nbytes_stored(self.weights.block_keys[i])
+        if self.prefetch is not None:  # the next block's bytes (block 0 for the next pass) come in meanwhile
+            self.prefetch.ahead(self.weights.block_ranges((i + 1) % self.config.num_layers))
         return blk
 
     def __call__(self, video: ModalityInput, audio: ModalityInput, perturbations: PerturbationArg = None,

@@ -1,0 +1,48 @@
+"""The pieces the conv stages' memory estimates are built from (the totals are checked against measured peaks
+by benchmarks/pipeline_memory.py on full-size files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from ltx2.models.upsampler import LatentUpsampler, UpsamplerConfig
+from ltx2.models.upsampler.memory import activation_bytes, upsampled_fhw
+from ltx2.stages.memory import conv_weight_copy_bytes
+
+TINY = {"in_channels": 8, "mid_channels": 32, "num_blocks_per_stage": 1, "dims": 3}
+
+
+@pytest.mark.parametrize("cfg", [
+    {"spatial_upsample": True},
+    {"spatial_upsample": False, "temporal_upsample": True},
+    {"spatial_upsample": True, "temporal_upsample": True},
+    {"spatial_upsample": True, "rational_resampler": True, "spatial_scale": 1.5},
+    {"spatial_upsample": True, "rational_resampler": True, "spatial_scale": 0.75},
+    {"spatial_upsample": True, "dims": 2},
+])
+def test_upsampled_grid_is_what_the_network_writes(cfg):
+    config = UpsamplerConfig.from_config({**TINY, **cfg})
+    out = LatentUpsampler(config)(mx.zeros((1, 3, 5, 7, 8)))
+    assert upsampled_fhw(config, (3, 5, 7)) == tuple(out.shape[1:4])
+
+
+def test_upsampler_activations_grow_with_the_latent_but_the_3d_unfold_is_capped():
+    cfg = UpsamplerConfig.from_config({"in_channels": 128, "mid_channels": 1024})
+    small, big = activation_bytes(cfg, (16, 8, 12)), activation_bytes(cfg, (16, 16, 24))
+    assert small < big
+    # 4x the voxels: the activations grow 4x, the (chunked) unfolded conv input does not
+    assert big < 4 * small
+
+
+def test_conv_weight_copy_is_the_largest_tensor_in_float32(tmp_path: Path):
+    path = tmp_path / "w.safetensors"
+    save_file({"a.weight": np.zeros((8, 4, 3, 3), np.float16), "b.weight": np.zeros((16, 16, 3), np.float16),
+               "c.bias": np.zeros((1000,), np.float16)}, str(path), metadata={"config": json.dumps({})})
+    assert conv_weight_copy_bytes(path, ("a.", "b.")) == 16 * 16 * 3 * 4
+    assert conv_weight_copy_bytes(path, ("a.",)) == 8 * 4 * 3 * 3 * 4
