@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -11,18 +12,17 @@ from ltx2.models.weights import read_header
 COMPUTE_BYTES = 4  # float32 compute (the only exact choice on CPU; the planner issue adds bf16 / q8 / q4)
 
 
+def _element_counts(path: Path, prefixes: Iterable[str], exclude: Iterable[str] = ()) -> list[int]:
+    """Element count of every tensor under ``prefixes`` (less ``exclude``), from the header."""
+    prefixes, exclude = tuple(prefixes), tuple(exclude)
+    return [math.prod(t.shape) for key, t in cached_header(path).tensors.items()
+            if key.startswith(prefixes) and not key.startswith(exclude)]
+
+
 def weight_bytes(path: Path, prefixes: Iterable[str], exclude: Iterable[str] = (),
                  bytes_per_element: int = COMPUTE_BYTES) -> int:
     """Bytes the tensors under ``prefixes`` (less ``exclude``) take once loaded at the compute precision."""
-    prefixes, exclude = tuple(prefixes), tuple(exclude)
-    total = 0
-    for key, t in cached_header(path).tensors.items():
-        if key.startswith(prefixes) and not key.startswith(exclude):
-            n = 1
-            for d in t.shape:
-                n *= d
-            total += n * bytes_per_element
-    return total
+    return sum(_element_counts(path, prefixes, exclude)) * bytes_per_element
 
 
 def conv_weight_copy_bytes(path: Path, prefixes: Iterable[str], exclude: Iterable[str] = (),
@@ -33,16 +33,7 @@ def conv_weight_copy_bytes(path: Path, prefixes: Iterable[str], exclude: Iterabl
     MLX's CPU convolution copies a non-contiguous weight to a contiguous float32 buffer on every call: a conv
     stage holds one such copy, of at most its largest tensor, on top of its weights (measured: 108 MiB of the
     full-size upscale's peak, the copy of a 1024x1024x3x3x3 weight)."""
-    prefixes, exclude = tuple(prefixes), tuple(exclude)
-    largest = 0
-    for key, t in cached_header(path).tensors.items():
-        if key.startswith(prefixes) and not key.startswith(exclude):
-            n = 1
-            for d in t.shape:
-                n *= d
-            largest = max(largest, n)
-    return largest * bytes_per_element
-
+    return max(_element_counts(path, prefixes, exclude), default=0) * bytes_per_element
 
 
 # ---------------------------------------------------------------------------------------------------
