@@ -33,6 +33,7 @@ import difflib
 import math
 import os
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -292,9 +293,11 @@ class ModelFiles(BaseModel):
                 where = f" (model.converted lacks {', '.join(lacking)})" if self.converted else ""
                 raise _rule(f"lacks {slot}{where}", f"add {slot}: PATH under model")
         if self.converted is not None:
-            fused = read_converted(self.converted).loras
-            mine = [(weight_identity_of(lora.path), float(lora.strength)) for lora in self.loras]
-            alien = [r for r in fused if (r.get("identity"), float(r.get("strength", 1.0))) not in mine]
+            from ltx2.orchestrator.cache_keys import weight_identity
+
+            mine = [(weight_identity(lora.path), float(lora.strength)) for lora in self.loras]
+            alien = [r for r in self.converted_manifest.loras
+                     if (r.get("identity"), float(r.get("strength", 1.0))) not in mine]
             if alien:
                 names = ", ".join(f"{Path(r.get('file', '?')).name} x {r.get('strength')}" for r in alien)
                 raise _rule(f"has a converted transformer with LoRAs fused ({names}) that model.loras does not list, "
@@ -302,26 +305,21 @@ class ModelFiles(BaseModel):
                             "stage 1)", "list them under model.loras with the same strength, or convert without --lora")
         return self
 
+    @cached_property
+    def converted_manifest(self):
+        """The converted folder's manifest (models/weights/manifest.py), read once; None without a folder."""
+        from ltx2.models.weights.manifest import read_manifest
+
+        return read_manifest(self.converted) if self.converted is not None else None
+
     def converted_roles(self) -> dict[str, Path]:
         """Role -> converted file, from the converted folder's manifest (empty without one)."""
-        return dict(read_converted(self.converted).roles) if self.converted is not None else {}
+        return dict(self.converted_manifest.roles) if self.converted is not None else {}
 
     def files(self) -> dict[str, Path]:
         """The official files named (role -> path); the converted folder is not among them."""
         return {k: getattr(self, k) for k in ("checkpoint", "gemma", "spatial_upsampler", "temporal_upsampler",
                                               "distilled_lora") if getattr(self, k) is not None}
-
-
-def read_converted(folder: Path):
-    from ltx2.models.weights.manifest import read_manifest
-
-    return read_manifest(folder)
-
-
-def weight_identity_of(path: Path) -> dict:
-    from ltx2.orchestrator.cache_keys import weight_identity
-
-    return weight_identity(path)
 
 
 def _tiny_name(v: str) -> str:

@@ -34,6 +34,7 @@ def upsample_memory(ctx: StageContext, role: str) -> MemoryPlan:
 
     from .memory import COMPUTE_BYTES, conv_weight_copy_bytes, weight_bytes
 
+    check_upsampler(ctx, role)  # before the memory check: a wrong file is bad input, not a budget problem
     path = ctx.weights[role]
     _, _, f, h, w = ctx.inputs["latents"].shape("video")
     # `ltx2 convert` stores the weights in MLX's layout: convolutions then use them without a copy
@@ -53,8 +54,7 @@ def upsample_to_artifact(ctx: StageContext, role: str) -> None:
 
     from ltx2.models.upsampler import load_latent_statistics, load_upsampler, upsample_latent
 
-    check_upsampler(ctx, role)
-    lat = ctx.inputs["latents"]
+    lat = ctx.inputs["latents"]  # the upsampler file was checked by upsample_memory (every stage estimates first)
     upsampler = load_upsampler(ctx.weights[role])
     stats = load_latent_statistics(ctx.weights["checkpoint"])
     ctx.progress.step(0, 1)

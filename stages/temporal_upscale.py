@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .base import StageContext, StageSpec
 from .contract import BadInput, MemoryPlan
-from .latent_upsample import check_upsampler, upsample_memory, upsample_to_artifact
+from .latent_upsample import upsample_memory, upsample_to_artifact
 
 SPEC = StageSpec("temporal-upscale", inputs=("latents",), output_kind="latents",
                  weights=("temporal_upsampler", "checkpoint"), budget_fix="raise memory_budget")
@@ -26,7 +26,6 @@ def resolve_params(_inputs, p: dict) -> dict:
 
 
 def estimate(ctx: StageContext) -> MemoryPlan:
-    check_upsampler(ctx, "temporal_upsampler")  # before the memory check: a wrong file is bad input
     return upsample_memory(ctx, "temporal_upsampler")
 
 
