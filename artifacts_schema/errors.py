@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ltx2.spec.errors import EXIT_BUG, BadInputError
+
 # Why an artifact was refused; callers (the orchestrator, `ltx2 inspect`) branch on these.
 REASONS = (
     "missing",         # no artifact at the path
@@ -18,11 +20,16 @@ REASONS = (
 )
 
 
-class ArtifactError(Exception):
+class ArtifactError(BadInputError):
     """An artifact is missing, unfinished, corrupt, of another kind or schema, or locked.
 
-    The message names the artifact path, what is wrong, and how to fix it.
+    The message names the artifact path, what is wrong, and how to fix it. Bad input (exit 2), except
+    ``bad_write``: a stage writing what its kind does not allow is the stage's own bug (exit 1).
     """
+
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        return EXIT_BUG if self.reason == "bad_write" else super().exit_code
 
     def __init__(self, path: str | Path, problem: str, fix: str, reason: str = "invalid"):
         if reason not in REASONS:

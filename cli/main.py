@@ -15,7 +15,7 @@ from ltx2.cli.weights import app as weights_app
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="LTX-2 audio+video diffusion in MLX, run as memory-bounded stage processes.")
 app.command("parity")(parity)
-app.command("stage")(stage)
+app.command("stage", add_help_option=False)(stage)
 app.command("run")(run)
 app.command("plan")(plan)
 app.command("inspect")(inspect)

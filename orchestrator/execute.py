@@ -17,9 +17,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .cache_keys import plan_keys
-from .graph import Stage
+from ltx2.artifacts_schema import ArtifactLock
+from ltx2.models.tiny import ensure_tiny_model
+from ltx2.stages.base import cached_state as stage_cached_state
+
+from .graph import Stage, plan_keys
 from .job import Job
+from .planner import plan_job
 from .runner import StageRun, run_stage
 
 
@@ -58,32 +62,9 @@ class RunFailed(Exception):
         self.stage, self.code, self.manifest = stage, code, manifest
 
 
-def export_sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".ltx2.json")
-
-
-def cached_state(stage_name: str, out: Path, key: str) -> tuple[bool, str]:
-    """(reusable, why not) for a stage's output."""
-    if stage_name == "export":
-        side = export_sidecar(out)
-        if not (out.exists() and side.exists()):
-            return False, "not made yet"
-        try:
-            ok = json.loads(side.read_text()).get("cache_key") == key
-        except (OSError, ValueError):
-            ok = False
-        return ok, "" if ok else "made from other inputs"
-    from ltx2.artifacts_schema import ArtifactError, open_artifact
-
-    if not out.exists():
-        return False, "partial: will resume" if Path(str(out) + ".partial").exists() else "not made yet"
-    try:
-        art = open_artifact(out, verify=True)
-    except ArtifactError as e:
-        return False, f"unusable ({e.reason}): will recompute"
-    if art.cache_key != key:
-        return False, "made from other inputs"
-    return True, ""
+def cached_state(stage: Stage, work: Path, key: str) -> tuple[bool, str]:
+    """(reusable, why not) for a planned stage's output."""
+    return stage_cached_state(stage.definition, stage.output_path(work), key)
 
 
 def dependents(stages: list[Stage], names: set[str]) -> set[str]:
@@ -99,9 +80,9 @@ def dependents(stages: list[Stage], names: set[str]) -> set[str]:
 
 def stage_args(stage: Stage, work: Path, key: str, budget: int) -> list[str]:
     args = ["--out", str(stage.output_path(work)), "--cache-key", key, "--budget", str(budget),
-            "--params-json", json.dumps(stage.params)]
-    for p in stage.input_paths(work):
-        args += ["--in", str(p)]
+            "--params-json", json.dumps(stage.params.key_material())]
+    for a in stage.input_args(work):
+        args += ["--in", a]
     for role, path in stage.weights.items():
         args += ["--weights", f"{role}={path}"]
     return args
@@ -119,14 +100,8 @@ def run_job(job: Job, job_name: str, force: set[str] = frozenset(),
             on_stage: Callable[[str, str, dict], None] | None = None,
             on_event: Callable[[dict], None] | None = None) -> RunManifest:
     """Run ``job``; ``on_stage(name, state, info)`` reports reused / running / done / failed."""
-    from ltx2.artifacts_schema import ArtifactLock
-
     if job.model == "tiny":
-        from ltx2.models.tiny import ensure_tiny_model
-
         ensure_tiny_model()
-    from .planner import plan_job
-
     job_plan = plan_job(job)  # the memory planner's choices are part of each stage's params (and key)
     stages = job_plan.stages
     unknown = force - {s.name for s in stages}
@@ -139,10 +114,14 @@ def run_job(job: Job, job_name: str, force: set[str] = frozenset(),
     work.mkdir(parents=True, exist_ok=True)
     manifest = RunManifest(job_name, str(job.output))
     report = on_stage or (lambda *a: None)
-    # refuse before running anything when a stage that has to run cannot fit its budget in any way
+    # refuse before running anything: a bad input or refused config found while planning (exit 2), or a stage
+    # that has to run and cannot fit its budget in any way (exit 75)
+    for p in job_plan.bad_inputs:
+        report(p.name, "failed", {"message": p.bad_input, "code": 2})
+        raise RunFailed(p.name, p.bad_input, 2, manifest)
     for st in stages:
         p = job_plan.plans[st.name]
-        if not p.fits and (st.name in forced or not cached_state(st.name, st.output_path(work), keys[st.name])[0]):
+        if not p.fits and (st.name in forced or not cached_state(st, work, keys[st.name])[0]):
             msg = f"{st.name} does not fit the {job_plan.budget / 2**30:.2f} GB memory budget: {p.note}"
             report(st.name, "failed", {"message": msg, "code": 75})
             raise RunFailed(st.name, msg, 75, manifest)
@@ -153,7 +132,7 @@ def run_job(job: Job, job_name: str, force: set[str] = frozenset(),
         # The lock covers the check and any discard; the stage process takes it again for its whole
         # run, so a concurrent run (or an orphan of a killed one) never writes the same artifact.
         with ArtifactLock(out, timeout=None):
-            ok, why = cached_state(st.name, out, key)
+            ok, why = cached_state(st, work, key)
             if ok and st.name not in forced:
                 manifest.stages.append(StageRecord(st.name, key, "reused", choice=plan.choice or None,
                                                    choice_label=plan.label if plan.choice else ""))

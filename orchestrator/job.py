@@ -43,8 +43,19 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Fiel
                       ValidationInfo, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
+from ltx2.artifacts_schema.keys import weight_identity
+from ltx2.models.tiny import default_tiny_dir, tiny_model_files
+from ltx2.models.weights.identify import slot_problem
+from ltx2.models.weights.manifest import ManifestError, read_manifest
+from ltx2.spec.errors import BadInputError
+from ltx2.spec.geometry import OFFICIAL_DECODE_TILING
+from ltx2.spec.layout import CONVERTED_ROLES, TINY_FILES
+from ltx2.spec.versions import official_stg_blocks, official_steps
+from ltx2.stages.export import Params as ExportParams
+from ltx2.stages.params import AudioGuidance, Guidance, StreamGuidance, VideoGuidance
+
 __all__ = ["Job", "JobError", "ModelFiles", "LoraFile", "CONVERTED_ROLES", "DecodeTiling", "Guidance",
-           "VideoGuidance", "AudioGuidance",
+           "VideoGuidance", "AudioGuidance", "StreamGuidance",
            "load_job", "parse_job", "format_validation_error", "parse_memory_size", "default_memory_budget",
            "default_tiny_dir", "tiny_model_files", "official_steps", "official_stg_blocks",
            "PIPELINES", "DEFAULT_NEGATIVE_PROMPT", "TINY_FILES"]
@@ -59,20 +70,11 @@ DEFAULT_NEGATIVE_PROMPT = (
     "distorted or muted audio, robotic voice, off-sync audio, background hum"
 )
 
-# Layout of the generated `tiny` model, in the real file layouts (role -> name inside the tiny folder).
-TINY_FILES = {
-    "checkpoint": "ltx2-tiny.safetensors",
-    "spatial_upsampler": "ltx2-tiny-spatial-upscaler-x2.safetensors",
-    "temporal_upsampler": "ltx2-tiny-temporal-upscaler-x2.safetensors",
-    "distilled_lora": "ltx2-tiny-distilled-lora.safetensors",
-    "gemma": "gemma",
-}
-
 _GiB = 1 << 30
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
-class JobError(ValueError):
+class JobError(BadInputError):
     """A job file that cannot run; ``problems`` holds one line per bad field."""
 
     def __init__(self, source: str, problems: list[str]):
@@ -146,18 +148,6 @@ def _resolve(path: Path, info: ValidationInfo) -> Path:
     return path if path.is_absolute() else (_base_dir(info) / path).resolve()
 
 
-def default_tiny_dir() -> Path:
-    """Where the `tiny` model is generated on first use: $LTX2_TINY_DIR, else ~/.cache/ltx2/tiny."""
-    env = os.environ.get("LTX2_TINY_DIR")
-    return Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "ltx2" / "tiny"
-
-
-def tiny_model_files(tiny_dir: Path | None = None) -> dict[str, Path]:
-    """Role -> path of each file of the tiny model (they may not be generated yet)."""
-    root = tiny_dir or default_tiny_dir()
-    return {role: root / name for role, name in TINY_FILES.items()}
-
-
 # ----------------------------------------------------------------------------- model files
 
 def _weight_file(what: str, slot: str | None = None):
@@ -173,8 +163,6 @@ def _weight_file(what: str, slot: str | None = None):
         if p.suffix != ".safetensors":
             raise _rule("is not a .safetensors file", f"give the path of {what}")
         if slot is not None:
-            from ltx2.models.weights.identify import slot_problem  # header reads only
-
             bad = slot_problem(p, slot, checkpoint=info.data.get("checkpoint") if slot == "lora" else None)
             if bad:
                 raise _rule(*bad)
@@ -192,8 +180,6 @@ def _gemma_folder(v: Path, info: ValidationInfo) -> Path:
         raise _rule("is not a folder", f"give the path of {what}")
     if not any(p.glob("*.safetensors")) and not any(p.glob("**/*.safetensors")):
         raise _rule("holds no .safetensors weights", f"give the path of {what}")
-    from ltx2.models.weights.identify import slot_problem  # header reads only
-
     bad = slot_problem(p, "gemma")
     if bad:
         raise _rule(*bad)
@@ -223,8 +209,6 @@ class LoraFile(BaseModel):
 
 
 def _converted_folder(v: Path, info: ValidationInfo) -> Path:
-    from ltx2.models.weights.manifest import ManifestError, read_manifest
-
     p = _resolve(v, info)
     if not p.is_dir():
         raise _rule("is not a folder" if p.exists() else "does not exist",
@@ -237,19 +221,10 @@ def _converted_folder(v: Path, info: ValidationInfo) -> Path:
     ckpt = info.data.get("checkpoint")
     made_from = (folder.sources.get("checkpoint") or {}).get("identity")
     if ckpt is not None and made_from is not None:
-        from ltx2.orchestrator.cache_keys import weight_identity
-
         if weight_identity(ckpt) != made_from:
             raise _rule(f"was converted from {folder.sources['checkpoint'].get('file')}, not from model.checkpoint "
                         f"({ckpt.name})", "convert this checkpoint, or name the checkpoint it was made from")
     return p
-
-
-# Roles a converted folder (`ltx2 convert`) can serve, by the official slot they stand in for.
-CONVERTED_ROLES = {"checkpoint": ("transformer", "text_embeddings", "video_decoder", "latent_statistics",
-                                  "audio_decoder", "vocoder"),
-                   "gemma": ("gemma",), "spatial_upsampler": ("spatial_upsampler",),
-                   "temporal_upsampler": ("temporal_upsampler",)}
 
 
 class ModelFiles(BaseModel):
@@ -276,8 +251,6 @@ class ModelFiles(BaseModel):
         ckpt = info.data.get("checkpoint")
         if ckpt is None:
             return v
-        from ltx2.models.weights.identify import slot_problem  # header reads only
-
         for i, lora in enumerate(v):
             bad = slot_problem(lora.path, "lora", checkpoint=ckpt)
             if bad:
@@ -293,8 +266,6 @@ class ModelFiles(BaseModel):
                 where = f" (model.converted lacks {', '.join(lacking)})" if self.converted else ""
                 raise _rule(f"lacks {slot}{where}", f"add {slot}: PATH under model")
         if self.converted is not None:
-            from ltx2.orchestrator.cache_keys import weight_identity
-
             mine = [(weight_identity(lora.path), float(lora.strength)) for lora in self.loras]
             alien = [r for r in self.converted_manifest.loras
                      if (r.get("identity"), float(r.get("strength", 1.0))) not in mine]
@@ -308,8 +279,6 @@ class ModelFiles(BaseModel):
     @cached_property
     def converted_manifest(self):
         """The converted folder's manifest (models/weights/manifest.py), read once; None without a folder."""
-        from ltx2.models.weights.manifest import read_manifest
-
         return read_manifest(self.converted) if self.converted is not None else None
 
     def converted_roles(self) -> dict[str, Path]:
@@ -346,56 +315,6 @@ ModelSpec = Annotated[
 ]
 
 
-# ----------------------------------------------------------------------------- guidance
-
-class _ModalityGuidance(BaseModel):
-    """Multi-modal guidance of one stream: pred = c + (cfg-1)(c-uncond) + stg(c-perturbed) + (modality-1)(c-no_av),
-    then rescaled toward the conditional prediction's std by ``rescale``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    cfg: float = Field(ge=0.0)          # classifier-free guidance; 1 = off
-    stg: float = Field(ge=0.0)          # spatio-temporal guidance (perturbed self-attention); 0 = off
-    rescale: float = Field(ge=0.0, le=1.0)
-    modality: float = Field(ge=0.0)     # audio<->video cross-attention guidance; 1 = off
-    # Transformer blocks perturbed by STG; None = the checkpoint's official choice (official_stg_blocks).
-    stg_blocks: list[Annotated[int, Field(ge=0)]] | None = None
-    skip_step: int = Field(0, ge=0)     # guide only every (skip_step+1)-th step
-
-
-class VideoGuidance(_ModalityGuidance):
-    cfg: float = Field(3.0, ge=0.0)
-    stg: float = Field(1.0, ge=0.0)
-    rescale: float = Field(0.7, ge=0.0, le=1.0)
-    modality: float = Field(3.0, ge=0.0)
-
-
-class AudioGuidance(_ModalityGuidance):
-    cfg: float = Field(7.0, ge=0.0)
-    stg: float = Field(1.0, ge=0.0)
-    rescale: float = Field(0.7, ge=0.0, le=1.0)
-    modality: float = Field(3.0, ge=0.0)
-
-
-class Guidance(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    video: VideoGuidance = VideoGuidance()
-    audio: AudioGuidance = AudioGuidance()
-
-
-def official_steps(model_version: str) -> int:
-    """The official stage-1 step count of the guided pipelines for a checkpoint's ``model_version``."""
-    return 30 if model_version.startswith("2.3") else 40
-
-
-def official_stg_blocks(model_version: str, num_layers: int) -> list[int]:
-    """The official STG block for a checkpoint (29 for LTX-2, 28 for LTX-2.3), or the last block of a
-    smaller model (the tiny one) that has fewer layers."""
-    block = 28 if model_version.startswith("2.3") else 29
-    return [min(block, num_layers - 1)]
-
-
 # ----------------------------------------------------------------------------- decode tiling
 
 class DecodeTiling(BaseModel):
@@ -403,10 +322,10 @@ class DecodeTiling(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    spatial_tile: int | None = 512      # pixels
-    spatial_overlap: int = 64           # pixels
-    temporal_tile: int | None = 64      # frames
-    temporal_overlap: int = 24          # frames
+    spatial_tile: int | None = OFFICIAL_DECODE_TILING["spatial_tile"]          # pixels
+    spatial_overlap: int = OFFICIAL_DECODE_TILING["spatial_overlap"]           # pixels
+    temporal_tile: int | None = OFFICIAL_DECODE_TILING["temporal_tile"]        # frames
+    temporal_overlap: int = OFFICIAL_DECODE_TILING["temporal_overlap"]         # frames
 
     @field_validator("spatial_tile")
     @classmethod
@@ -482,7 +401,8 @@ class Job(BaseModel):
     # upscaler after the spatial one (this project's design: no official pipeline uses that upscaler)
     temporal_upscale: bool = False
     tiling: TilingSpec = "auto"
-    crf: int = Field(23, ge=0, le=51)   # x264 quality: 0 lossless, 23 its default, 51 worst
+    crf: int = Field(ExportParams.model_fields["crf"].default, ge=0, le=51)  # x264 quality (see the export stage)
+    preview: bool = True  # write <output>.preview.png: a contact sheet of frames, the waveform and spectrogram
     # relative paths start at the job file's folder; defaults follow the job file's name (<name>.mp4)
     output: Path = Field(Path("output.mp4"), validate_default=True)
     work_dir: Path = Field(Path("work"), validate_default=True)
@@ -616,6 +536,14 @@ class Job(BaseModel):
     def output_frames(self) -> int:
         """Frames of the rendered video: 2F-1 with temporal_upscale (2 x (frames-1) intervals + the first)."""
         return 2 * self.frames - 1 if self.temporal_upscale else self.frames
+
+    @property
+    def preview_path(self) -> Path:
+        return self.output.with_suffix(".preview.png")
+
+    @property
+    def lora_strengths(self) -> list[float]:
+        return [s for _, s in self.loras]
 
     @property
     def output_fps(self) -> float:

@@ -1,39 +1,45 @@
-"""The memory planner: per stage, the weights precision, streaming and decode tiling that fit the budget.
+"""The memory planner: per stage, the parameters (weights precision and streaming, decode tiles) that
+fit the budget, and the refusals that must stop a job before any stage runs.
 
-For every stage of a job the planner asks the stage's own ``estimate()`` (weights from the safetensors
-headers under the candidate choice, plus activations for the job's shapes; nothing is loaded) and
-keeps the first candidate whose estimated peak fits the job's ``memory_budget``:
+For every stage of a job the planner builds the stage's context on the predicted inputs (the shapes
+the upstream stages' ``predict`` hooks give; nothing has run), runs its ``check`` hook (headers-only:
+a config the stage cannot run, an STG block the transformer lacks), then, when the recipe lets the
+planner choose, tries the stage's ``choices`` in order and keeps the first whose ``estimate`` fits the
+job's ``memory_budget``:
 
-- text-encode, denoise, refine (the large networks): a ``WeightsMode`` in the order of
+- text-encode, denoise, refine (the large networks): a weights mode in the order of
   ``models.weights.modes.CANDIDATES``: resident float32 > bf16 > q8 > q4, then streamed in the same
   precision order. Resident first because streaming re-reads every block from disk on every pass
-  (the whole 19B transformer per step), far slower than any resident choice; among equals, the most
-  exact first (bf16 is exact for the official bf16 files: it only halves the memory).
+  (the whole 19B transformer per step), far slower than any resident choice.
 - decode, with ``tiling: auto``: the official tiling (512 px / 64 frames) when it fits, else the
-  largest tiles that fit (``choose_tiling``). An explicit tiling (or ``off``) is kept as written.
+  largest tiles that fit. An explicit tiling (or ``off``) is kept as written.
 - every other stage: its one way of running, checked against the budget.
 
-The choice goes into the stage's parameters (``weights_mode``, ``tiling``) and so into its cache key:
-it changes the outputs. It depends only on the job, the budget and the weight headers, so the same
-job with the same budget always makes the same choice. When nothing fits, the stage is marked as
+The choice goes into the stage's parameters and so into its cache key: it changes the outputs. It
+depends only on the job, the budget and the weight headers. When nothing fits, the stage is marked as
 not fitting, with the smallest budget that would (its cheapest candidate's estimate): `ltx2 plan`
-shows it in red and `ltx2 run` refuses before starting anything (exit 75).
+shows it in red and `ltx2 run` refuses before starting anything (exit 75). A bad input found while
+planning (exit 2) refuses the same way.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ltx2.spec.errors import BadInputError
+from ltx2.stages.contract import MemoryPlan, Progress
+from ltx2.stages.memory import stream_bytes_per_pass
+from ltx2.stages.registry import StageContext
+
 from .graph import Stage, plan_stages
 from .job import Job
 
-__all__ = ["StagePlan", "JobPlan", "plan_job", "WEIGHTS_MODE_STAGES", "STREAM_BYTES_PER_S", "tiling_label"]
-
-WEIGHTS_MODE_STAGES = ("text-encode", "denoise", "refine")
+__all__ = ["StagePlan", "JobPlan", "PredictedArtifact", "plan_job", "STREAM_BYTES_PER_S"]
 
 # Bytes per second a streamed block is brought in at (read + bf16/fp8 decode + cast), for the time
 # estimate `ltx2 plan` shows before a run has measured one. Measured by benchmarks/transformer_memory.py
@@ -41,20 +47,39 @@ WEIGHTS_MODE_STAGES = ("text-encode", "denoise", "refine")
 # is bounded by the disk instead (Apple SSDs: 3-7 GB/s).
 STREAM_BYTES_PER_S = 0.8e9
 
+# the network a streamed stage reads block by block
+_STREAMED_NETWORK = {"text-encode": "gemma", "denoise": "transformer", "refine": "transformer"}
+
+
+@dataclass
+class PredictedArtifact:
+    """Quacks like artifacts_schema.Artifact for what hooks read before it exists: shape(), facts, params."""
+
+    path: Path
+    kind: str
+    shapes: dict[str, tuple[int, ...]]
+    facts: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    cache_key: str = ""
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.shapes[name]
+
 
 @dataclass
 class StagePlan:
     name: str
     choice: dict[str, Any] = field(default_factory=dict)  # the params the planner set (weights_mode / tiling)
     label: str = "-"  # the choice in words
-    estimate: Any = None  # the stage's MemoryPlan under the choice (None: could not estimate)
+    estimate: MemoryPlan | None = None  # under the choice (None: could not estimate)
     fits: bool = True
     need: int | None = None  # when nothing fits: the smallest estimated peak among the candidates
     note: str = ""  # why it could not be estimated, or what would make it fit
+    bad_input: str | None = None  # a refused input or config (exit 2): the job must not run
     stream_bytes_per_pass: int | None = None  # streamed stages: block bytes read per forward pass
     stream_s_per_step: float | None = None  # estimated (or measured, see stream_measured) extra s per step
     stream_measured: bool = False
-    passes_per_step: int = 1
+    passes_per_step: int = 1  # the guided passes run stacked in one call: one read per step
 
     @property
     def total(self) -> int | None:
@@ -71,57 +96,43 @@ class JobPlan:
     def refusals(self) -> list[StagePlan]:
         return [p for p in self.plans.values() if not p.fits]
 
-
-def tiling_label(t: dict | None) -> str:
-    if not t:
-        return "untiled"
-    parts = []
-    if t.get("spatial_tile"):
-        parts.append(f"{t['spatial_tile']} px/{t.get('spatial_overlap', 0)}")
-    if t.get("temporal_tile"):
-        parts.append(f"{t['temporal_tile']} f/{t.get('temporal_overlap', 0)}")
-    return "tiles " + " x ".join(parts)
+    @property
+    def bad_inputs(self) -> list[StagePlan]:
+        return [p for p in self.plans.values() if p.bad_input]
 
 
-def _tiling_params(tiling) -> dict[str, int] | None:
-    """A TilingConfig -> the decode stage's ``tiling`` parameter."""
-    if tiling is None:
-        return None
-    out: dict[str, int] = {}
-    if tiling.spatial:
-        out.update(spatial_tile=tiling.spatial.tile_size_in_pixels, spatial_overlap=tiling.spatial.tile_overlap_in_pixels)
-    if tiling.temporal:
-        out.update(temporal_tile=tiling.temporal.tile_size_in_frames,
-                   temporal_overlap=tiling.temporal.tile_overlap_in_frames)
-    return out or None
+def _context(st: Stage, predicted: Mapping[str, PredictedArtifact], budget: int) -> StageContext:
+    sd = st.definition
+    inputs: dict[str, Any] = {}
+    for port, v in st.ports.items():
+        inputs[port] = [predicted[n] for n in v] if isinstance(v, tuple) else predicted[v]
+    params = sd.resolve(inputs, st.params) if sd.resolve is not None else st.params
+    return StageContext(sd, inputs, Path(st.output), params, {r: Path(p) for r, p in st.weights.items()}, "",
+                        budget, Progress(st.name, None))
 
 
-class _Estimator:
-    """Builds a stage context on predicted inputs and asks the stage's estimate() for given params."""
+def _with(ctx: StageContext, update: dict[str, Any]) -> StageContext:
+    return replace(ctx, params=ctx.stage.parse_params({**ctx.params.key_material(), **update}))
 
-    def __init__(self, job: Job, stages: list[Stage], budget: int):
-        from ltx2.models.weights import read_header
 
-        from .predict import predict
-
-        self.job, self.budget = job, budget
-        # the denoise stage's checkpoint: the official file, or a converted one (which keeps the source's config)
-        ckpt = next(st.weights["checkpoint"] for st in stages if st.name == "denoise")
-        self.predicted = predict(job, stages, read_header(ckpt).config())
-
-    def context(self, st: Stage, params: dict):
-        from ltx2.stages.base import StageContext, stage_module
-        from ltx2.stages.contract import Progress
-
-        mod = stage_module(st.name)
-        inputs = {self.predicted[i].kind: self.predicted[i] for i in st.inputs}
-        ctx = StageContext(mod.SPEC, inputs, Path(st.output), mod.resolve_params(inputs, dict(params)),
-                           {r: Path(p) for r, p in st.weights.items()}, "", self.budget, Progress(st.name, None))
-        return mod, ctx
-
-    def estimate(self, st: Stage, params: dict):
-        mod, ctx = self.context(st, params)
-        return mod.estimate(ctx)
+def _choose(ctx: StageContext, plan: StagePlan) -> StageContext:
+    """The first of the stage's choices whose estimate fits the budget, else the cheapest (not fitting)."""
+    cheapest = None
+    for update, label in ctx.stage.choices(ctx):
+        trial = _with(ctx, update)
+        update = {k: trial.params.key_material()[k] for k in update}  # canonical JSON form (manifest, key)
+        e = ctx.stage.estimate(trial)
+        if cheapest is None or e.total < cheapest[0].total:
+            cheapest = (e, update, label, trial)
+        if e.total <= ctx.budget:
+            plan.choice, plan.label, plan.estimate = update, label, e
+            return trial
+    e, update, label, trial = cheapest
+    plan.choice, plan.label, plan.estimate = update, label, e
+    plan.fits, plan.need = False, e.total
+    plan.note = (f"does not fit even as {label}: needs about {_gb(e.total)}, the budget is {_gb(ctx.budget)}; "
+                 f"give memory_budget >= {_gb_up(e.total)}")
+    return trial
 
 
 def _measured(job: Job, name: str, choice: dict) -> float | None:
@@ -137,156 +148,49 @@ def _measured(job: Job, name: str, choice: dict) -> float | None:
     return None
 
 
-def _stream_cost(plan: StagePlan, st: Stage, job: Job) -> None:
-    from ltx2.models.weights.modes import WeightsMode
-    from ltx2.stages.memory import gemma_held, header_tensors, transformer_held
-
-    mode = WeightsMode.from_params(plan.choice["weights_mode"])
-    if not mode.streaming:
+def _stream_cost(plan: StagePlan, ctx: StageContext, job: Job) -> None:
+    network = _STREAMED_NETWORK.get(ctx.stage.name)
+    per_pass = stream_bytes_per_pass(ctx, network) if network else None
+    if per_pass is None:
         return
-    if st.name == "text-encode":
-        held = gemma_held(st.weights["gemma"], mode)
-    else:
-        held = transformer_held(st.weights["checkpoint"], mode)
-    per_pass = held.block_stored * len(held.blocks)
-    for role, path in st.weights.items():  # a fused LoRA's A and B are read with each block
-        if role == "distilled_lora" or role.startswith("lora."):
-            per_pass += sum(b for _, b in header_tensors(path, prefixes=("",)).values())
     plan.stream_bytes_per_pass = per_pass
-    measured = _measured(job, st.name, plan.choice)
+    measured = _measured(job, ctx.stage.name, plan.choice)
     plan.stream_measured = measured is not None
     plan.stream_s_per_step = measured if measured is not None else per_pass * plan.passes_per_step / STREAM_BYTES_PER_S
-
-
-def candidates(st: Stage) -> list:
-    """The WeightsModes a stage may run in, in order of preference: every one for an official (or float
-    converted) file; for a quantised converted file only its own precision, resident then streamed."""
-    from ltx2.models.weights.modes import CANDIDATES, WeightsMode
-    from ltx2.stages.memory import file_quantization
-
-    network = "gemma" if st.name == "text-encode" else "transformer"
-    path = Path(st.weights[network if network == "gemma" else "checkpoint"])
-    fixed = file_quantization(path, network)
-    if fixed is not None:
-        bits, group_size = fixed
-        return [WeightsMode(f"q{bits}", streaming, group_size) for streaming in (False, True)]
-    if blocks_stored_in_bf16(path, network):
-        # float32 would hold the very same values at twice the memory (and, streamed, convert every block on
-        # every pass: 5x the read time, benchmarks/transformer_memory.py); a fused LoRA is rounded to bf16
-        # once, as the official bf16 pipelines hold it
-        return [m for m in CANDIDATES if m.precision != "float32"]
-    return list(CANDIDATES)
-
-
-def blocks_stored_in_bf16(path: Path, network: str) -> bool:
-    """True when every Linear matrix inside the blocks is stored as bf16 (or fp8, which decodes to bf16)."""
-    from ltx2.models.weights.modes import block_index
-    from ltx2.stages.memory import cached_header, converted_part
-
-    conv = converted_part(path, network)
-    if conv is not None:  # a float converted file: its blocks are stored in the part's one float dtype
-        return conv.part(network).dtype == "bfloat16"
-    if network == "gemma":
-        from ltx2.models.text.gemma import weight_plan
-
-        _, _, per_file = weight_plan(path)
-        tensors = [cached_header(Path(f)).tensors[k] for f, keys in per_file.items() for k in keys
-                   if block_index(k) is not None]
-    else:
-        tensors = [t for k, t in cached_header(path).tensors.items()
-                   if k.startswith("model.diffusion_model.transformer_blocks.")]
-    mats = [t for t in tensors if len(t.shape) == 2]
-    return bool(mats) and all(t.dtype in ("BF16", "F8_E4M3") for t in mats)
-
-
-def _choose_weights_mode(est: _Estimator, st: Stage, plan: StagePlan) -> Stage:
-    cheapest = None
-    for mode in candidates(st):
-        params = {**st.params, "weights_mode": mode.params()}
-        e = est.estimate(st, params)
-        if cheapest is None or e.total < cheapest[0].total:
-            cheapest = (e, mode)
-        if e.total <= est.budget:
-            plan.choice, plan.label, plan.estimate = {"weights_mode": mode.params()}, mode.label, e
-            return replace(st, params=params)
-    e, mode = cheapest
-    plan.choice, plan.label, plan.estimate = {"weights_mode": mode.params()}, mode.label, e
-    plan.fits, plan.need = False, e.total
-    plan.note = (f"does not fit even as {mode.label}: needs about {_gb(e.total)}, the budget is {_gb(est.budget)}; "
-                 f"give memory_budget >= {_gb_up(e.total)}")
-    return replace(st, params={**st.params, "weights_mode": mode.params()})
-
-
-def _choose_tiling(est: _Estimator, st: Stage, plan: StagePlan) -> Stage:
-    """tiling: auto -> the official tiling if it fits, else the largest tiles that fit."""
-    from ltx2.models.video_vae import DecodeDoesNotFit, choose_tiling
-    from ltx2.stages import decode as decode_stage
-    from ltx2.stages.contract import PROCESS_BASELINE_BYTES
-
-    e = est.estimate(st, st.params)
-    if e.total <= est.budget:
-        plan.choice, plan.label, plan.estimate = {"tiling": st.params["tiling"]}, tiling_label(st.params["tiling"]), e
-        return st
-    # the smallest tiles choose_tiling tries: when even they do not fit, refuse without the search
-    smallest = {"spatial_tile": 64, "spatial_overlap": 32, "temporal_tile": 16, "temporal_overlap": 8}
-    e_min = est.estimate(st, {**st.params, "tiling": smallest})
-
-    def refuse(why: str) -> Stage:
-        plan.choice, plan.label, plan.estimate = {"tiling": smallest}, tiling_label(smallest), e_min
-        plan.fits, plan.need = False, e_min.total
-        plan.note = (f"{why}; even the smallest tiles ({tiling_label(smallest)}) need about {_gb(e_min.total)}: "
-                     f"give memory_budget >= {_gb_up(e_min.total)}")
-        return replace(st, params={**st.params, "tiling": smallest})
-
-    if e_min.total > est.budget:
-        return refuse(f"the decoder's weights alone take {_gb(e_min.weights_bytes)}")
-    _, ctx = est.context(st, st.params)
-    cfg, tile_plan, _ = decode_stage._plan(ctx)
-    w = decode_stage.held_weight_bytes(st.weights["checkpoint"])  # with the conv-weight copy, as estimate()
-    try:
-        choice = choose_tiling(cfg, tile_plan.latent_fhw, est.budget, w, overhead_bytes=PROCESS_BASELINE_BYTES)
-        tiling = _tiling_params(choice.tiling)
-    except DecodeDoesNotFit as err:
-        return refuse(str(err))
-    params = {**st.params, "tiling": tiling}
-    e2 = est.estimate(st, params)
-    plan.choice, plan.label, plan.estimate = {"tiling": tiling}, tiling_label(tiling), e2
-    if e2.total > est.budget:
-        plan.fits, plan.need = False, e2.total
-        plan.note = f"needs about {_gb(e2.total)} with these tiles; give memory_budget >= {_gb_up(e2.total)}"
-    return replace(st, params=params)
 
 
 def plan_job(job: Job, budget: int | None = None) -> JobPlan:
     """The job's stages with the planner's choices in their parameters, and one StagePlan per stage.
 
     Reads weight headers (the tiny model must exist: ``ensure_tiny_model()`` first); loads nothing."""
-    from ltx2.stages.contract import StageError
-
     budget = job.memory_budget if budget is None else budget
-    stages = plan_stages(job)
-    est = _Estimator(job, stages, budget)
+    predicted: dict[str, PredictedArtifact] = {}
     out_stages: list[Stage] = []
     plans: dict[str, StagePlan] = {}
-    for st in stages:
+    for st in plan_stages(job):
+        sd = st.definition
         plan = StagePlan(st.name)
         try:
-            if st.name in WEIGHTS_MODE_STAGES:
-                if st.name == "denoise" and st.params.get("guidance"):
-                    plan.passes_per_step = 1  # the guided passes run stacked in one call: one read per step
-                st = _choose_weights_mode(est, st, plan)
-                _stream_cost(plan, st, job)
-            elif st.name == "decode" and job.tiling == "auto":
-                st = _choose_tiling(est, st, plan)
-            elif st.name != "export":
-                plan.estimate = est.estimate(st, st.params)
+            ctx = _context(st, predicted, budget)
+            if sd.check is not None:
+                sd.check(ctx)
+            if st.planned and sd.choices is not None:
+                ctx = _choose(ctx, plan)
+                st = replace(st, params=sd.parse_params({**st.params.key_material(), **plan.choice}))
+                _stream_cost(plan, ctx, job)
+            else:
+                plan.estimate = sd.estimate(ctx)
                 if plan.estimate.total > budget:
                     plan.fits, plan.need = False, plan.estimate.total
                     plan.note = (f"needs about {_gb(plan.estimate.total)}; give memory_budget >= "
                                  f"{_gb_up(plan.estimate.total)}")
-            if st.name == "decode" and job.tiling != "auto":
-                plan.label = tiling_label(st.params["tiling"])
-        except (StageError, KeyError, ValueError, OSError) as e:
+            if sd.predict is not None:
+                out = sd.predict(ctx)
+                predicted[st.output] = PredictedArtifact(Path(st.output), sd.output_kind or "", out.shapes,
+                                                         out.facts, st.params.key_material())
+        except BadInputError as e:
+            plan.bad_input = plan.note = str(e)
+        except (KeyError, ValueError, OSError) as e:
             plan.estimate, plan.note = None, f"{type(e).__name__}: {e}"
         out_stages.append(st)
         plans[st.name] = plan

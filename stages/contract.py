@@ -13,25 +13,14 @@ import sys
 import time
 from dataclasses import dataclass
 
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-EXIT_DOES_NOT_FIT = 75  # EX_TEMPFAIL: retry with a larger budget or smaller work
+from ltx2.spec.errors import EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT, EXIT_OK, BadInputError, DoesNotFitError, Ltx2Error
 
+__all__ = ["EXIT_OK", "EXIT_BAD_INPUT", "EXIT_DOES_NOT_FIT", "StageError", "BadInput", "DoesNotFit", "MemoryPlan",
+           "check_budget", "limit_data_segment", "Progress", "die_with_parent", "gib", "PROCESS_BASELINE_BYTES"]
 
-class StageError(Exception):
-    exit_code = 1
-
-
-class BadInput(StageError):
-    """An input artifact, option or weight file is wrong; the message names it and the fix."""
-
-    exit_code = EXIT_BAD_INPUT
-
-
-class DoesNotFit(StageError):
-    """What the stage would hold exceeds its memory budget; the message says how much and what helps."""
-
-    exit_code = EXIT_DOES_NOT_FIT
+StageError = Ltx2Error  # a stage's own failure that is neither bad input nor memory: exit 1
+BadInput = BadInputError  # an input artifact, option or weight file is wrong; the message names it and the fix
+DoesNotFit = DoesNotFitError  # what the stage would hold exceeds its budget; the message says how much
 
 
 def gib(n: float) -> str:
@@ -69,7 +58,7 @@ def limit_data_segment(budget_bytes: int | None) -> None:
     """On Linux, cap the data segment a little above the budget (RLIMIT_AS would break MLX)."""
     if budget_bytes is None or not sys.platform.startswith("linux"):
         return
-    import resource
+    import resource  # Unix only
 
     cap = int(budget_bytes * 1.5) + (1 << 30)  # headroom: allocator slack, interpreter, libraries
     soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
@@ -113,7 +102,7 @@ def die_with_parent() -> None:
     parent = os.environ.get("LTX2_PARENT_PID")
     if not parent or not sys.platform.startswith("linux"):
         return
-    import ctypes
+    import ctypes  # Linux only
     import signal
 
     PR_SET_PDEATHSIG = 1

@@ -7,57 +7,89 @@ finished group (that group's overlap is decoded again, the frames already writte
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+
 import mlx.core as mx
+from pydantic import Field
 
-from .base import StageContext, StageSpec
-from .contract import BadInput, DoesNotFit, MemoryPlan
-from .memory import conv_weight_copy_bytes, weight_bytes
+from ltx2.models.video_vae import (DecodeDoesNotFit, KeyNoise, SpatialTiling, TemporalTiling, TileBlender,
+                                   TilingConfig, VideoVAEConfig, choose_tiling, decode_tiles, estimate_decode_bytes,
+                                   load_video_decoder, plan_tiles)
+from ltx2.models.video_vae.tiling import blender_bytes
+from ltx2.models.weights.converted import is_converted
+from ltx2.spec.layout import CHECKPOINT_PARTS
 
-SPEC = StageSpec("decode", inputs=("latents",), output_kind="frames", weights=("checkpoint",), resumable=True,
-                 budget_fix="use smaller decode tiles (job: tiling) or raise memory_budget")
+from .contract import PROCESS_BASELINE_BYTES, BadInput, DoesNotFit, MemoryPlan
+from .memory import cached_header, conv_weight_copy_bytes, weight_bytes
+from .params import Tiles
+from .registry import Port, PredictedOutput, StageContext, StageDef, StageParams
+from .sampling import noise_key
 
-DECODER_PREFIXES = ("vae.decoder.", "vae.per_channel_statistics.")
+DECODER_PREFIXES = CHECKPOINT_PARTS["video_decoder"]
 
-
-def resolve_params(inputs, p: dict) -> dict:
-    out = {"tiling": None, "seed": inputs["latents"].params.get("seed", 0), **p}
-    t = out["tiling"]
-    if t is not None and not isinstance(t, dict):
-        raise BadInput(f"decode: tiling={t!r} must be omitted (untiled) or a mapping like "
-                       "{spatial_tile: 512, spatial_overlap: 64, temporal_tile: 64, temporal_overlap: 24}")
-    return out
+# The smallest tiles the tile search tries: when even they do not fit, nothing does.
+SMALLEST_TILES = Tiles(spatial_tile=64, spatial_overlap=32, temporal_tile=16, temporal_overlap=8)
 
 
-def tiling_config(t: dict | None):
-    from ltx2.models.video_vae import SpatialTiling, TemporalTiling, TilingConfig
+class Params(StageParams):
+    tiling: Tiles | None = Field(None, description="decode tiles {spatial_tile, spatial_overlap, temporal_tile, "
+                                                   "temporal_overlap} (pixels, frames); none: untiled")
+    seed: int | None = Field(None, ge=0, description="noise seed of a timestep-conditioned VAE (default: the "
+                                                     "latents' seed)")
 
-    if not t:
+
+def resolve(inputs: Mapping[str, Any], p: Params) -> Params:
+    return p if p.seed is not None else p.model_copy(update={"seed": inputs["latents"].params.get("seed", 0)})
+
+
+def tiling_config(t: Tiles | None) -> TilingConfig | None:
+    if t is None:
         return None
-    sp = SpatialTiling(t["spatial_tile"], t.get("spatial_overlap", 64)) if t.get("spatial_tile") else None
-    tp = TemporalTiling(t["temporal_tile"], t.get("temporal_overlap", 24)) if t.get("temporal_tile") else None
+    sp = SpatialTiling(t.spatial_tile, t.spatial_overlap) if t.spatial_tile else None
+    tp = TemporalTiling(t.temporal_tile, t.temporal_overlap) if t.temporal_tile else None
     return TilingConfig(sp, tp) if (sp or tp) else None
 
 
-def _plan(ctx: StageContext):
-    from ltx2.models.video_vae import VideoVAEConfig, plan_tiles
-    from ltx2.models.weights import read_header
+def tiles_of(tiling: TilingConfig | None) -> Tiles | None:
+    """A TilingConfig -> the ``tiling`` parameter."""
+    if tiling is None:
+        return None
+    out: dict[str, int] = {}
+    if tiling.spatial:
+        out.update(spatial_tile=tiling.spatial.tile_size_in_pixels, spatial_overlap=tiling.spatial.tile_overlap_in_pixels)
+    if tiling.temporal:
+        out.update(temporal_tile=tiling.temporal.tile_size_in_frames,
+                   temporal_overlap=tiling.temporal.tile_overlap_in_frames)
+    return Tiles(**out) if out else None
 
-    cfg = VideoVAEConfig.from_config(read_header(ctx.weights["checkpoint"]).config()["vae"])
+
+def vae_config(ctx: StageContext) -> VideoVAEConfig:
+    """The checkpoint's video VAE config; one this decoder cannot run is bad input (refused when planned)."""
+    ckpt = ctx.weights["checkpoint"]
+    try:
+        return VideoVAEConfig.from_config(cached_header(ckpt).config()["vae"])
+    except (ValueError, KeyError) as e:
+        raise BadInput(f"decode: the video VAE config of {ckpt} is not supported: {e}; use an LTX-2 checkpoint "
+                       "(`ltx2 weights check FILE` says what it is)") from e
+
+
+def _plan(ctx: StageContext):
+    cfg = vae_config(ctx)
     _, c, f, h, w = ctx.inputs["latents"].shape("video")
     if c != cfg.latent_channels:
         raise BadInput(f"decode: the latents have {c} channels, the checkpoint's VAE decodes {cfg.latent_channels}")
     try:
-        tiling = tiling_config(ctx.params["tiling"])
+        tiling = tiling_config(ctx.params.tiling)
         return cfg, plan_tiles(cfg, (f, h, w), tiling), tiling
     except (ValueError, KeyError) as e:
-        raise BadInput(f"decode: tiling {ctx.params['tiling']}: {e}") from e
+        raise BadInput(f"decode: tiling {ctx.params.tiling}: {e}") from e
 
 
 def _weight_copy_bytes(checkpoint) -> int:
     """The contiguous copy MLX's convolution makes of a decoder weight per call (memory.conv_weight_copy_bytes;
     none for a converted file, stored in MLX's layout)."""
-    from ltx2.models.weights.converted import is_converted
-
     return 0 if is_converted(checkpoint) else conv_weight_copy_bytes(checkpoint, DECODER_PREFIXES)
 
 
@@ -66,12 +98,11 @@ def held_weight_bytes(checkpoint) -> int:
     return weight_bytes(checkpoint, DECODER_PREFIXES) + _weight_copy_bytes(checkpoint)
 
 
+def check(ctx: StageContext) -> None:
+    _plan(ctx)
+
+
 def estimate(ctx: StageContext) -> MemoryPlan:
-    import math
-
-    from ltx2.models.video_vae import estimate_decode_bytes
-    from ltx2.models.video_vae.tiling import blender_bytes
-
     cfg, plan, _ = _plan(ctx)
     biggest = max((t.latent_fhw for t in plan.tiles), key=math.prod)
     acts = estimate_decode_bytes(cfg, biggest) + blender_bytes(plan, 1, cfg.out_channels)
@@ -79,25 +110,46 @@ def estimate(ctx: StageContext) -> MemoryPlan:
     return MemoryPlan(weight_bytes(ckpt, DECODER_PREFIXES), acts + _weight_copy_bytes(ckpt))
 
 
+def choices(ctx: StageContext) -> Iterator[tuple[dict, str]]:
+    """The tiling asked for first (the official tiles for `tiling: auto`), then the largest tiles that fit the
+    budget (a bounded search), then the smallest tiles (when nothing fits: the need to report)."""
+    yield {"tiling": ctx.params.tiling}, label(ctx.params.tiling)
+    cfg, plan, _ = _plan(ctx)
+    if ctx.budget is not None:
+        try:
+            found = choose_tiling(cfg, plan.latent_fhw, ctx.budget, held_weight_bytes(ctx.weights["checkpoint"]),
+                                  overhead_bytes=PROCESS_BASELINE_BYTES)
+            tiles = tiles_of(found.tiling)
+            yield {"tiling": tiles}, label(tiles)
+        except DecodeDoesNotFit:
+            pass
+    yield {"tiling": SMALLEST_TILES}, label(SMALLEST_TILES)
+
+
+def label(t: Tiles | None) -> str:
+    return "untiled" if t is None else t.label()
+
+
+def predict(ctx: StageContext) -> PredictedOutput:
+    cfg = vae_config(ctx)
+    lat = ctx.inputs["latents"]
+    _, _, f, h, w = lat.shape("video")
+    frames, height, width = cfg.video_shape((f, h, w))
+    return PredictedOutput({"video": (frames, height, width, 3)},
+                           {"frame_count": frames, "height": height, "width": width, "fps": lat.facts["fps"]})
+
+
 def _suggest(ctx: StageContext) -> str:
     """A tiling that would fit the budget, for the refusal message."""
-    from ltx2.models.video_vae import DecodeDoesNotFit, choose_tiling
-
     cfg, plan, _ = _plan(ctx)
     try:
         choice = choose_tiling(cfg, plan.latent_fhw, ctx.budget, held_weight_bytes(ctx.weights["checkpoint"]))
     except DecodeDoesNotFit as e:
         return str(e)
-    t = choice.tiling
+    t = tiles_of(choice.tiling)
     if t is None:
         return "decode untiled (tiling: off)"
-    parts = []
-    if t.spatial:
-        parts.append(f"spatial_tile: {t.spatial.tile_size_in_pixels}, spatial_overlap: {t.spatial.tile_overlap_in_pixels}")
-    if t.temporal:
-        parts.append(f"temporal_tile: {t.temporal.tile_size_in_frames}, "
-                     f"temporal_overlap: {t.temporal.tile_overlap_in_frames}")
-    return "set tiling: {" + ", ".join(parts) + "} in the job"
+    return "set tiling: {" + ", ".join(f"{k}: {v}" for k, v in t.model_dump(exclude_none=True).items()) + "} in the job"
 
 
 def to_uint8(video: mx.array) -> mx.array:
@@ -106,10 +158,6 @@ def to_uint8(video: mx.array) -> mx.array:
 
 
 def run(ctx: StageContext) -> None:
-    from ltx2.models.video_vae import KeyNoise, TileBlender, decode_tiles, load_video_decoder
-
-    from .sampling import noise_key
-
     cfg, plan, _ = _plan(ctx)
     if ctx.budget is not None:
         need = estimate(ctx).total
@@ -129,7 +177,7 @@ def run(ctx: StageContext) -> None:
     if done:
         ctx.progress.emit("resumed", step=start_tile, total=len(plan))
     decoder = load_video_decoder(ctx.weights["checkpoint"])
-    noise = KeyNoise(noise_key(int(ctx.params["seed"]), "decode")) if decoder.needs_noise else None
+    noise = KeyNoise(noise_key(int(ctx.params.seed), "decode")) if decoder.needs_noise else None
     latent = lat.read("video").transpose(0, 2, 3, 4, 1)  # (B, C, F, H, W) -> channels-last
     blender = TileBlender(plan, first_frame=first_frame)
     ctx.progress.step(start_tile, len(plan))
@@ -143,3 +191,12 @@ def run(ctx: StageContext) -> None:
                 w.checkpoint(tile.index + 1)
         ctx.progress.step(tile.index + 1, len(plan))
     w.finalize(facts={"frame_count": frames, "height": height, "width": width, "fps": float(lat.facts["fps"])})
+
+
+STAGE = StageDef(
+    name="decode", version=1, summary="latents -> uint8 RGB frames (video VAE decoder, tiled)",
+    inputs={"latents": Port("latents")}, params=Params, output_kind="frames", output_name="frames.zarr",
+    weights={"checkpoint": "video_decoder"}, resumable=True, resolve=resolve, check=check, estimate=estimate,
+    run=run, choices=choices, predict=predict,
+    budget_fix="use smaller decode tiles (job: tiling) or raise memory_budget",
+)

@@ -1,65 +1,82 @@
 """denoise (stage 1): text.zarr -> stage1.zarr, video + audio latents sampled from seeded noise.
 
 Guided (CFG / STG / modality guidance, per modality) for two-stage and one-stage, unguided with
-the distilled sigma list for the distilled pipeline; the job's LoRAs (if any) fused on load. Checkpoints after every step; a killed run
-resumes from its last step with the same result.
+the distilled sigma list for the distilled pipeline; the job's LoRAs (if any) fused on load. Checkpoints
+after every step; a killed run resumes from its last step with the same result.
 """
 
 from __future__ import annotations
 
-from .base import StageContext, StageSpec
+from pydantic import Field, field_validator
+
+from ltx2.spec.geometry import audio_latent_frames, video_latent_shape
+
 from .contract import BadInput, MemoryPlan
-from .denoising import (LatentLayout, TokenState, canonical_loras, canonical_weights_mode, guider_params,
-                        sample_to_artifact, sampling_memory, sigmas_for)
-
-SPEC = StageSpec("denoise", inputs=("text",), output_kind="latents", weights=("checkpoint",),
-                 optional_weights=("lora.*",), resumable=True,
-                 budget_fix="raise memory_budget or render fewer frames / a smaller size")
-
-DEFAULTS = {"width": 96, "height": 64, "frames": 9, "fps": 24.0, "seed": 0,
-            "schedule": {"kind": "ltx2", "steps": "official"}, "guidance": None}
+from .denoising import (LatentLayout, TokenState, guider_params, sample_to_artifact, sampling_memory, sigmas_for,
+                        stg_blocks)
+from .memory import weights_mode_choices
+from .params import DEFAULT_WEIGHTS_MODE, Guidance, LoraStrengths, Ltx2Schedule, Schedule, WeightsModeParam
+from .registry import Port, PredictedOutput, StageContext, StageDef, StageParams
+from .sampling import gaussian_noise, noise_key
 
 
-def resolve_params(inputs, p: dict) -> dict:
-    out = {**DEFAULTS, **p}
-    for k in ("width", "height", "frames", "seed"):
-        if not isinstance(out[k], int) or isinstance(out[k], bool):
-            raise BadInput(f"denoise: {k}={out[k]!r} must be an integer")
-    if out["frames"] % 8 != 1:
-        raise BadInput(f"denoise: frames={out['frames']} is not 8k+1; use {out['frames'] // 8 * 8 + 1}")
-    for k in ("width", "height"):
-        if out[k] % 32:
-            raise BadInput(f"denoise: {k}={out[k]} is not a multiple of 32")
-    out["weights_mode"] = canonical_weights_mode("denoise", out.get("weights_mode"))
-    out["loras"] = canonical_loras("denoise", out.get("loras"))
-    return out
+class Params(StageParams):
+    width: int = Field(96, ge=32, multiple_of=32, description="latent grid width in pixels (multiple of 32)")
+    height: int = Field(64, ge=32, multiple_of=32, description="latent grid height in pixels (multiple of 32)")
+    frames: int = Field(9, ge=1, description="pixel frames, 8k+1")
+    fps: float = Field(24.0, gt=0, description="frame rate (positions are in seconds)")
+    seed: int = Field(0, ge=0, description="noise seed")
+    schedule: Schedule = Field(Ltx2Schedule(), description="{kind: fixed, sigmas: [...]} or {kind: ltx2, steps: N} "
+                                                           "(steps left out: the checkpoint's official count)")
+    guidance: Guidance | None = Field(None, description="multi-modal guidance per stream; none: unguided (distilled)")
+    loras: LoraStrengths = Field([], description="strength of each user LoRA (weight roles lora.1, lora.2, ...)")
+    weights_mode: WeightsModeParam = Field(DEFAULT_WEIGHTS_MODE, description="transformer precision and streaming "
+                                           "(the planner picks it)")
+
+    @field_validator("frames")
+    @classmethod
+    def _frames(cls, v: int) -> int:
+        if v % 8 != 1:
+            raise ValueError(f"is not 8k+1; use {v // 8 * 8 + 1}")
+        return v
 
 
 def _geometry(ctx: StageContext):
-    from .sampling import audio_latent_frames, video_latent_shape
-
     p = ctx.params
-    layout = LatentLayout.from_checkpoint(ctx.weights["checkpoint"])
-    v = video_latent_shape(p["frames"], p["height"], p["width"], channels=layout.video_channels)
-    return layout, (v.frames, v.height, v.width), audio_latent_frames(p["frames"], p["fps"])
+    try:
+        layout = LatentLayout.from_checkpoint(ctx.weights["checkpoint"])
+    except ValueError as e:
+        raise BadInput(f"denoise: {e}") from e
+    v = video_latent_shape(p.frames, p.height, p.width, channels=layout.video_channels)
+    return layout, (v.frames, v.height, v.width), audio_latent_frames(p.frames, p.fps)
+
+
+def check(ctx: StageContext) -> None:
+    layout, _, _ = _geometry(ctx)
+    if ctx.params.guidance is not None:
+        stg_blocks(ctx.params.guidance, layout)
 
 
 def estimate(ctx: StageContext) -> MemoryPlan:
     layout, grid, a_frames = _geometry(ctx)
-    guidance = guider_params(ctx.params["guidance"], layout)
+    guidance = guider_params(ctx.params.guidance, layout)
     return sampling_memory(ctx, layout, grid, a_frames, 1 if guidance is None else 4)
 
 
-def run(ctx: StageContext) -> None:
-    from .sampling import gaussian_noise, noise_key
+def predict(ctx: StageContext) -> PredictedOutput:
+    layout, (f, h, w), a_frames = _geometry(ctx)
+    p = ctx.params
+    return PredictedOutput({"video": (1, layout.video_channels, f, h, w),
+                            "audio": (1, layout.audio_channels, a_frames, layout.audio_mel_bins)},
+                           {"frame_count": p.frames, "height": p.height, "width": p.width, "fps": p.fps,
+                            "sigma": 0.0, "step": 0, "total_steps": 0})
 
+
+def run(ctx: StageContext) -> None:
     layout, grid, a_frames = _geometry(ctx)
-    try:
-        sigmas = sigmas_for(ctx.params["schedule"], layout)
-        guidance = guider_params(ctx.params["guidance"], layout)
-    except ValueError as e:
-        raise BadInput(f"denoise: {e}") from e
-    seed = ctx.params["seed"]
+    sigmas = sigmas_for(ctx.params.schedule, layout)
+    guidance = guider_params(ctx.params.guidance, layout)
+    seed = ctx.params.seed
 
     def initial() -> TokenState:
         # stage 1 starts from pure noise (the noiser at scale 1 over an empty latent)
@@ -70,3 +87,13 @@ def run(ctx: StageContext) -> None:
         return TokenState(v, a)
 
     sample_to_artifact(ctx, layout, grid, a_frames, sigmas, guidance, initial)
+
+
+STAGE = StageDef(
+    name="denoise", version=1, summary="stage 1: text contexts -> video + audio latents from seeded noise",
+    inputs={"text": Port("text")}, params=Params, output_kind="latents", output_name="stage1.zarr",
+    weights={"checkpoint": "transformer"}, optional_weights=("lora.*",), resumable=True,
+    estimate=estimate, run=run, check=check, predict=predict,
+    choices=lambda ctx: weights_mode_choices(ctx, "transformer"),
+    budget_fix="raise memory_budget or render fewer frames / a smaller size",
+)

@@ -8,6 +8,8 @@ the state: no random draw happens inside it).
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -16,9 +18,15 @@ import numpy as np
 
 from ltx2.models.transformer import LTX2Transformer, ModalityInput
 from ltx2.models.transformer.attention import DEFAULT_QUERY_CHUNK
+from ltx2.models.transformer.streaming import load_transformer_mode
+from ltx2.spec.versions import model_version
 
-from .sampling import (GuiderParams, blend_clean, euler_step, guided_x0, pass_contexts, pass_perturbations,
-                       repeat_for_passes)
+from .contract import BadInput, MemoryPlan
+from .memory import COMPUTE_BYTES, cached_header, lora_block_bytes, transformer_held, weights_mode
+from .params import FixedSchedule, Guidance
+from .sampling import (GuiderParams, audio_positions, blend_clean, euler_step, guided_x0, ltx2_sigmas, pass_contexts,
+                       pass_perturbations, patchify_audio, patchify_video, repeat_for_passes, unpatchify_audio,
+                       unpatchify_video, video_positions)
 
 
 @dataclass
@@ -135,8 +143,6 @@ class LatentLayout:
 
     @classmethod
     def from_checkpoint(cls, path) -> "LatentLayout":
-        from .memory import cached_header
-
         header = cached_header(path)
         cfg = header.config()
         t = cfg.get("transformer", {})
@@ -150,47 +156,46 @@ class LatentLayout:
                    int(t.get("num_layers", 48)))
 
 
-def sigmas_for(schedule: dict, layout: LatentLayout) -> list[float]:
-    """The stage's sigma list from its ``schedule`` parameter (fixed list, or LTX2Scheduler steps)."""
-    from ltx2.orchestrator.job import official_steps
-
-    from .sampling import ltx2_sigmas
-
-    kind = schedule.get("kind")
-    if kind == "fixed":
-        return [float(s) for s in schedule["sigmas"]]
-    if kind == "ltx2":
-        steps = schedule.get("steps")
-        steps = official_steps(layout.model_version) if steps in (None, "official") else int(steps)
-        return [float(s) for s in np.asarray(ltx2_sigmas(steps))]
-    raise ValueError(f"schedule kind {kind!r} is not 'fixed' or 'ltx2'")
+def sigmas_for(schedule, layout: LatentLayout) -> list[float]:
+    """The stage's sigma list from its ``schedule`` parameter (fixed list, or LTX2Scheduler steps; steps None:
+    the checkpoint version's official count)."""
+    if isinstance(schedule, FixedSchedule):
+        return [float(s) for s in schedule.sigmas]
+    steps = schedule.steps if schedule.steps is not None else model_version(layout.model_version).official_steps
+    return [float(s) for s in np.asarray(ltx2_sigmas(steps))]
 
 
-def guider_params(guidance: dict | None, layout: LatentLayout) -> tuple[GuiderParams, GuiderParams] | None:
-    """Per-modality guider settings from the job's guidance dict (None: unguided, as distilled and refine)."""
-    if not guidance:
-        return None
-    from ltx2.orchestrator.job import official_stg_blocks
-
-    out = []
+def stg_blocks(guidance: Guidance, layout: LatentLayout) -> dict[str, list[int]]:
+    """Each stream's STG blocks (None: the checkpoint version's official ones), refused when out of range."""
+    out = {}
     for m in ("video", "audio"):
-        g = guidance[m]
-        blocks = g.get("stg_blocks")
-        if blocks in (None, "official"):
-            blocks = official_stg_blocks(layout.model_version, layout.num_layers)
+        blocks = getattr(guidance, m).stg_blocks
+        if blocks is None:
+            blocks = model_version(layout.model_version).stg_blocks(layout.num_layers)
         bad = [b for b in blocks if not 0 <= int(b) < layout.num_layers]
         if bad:
-            raise ValueError(f"guidance.{m}.stg_blocks {bad}: the transformer has blocks 0..{layout.num_layers - 1}")
-        out.append(GuiderParams(cfg_scale=float(g["cfg"]), stg_scale=float(g["stg"]), stg_blocks=tuple(blocks),
-                                rescale_scale=float(g["rescale"]), modality_scale=float(g["modality"]),
-                                skip_step=int(g.get("skip_step", 0))))
+            raise BadInput(f"guidance.{m}.stg_blocks {bad}: the transformer has blocks 0..{layout.num_layers - 1}; "
+                           f"use block numbers in that range, or leave stg_blocks out for the official choice")
+        out[m] = list(blocks)
+    return out
+
+
+def guider_params(guidance: Guidance | None, layout: LatentLayout) -> tuple[GuiderParams, GuiderParams] | None:
+    """Per-modality guider settings from the guidance parameter (None: unguided, as distilled and refine)."""
+    if guidance is None:
+        return None
+    blocks = stg_blocks(guidance, layout)
+    out = []
+    for m in ("video", "audio"):
+        g = getattr(guidance, m)
+        out.append(GuiderParams(cfg_scale=float(g.cfg), stg_scale=float(g.stg), stg_blocks=tuple(blocks[m]),
+                                rescale_scale=float(g.rescale), modality_scale=float(g.modality),
+                                skip_step=int(g.skip_step)))
     return out[0], out[1]
 
 
 def text_conditioning(text, guidance, video_positions, audio_positions) -> Conditioning:
     """Contexts from a text artifact; the negative ones only when guidance asks for them."""
-    from .contract import BadInput
-
     needs_negative = guidance is not None and any(g.wants_uncond for g in guidance)
     if needs_negative and not text.facts.get("has_negative"):
         raise BadInput(f"{text.path}: guidance uses CFG (cfg != 1) but this text artifact has no negative prompt; "
@@ -207,14 +212,6 @@ def sample_to_artifact(ctx, layout: LatentLayout, grid: tuple[int, int, int], au
 
     ``grid``: the video latent (frames, height, width); the pixel facts come from ``ctx.params``.
     """
-    import os
-    import time
-
-    from ltx2.models.transformer.streaming import load_transformer_mode
-
-    from .sampling import (audio_positions, patchify_audio, patchify_video, unpatchify_audio, unpatchify_video,
-                           video_positions)
-
     p = ctx.params
     f, h, w = grid
     total = len(sigmas) - 1
@@ -231,7 +228,7 @@ def sample_to_artifact(ctx, layout: LatentLayout, grid: tuple[int, int, int], au
     mode = weights_mode(ctx)
     ctx.progress.emit("loading", what="transformer", weights_mode=mode.params())
     model = load_transformer_mode(ctx.weights["checkpoint"], mode, loras=stage_loras(ctx))
-    cond = text_conditioning(ctx.inputs["text"], guidance, np.asarray(video_positions(f, h, w, p["fps"])),
+    cond = text_conditioning(ctx.inputs["text"], guidance, np.asarray(video_positions(f, h, w, p.fps)),
                              np.asarray(audio_positions(audio_frames)))
     # test hook: slow each step down so a test can kill the process mid-run (not part of any key)
     delay = float(os.environ.get("LTX2_TEST_STEP_DELAY", "0") or 0)
@@ -248,66 +245,27 @@ def sample_to_artifact(ctx, layout: LatentLayout, grid: tuple[int, int, int], au
     Sampler(model, cond, guidance, passes_per_call=passes_per_call(mode)).run(state, sigmas, start, on_step)
     if mode.streaming:
         emit_stream_stats(ctx, model.stats, total - start)
-    writer.finalize(facts={"frame_count": int(p["frames"]), "height": int(p["height"]), "width": int(p["width"]),
-                           "fps": float(p["fps"]), "sigma": float(sigmas[-1]), "step": total, "total_steps": total})
-
-
-def canonical_loras(stage: str, value) -> list[float]:
-    """The ``loras`` parameter (user LoRA strengths, one per weight role lora.1, lora.2, ...) in its canonical
-    form: absent = none, so a stage run by hand without LoRAs gets the orchestrator's key."""
-    from .contract import BadInput
-
-    value = [] if value is None else value
-    if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-        raise BadInput(f"{stage}: loras={value!r} must be a list of strengths, one per LoRA weight role "
-                       "(--weights lora.1=FILE --set 'loras=[0.8]')")
-    return [float(v) for v in value]
+    writer.finalize(facts={"frame_count": int(p.frames), "height": int(p.height), "width": int(p.width),
+                           "fps": float(p.fps), "sigma": float(sigmas[-1]), "step": total, "total_steps": total})
 
 
 def stage_loras(ctx) -> list[tuple]:
     """(path, strength) of every LoRA fused into the stage's transformer: the user LoRAs (roles lora.1 ..
     lora.N, strengths from the ``loras`` parameter), then the distilled LoRA when ``distilled_lora`` asks."""
-    from .contract import BadInput
-
-    strengths = ctx.params.get("loras") or []
+    strengths = ctx.params.loras
     roles = sorted((r for r in ctx.weights if r.startswith("lora.")), key=lambda r: (len(r), r))
     want = [f"lora.{i + 1}" for i in range(len(strengths))]
     if roles != want:
-        raise BadInput(f"{ctx.spec.name}: loras={strengths} needs the weight roles {want or 'none'}, got "
+        raise BadInput(f"{ctx.stage.name}: loras={strengths} needs the weight roles {want or 'none'}, got "
                        f"{roles or 'none'}; give one --weights lora.N=FILE per strength")
     out = [(ctx.weights[r], s) for r, s in zip(roles, strengths)]
-    lora = ctx.params.get("distilled_lora")
-    if lora:
+    lora = getattr(ctx.params, "distilled_lora", None)
+    if lora is not None:
         if "distilled_lora" not in ctx.weights:
-            raise BadInput(f"{ctx.spec.name}: distilled_lora is set but no distilled LoRA file was given "
+            raise BadInput(f"{ctx.stage.name}: distilled_lora is set but no distilled LoRA file was given "
                            "(--weights distilled_lora=...)")
-        out.append((ctx.weights["distilled_lora"], float(lora["strength"])))
+        out.append((ctx.weights["distilled_lora"], float(lora.strength)))
     return out
-
-
-def canonical_weights_mode(stage: str, value) -> dict:
-    """A ``weights_mode`` parameter in its one canonical form (absent: float32, resident), so a stage run by
-    hand without it gets the key the orchestrator's float32 choice gets; a bad one is refused by name."""
-    from ltx2.models.weights.modes import WeightsMode, WeightsModeError
-
-    from .contract import BadInput
-
-    try:
-        return WeightsMode.from_params(value).params()
-    except WeightsModeError as e:
-        raise BadInput(f"{stage}: {e}") from e
-
-
-def weights_mode(ctx):
-    """The stage's WeightsMode (its ``weights_mode`` parameter; absent: float32, resident)."""
-    from ltx2.models.weights.modes import WeightsMode, WeightsModeError
-
-    from .contract import BadInput
-
-    try:
-        return WeightsMode.from_params(ctx.params.get("weights_mode"))
-    except WeightsModeError as e:
-        raise BadInput(f"{ctx.spec.name}: {e}") from e
 
 
 def emit_stream_stats(ctx, stats, steps: int) -> None:
@@ -337,9 +295,6 @@ def sampling_memory(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio
     modulation, the 4x feed-forward, q/k/v) plus one query chunk's video self-attention scores (heads x
     chunk x tokens: on CPU each chunk is evaluated before the next, models/transformer/attention.py;
     Metal's fused kernel holds less), plus ~0.6 GiB of MLX / OpenBLAS working buffers."""
-    from .contract import MemoryPlan
-    from .memory import COMPUTE_BYTES, cached_header, lora_block_bytes, transformer_held
-
     ckpt = ctx.weights["checkpoint"]
     mode = weights_mode(ctx)
     held = transformer_held(ckpt, mode)

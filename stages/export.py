@@ -11,22 +11,16 @@ import json
 import os
 from pathlib import Path
 
-from .base import StageContext, StageSpec
+from pydantic import Field
+
+from .base import sidecar
 from .contract import BadInput, MemoryPlan
 from .mp4 import write_mp4
-
-SPEC = StageSpec("export", inputs=("frames", "audio"), output_kind=None, budget_fix="raise memory_budget")
-
-
-def sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".ltx2.json")
+from .registry import Port, StageContext, StageDef, StageParams
 
 
-def resolve_params(_inputs, p: dict) -> dict:
-    out = {"crf": 18, **p}
-    if not isinstance(out["crf"], int) or not 0 <= out["crf"] <= 51:
-        raise BadInput(f"export: crf={out['crf']!r} must be an integer 0..51 (lower is better; 18-23 is typical)")
-    return out
+class Params(StageParams):
+    crf: int = Field(23, ge=0, le=51, description="x264 quality: 0 lossless, 23 its default, 51 worst")
 
 
 def estimate(ctx: StageContext) -> MemoryPlan:
@@ -45,8 +39,15 @@ def run(ctx: StageContext) -> None:
     side = sidecar(out)
     side.unlink(missing_ok=True)  # the old sidecar must not vouch for a file being replaced
     write_mp4(out, frames, float(frames_art.facts["fps"]), audio, int(audio_art.facts["sample_rate"]),
-              crf=int(ctx.params["crf"]), on_frame=lambda i, n: ctx.progress.step(i, n) if i % 8 == 0 or i == n else None)
+              crf=int(ctx.params.crf), on_frame=lambda i, n: ctx.progress.step(i, n) if i % 8 == 0 or i == n else None)
     tmp = side.with_name(side.name + ".tmp")
     tmp.write_text(json.dumps({"cache_key": ctx.cache_key, "inputs": {k: a.cache_key for k, a in ctx.inputs.items()},
-                               "params": ctx.params}, indent=1))
+                               "params": ctx.params.key_material()}, indent=1))
     os.replace(tmp, side)
+
+
+STAGE = StageDef(
+    name="export", version=1, summary="frames + waveform -> the .mp4 (H.264 + AAC)",
+    inputs={"frames": Port("frames"), "audio": Port("audio")}, params=Params, output_kind=None,
+    estimate=estimate, run=run, budget_fix="raise memory_budget",
+)

@@ -9,32 +9,32 @@ i.e. 8(2F-2)+1 pixel frames at twice the frame rate (the same first and last fra
 
 from __future__ import annotations
 
-from .base import StageContext
+import mlx.core as mx
+
+from ltx2.models.upsampler import (UpsamplerConfig, UpsamplerConfigError, load_latent_statistics, load_upsampler,
+                                   upsample_latent)
+from ltx2.models.upsampler.memory import activation_bytes
+from ltx2.models.weights import read_header
+from ltx2.models.weights.converted import is_converted, open_converted
+from ltx2.models.weights.identify import slot_problem
+
 from .contract import BadInput, MemoryPlan, StageError
+from .memory import COMPUTE_BYTES, conv_weight_copy_bytes, weight_bytes
+from .registry import PredictedOutput, StageContext
 
 
 def check_upsampler(ctx: StageContext, role: str) -> None:
     """Refuse (bad input) an upsampler file of the wrong kind for ``role`` (``spatial_upsampler`` or
     ``temporal_upsampler``), before anything is loaded: headers only."""
-    from ltx2.models.weights.identify import slot_problem
-
     path = ctx.weights[role]
     bad = slot_problem(path, role)
     if bad:
-        raise BadInput(f"{ctx.spec.name}: {role} weights {path} {bad[0]}; {bad[1]} (--weights {role}=PATH)")
+        raise BadInput(f"{ctx.stage.name}: {role} weights {path} {bad[0]}; {bad[1]} (--weights {role}=PATH)")
 
 
 def upsample_memory(ctx: StageContext, role: str) -> MemoryPlan:
     """Weights of the upsampler of ``role``, the copy MLX makes of a conv weight in the official layout, and
     the activations of one upsampler call on the input's video latent (models/upsampler/memory.py)."""
-    from ltx2.models.upsampler import UpsamplerConfig, UpsamplerConfigError
-    from ltx2.models.upsampler.memory import activation_bytes
-    from ltx2.models.weights import read_header
-    from ltx2.models.weights.converted import is_converted, open_converted
-
-    from .memory import COMPUTE_BYTES, conv_weight_copy_bytes, weight_bytes
-
-    check_upsampler(ctx, role)  # before the memory check: a wrong file is bad input, not a budget problem
     path = ctx.weights[role]
     _, _, f, h, w = ctx.inputs["latents"].shape("video")
     # `ltx2 convert` stores the weights in MLX's layout: convolutions then use them without a copy
@@ -43,18 +43,14 @@ def upsample_memory(ctx: StageContext, role: str) -> MemoryPlan:
     try:
         cfg = UpsamplerConfig.from_config(raw)
     except UpsamplerConfigError as e:
-        raise BadInput(f"{ctx.spec.name}: {path}: {e}") from e
+        raise BadInput(f"{ctx.stage.name}: {path}: {e}") from e
     copy = 0 if converted else conv_weight_copy_bytes(path, ("",))
     return MemoryPlan(weight_bytes(path, ("",)), copy + activation_bytes(cfg, (f, h, w), COMPUTE_BYTES))
 
 
 def upsample_to_artifact(ctx: StageContext, role: str) -> None:
     """Upsample ``ctx.inputs["latents"]``'s video latent with the upsampler of ``role``; write the output."""
-    import mlx.core as mx
-
-    from ltx2.models.upsampler import load_latent_statistics, load_upsampler, upsample_latent
-
-    lat = ctx.inputs["latents"]  # the upsampler file was checked by upsample_memory (every stage estimates first)
+    lat = ctx.inputs["latents"]  # the upsampler file was checked first (the stage's check hook)
     upsampler = load_upsampler(ctx.weights[role])
     stats = load_latent_statistics(ctx.weights["checkpoint"])
     ctx.progress.step(0, 1)
@@ -65,7 +61,7 @@ def upsample_to_artifact(ctx: StageContext, role: str) -> None:
     temporal = role == "temporal_upsampler"
     ok = (f1, h1, w1) == (2 * f0 - 1, h0, w0) if temporal else f1 == f0
     if not ok:  # the slot check passed, so the network itself is wrong
-        raise StageError(f"{ctx.spec.name}: the upsampler turned {f0}x{h0}x{w0} latents into {f1}x{h1}x{w1}")
+        raise StageError(f"{ctx.stage.name}: the upsampler turned {f0}x{h0}x{w0} latents into {f1}x{h1}x{w1}")
     f = lat.facts
     w = ctx.writer()
     w.write_array("video", video)
@@ -75,3 +71,16 @@ def upsample_to_artifact(ctx: StageContext, role: str) -> None:
                       "fps": 2 * f["fps"] if temporal else f["fps"],
                       "sigma": f["sigma"], "step": f["step"], "total_steps": f["total_steps"]})
     ctx.progress.step(1, 1)
+
+
+def predict_upsampled(ctx: StageContext, role: str) -> PredictedOutput:
+    """The input's latents with the video x2 in space (spatial) or F -> 2F-1 frames at 2x fps (temporal)."""
+    lat = ctx.inputs["latents"]
+    v, f = lat.shape("video"), lat.facts
+    if role == "temporal_upsampler":
+        video = v[:2] + (2 * v[2] - 1,) + v[3:]
+        facts = {"frame_count": 2 * f["frame_count"] - 1, "fps": 2 * f["fps"]}
+    else:
+        video = v[:3] + (v[3] * 2, v[4] * 2)
+        facts = {"width": f["width"] * 2, "height": f["height"] * 2}
+    return PredictedOutput({"video": video, "audio": lat.shape("audio")}, {**f, **facts})

@@ -7,7 +7,11 @@ from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
+from ltx2.models.text.gemma import weight_plan
+from ltx2.models.text.streaming import EMBED
 from ltx2.models.weights import read_header
+from ltx2.models.weights.converted import FORMAT, open_converted
+from ltx2.models.weights.modes import CANDIDATES, WeightsMode, block_index, held_bytes
 
 COMPUTE_BYTES = 4  # float32 compute (the only exact choice on CPU; the planner issue adds bf16 / q8 / q4)
 
@@ -68,8 +72,6 @@ TEXT_CONNECTOR_PREFIXES = ("model.diffusion_model.video_embeddings_connector.",
 
 def converted_part(path: Path, part: str):
     """The ConvertedFile holding ``part`` when ``path`` is a file written by `ltx2 convert`, else None."""
-    from ltx2.models.weights.converted import FORMAT, open_converted
-
     path = Path(path)
     if not path.is_file() or cached_header(path).metadata.get("format") != FORMAT:
         return None
@@ -114,8 +116,6 @@ def transformer_held(checkpoint: Path, mode):
 
 @lru_cache(maxsize=64)
 def _transformer_held(checkpoint: str, _size: int, _mtime_ns: int, mode):
-    from ltx2.models.weights.modes import held_bytes
-
     checkpoint = Path(checkpoint)
 
     f = converted_part(checkpoint, "transformer")
@@ -128,10 +128,6 @@ def _transformer_held(checkpoint: str, _size: int, _mtime_ns: int, mode):
 
 def gemma_held(gemma: Path, mode):
     """HeldBytes of Gemma's language model, without its embedding table (read by rows, never held)."""
-    from ltx2.models.text.gemma import weight_plan
-    from ltx2.models.text.streaming import EMBED
-    from ltx2.models.weights.modes import held_bytes
-
     f = converted_part(Path(gemma), "gemma")
     if f is not None:
         tensors, packed = converted_tensors(f, "gemma", "model.", skip=("embed_tokens.",))
@@ -153,3 +149,60 @@ def lora_block_bytes(loras: Iterable[Path], num_blocks: int) -> int:
                 n *= d
             total += n * COMPUTE_BYTES
     return total // max(num_blocks, 1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The planner's weights-mode candidates for the large networks (text-encode's Gemma, the transformer).
+
+def weights_mode(ctx) -> WeightsMode:
+    """The stage's WeightsMode (its ``weights_mode`` parameter, validated with the params)."""
+    return WeightsMode.from_params(ctx.params.weights_mode)
+
+
+def blocks_stored_in_bf16(path: Path, network: str) -> bool:
+    """True when every Linear matrix inside the blocks is stored as bf16 (or fp8, which decodes to bf16)."""
+    conv = converted_part(path, network)
+    if conv is not None:  # a float converted file: its blocks are stored in the part's one float dtype
+        return conv.part(network).dtype == "bfloat16"
+    if network == "gemma":
+        _, _, per_file = weight_plan(path)
+        tensors = [cached_header(Path(f)).tensors[k] for f, keys in per_file.items() for k in keys
+                   if block_index(k) is not None]
+    else:
+        tensors = [t for k, t in cached_header(path).tensors.items() if k.startswith(TRANSFORMER_PREFIX
+                                                                                     + "transformer_blocks.")]
+    mats = [t for t in tensors if len(t.shape) == 2]
+    return bool(mats) and all(t.dtype in ("BF16", "F8_E4M3") for t in mats)
+
+
+def weights_mode_choices(ctx, network: str) -> list[tuple[dict, str]]:
+    """``weights_mode`` candidates in order of preference (models.weights.modes.CANDIDATES): every one for an
+    official (or float converted) file; for a quantised converted file only its own precision, resident then
+    streamed. ``network``: ``gemma`` (text-encode) or ``transformer`` (read from the checkpoint role)."""
+    path = Path(ctx.weights["gemma" if network == "gemma" else "checkpoint"])
+    fixed = file_quantization(path, network)
+    if fixed is not None:
+        bits, group_size = fixed
+        modes = [WeightsMode(f"q{bits}", streaming, group_size) for streaming in (False, True)]
+    elif blocks_stored_in_bf16(path, network):
+        # float32 would hold the very same values at twice the memory (and, streamed, convert every block on
+        # every pass: 5x the read time, benchmarks/transformer_memory.py); a fused LoRA is rounded to bf16
+        # once, as the official bf16 pipelines hold it
+        modes = [m for m in CANDIDATES if m.precision != "float32"]
+    else:
+        modes = list(CANDIDATES)
+    return [({"weights_mode": m.params()}, m.label) for m in modes]
+
+
+def stream_bytes_per_pass(ctx, network: str) -> int | None:
+    """Block bytes a streamed stage reads per forward pass (a fused LoRA's A and B come with each block);
+    None when the stage's weights are resident."""
+    mode = weights_mode(ctx)
+    if not mode.streaming:
+        return None
+    held = gemma_held(ctx.weights["gemma"], mode) if network == "gemma" else transformer_held(ctx.weights["checkpoint"], mode)
+    per_pass = held.block_stored * len(held.blocks)
+    for role, path in ctx.weights.items():
+        if role == "distilled_lora" or role.startswith("lora."):
+            per_pass += sum(b for _, b in header_tensors(path, prefixes=("",)).values())
+    return per_pass

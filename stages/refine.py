@@ -8,34 +8,54 @@ stage 1). Resumes per step.
 
 from __future__ import annotations
 
-from .base import StageContext, StageSpec
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field
+
+from ltx2.spec.schedules import STAGE2_DISTILLED_SIGMAS
+
 from .contract import BadInput, MemoryPlan
-from .denoising import (LatentLayout, TokenState, canonical_loras, canonical_weights_mode, sample_to_artifact,
-                        sampling_memory, sigmas_for)
+from .denoising import LatentLayout, TokenState, sample_to_artifact, sampling_memory, sigmas_for
+from .memory import weights_mode_choices
+from .params import DEFAULT_WEIGHTS_MODE, DistilledLora, FixedSchedule, LoraStrengths, Schedule, WeightsModeParam
+from .registry import Port, PredictedOutput, StageContext, StageDef, StageParams
+from .sampling import gaussian_noise, noise_key, noise_latent, patchify_audio, patchify_video
 
-SPEC = StageSpec("refine", inputs=("latents", "text"), output_kind="latents", weights=("checkpoint",),
-                 optional_weights=("distilled_lora", "lora.*"), resumable=True,
-                 budget_fix="raise memory_budget or render fewer frames / a smaller size")
+
+class Params(StageParams):
+    # None: taken from the latents read (a hand run); the orchestrator always gives them
+    width: int | None = Field(None, description="pixel width of the latents read (default: theirs)")
+    height: int | None = Field(None, description="pixel height of the latents read (default: theirs)")
+    frames: int | None = Field(None, description="pixel frames of the latents read (default: theirs)")
+    fps: float | None = Field(None, gt=0, description="frame rate (default: the latents')")
+    seed: int | None = Field(None, ge=0, description="noise seed (default: the seed the latents were made with)")
+    schedule: Schedule = Field(FixedSchedule(sigmas=list(STAGE2_DISTILLED_SIGMAS)),
+                               description="the stage-2 sigmas (default: the distilled model's last 3 steps)")
+    distilled_lora: DistilledLora | None = Field(None, description="{strength: S} fuses the distilled LoRA "
+                                                 "(weight role distilled_lora); none: the checkpoint alone")
+    loras: LoraStrengths = Field([], description="strength of each user LoRA (weight roles lora.1, lora.2, ...)")
+    weights_mode: WeightsModeParam = Field(DEFAULT_WEIGHTS_MODE, description="transformer precision and streaming "
+                                           "(the planner picks it)")
 
 
-def resolve_params(inputs, p: dict) -> dict:
-    from ltx2.orchestrator.graph import DISTILLED_STAGE2_SIGMAS
-
+def resolve(inputs: Mapping[str, Any], p: Params) -> Params:
     lat = inputs["latents"]
     facts = lat.facts
-    out = {"width": facts["width"], "height": facts["height"], "frames": facts["frame_count"], "fps": facts["fps"],
-           "seed": lat.params.get("seed", 0), "schedule": {"kind": "fixed", "sigmas": list(DISTILLED_STAGE2_SIGMAS)},
-           "distilled_lora": None, **p}
-    if (out["width"], out["height"], out["frames"]) != (facts["width"], facts["height"], facts["frame_count"]):
-        raise BadInput(f"refine: asked for {out['width']}x{out['height']}x{out['frames']} but {lat.path} holds "
+    filled = {"width": facts["width"], "height": facts["height"], "frames": facts["frame_count"], "fps": facts["fps"],
+              "seed": lat.params.get("seed", 0)}
+    out = p.model_copy(update={k: v for k, v in filled.items() if getattr(p, k) is None})
+    if (out.width, out.height, out.frames) != (facts["width"], facts["height"], facts["frame_count"]):
+        raise BadInput(f"refine: asked for {out.width}x{out.height}x{out.frames} but {lat.path} holds "
                        f"{facts['width']}x{facts['height']}x{facts['frame_count']} latents (run upscale first)")
-    out["weights_mode"] = canonical_weights_mode("refine", out.get("weights_mode"))
-    out["loras"] = canonical_loras("refine", out.get("loras"))
     return out
 
 
 def _geometry(ctx: StageContext):
-    layout = LatentLayout.from_checkpoint(ctx.weights["checkpoint"])
+    try:
+        layout = LatentLayout.from_checkpoint(ctx.weights["checkpoint"])
+    except ValueError as e:
+        raise BadInput(f"refine: {e}") from e
     _, c, f, h, w = ctx.inputs["latents"].shape("video")
     if c != layout.video_channels:
         raise BadInput(f"refine: {ctx.inputs['latents'].path} has {c} latent channels, the checkpoint "
@@ -48,15 +68,16 @@ def estimate(ctx: StageContext) -> MemoryPlan:
     return sampling_memory(ctx, layout, grid, a_frames, 1)
 
 
-def run(ctx: StageContext) -> None:
-    from .sampling import gaussian_noise, noise_key, noise_latent, patchify_audio, patchify_video
+def predict(ctx: StageContext) -> PredictedOutput:
+    lat, p = ctx.inputs["latents"], ctx.params
+    return PredictedOutput({"video": lat.shape("video"), "audio": lat.shape("audio")},
+                           {**lat.facts, "frame_count": p.frames, "height": p.height, "width": p.width, "fps": p.fps})
 
+
+def run(ctx: StageContext) -> None:
     layout, grid, a_frames = _geometry(ctx)
-    try:
-        sigmas = sigmas_for(ctx.params["schedule"], layout)
-    except ValueError as e:
-        raise BadInput(f"refine: {e}") from e
-    lat, seed = ctx.inputs["latents"], ctx.params["seed"]
+    sigmas = sigmas_for(ctx.params.schedule, layout)
+    lat, seed = ctx.inputs["latents"], ctx.params.seed
 
     def initial() -> TokenState:
         v, a = patchify_video(lat.read("video")), patchify_audio(lat.read("audio"))
@@ -65,3 +86,13 @@ def run(ctx: StageContext) -> None:
         return TokenState(noise_latent(v, nv, 1.0, sigmas[0]), noise_latent(a, na, 1.0, sigmas[0]))
 
     sample_to_artifact(ctx, layout, grid, a_frames, sigmas, None, initial)
+
+
+STAGE = StageDef(
+    name="refine", version=1, summary="stage 2: upscaled latents re-noised and refined at full size",
+    inputs={"latents": Port("latents"), "text": Port("text")}, params=Params, output_kind="latents",
+    output_name="latents.zarr", weights={"checkpoint": "transformer"}, optional_weights=("distilled_lora", "lora.*"),
+    resumable=True, resolve=resolve, estimate=estimate, run=run, predict=predict,
+    choices=lambda ctx: weights_mode_choices(ctx, "transformer"),
+    budget_fix="raise memory_budget or render fewer frames / a smaller size",
+)

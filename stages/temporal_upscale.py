@@ -9,25 +9,26 @@ doubled fps. No official pipeline uses the temporal upscaler: this stage is this
 
 from __future__ import annotations
 
-from .base import StageContext, StageSpec
-from .contract import BadInput, MemoryPlan
-from .latent_upsample import upsample_memory, upsample_to_artifact
+from typing import Literal
 
-SPEC = StageSpec("temporal-upscale", inputs=("latents",), output_kind="latents",
-                 weights=("temporal_upsampler", "checkpoint"), budget_fix="raise memory_budget")
+from pydantic import Field
 
-
-def resolve_params(_inputs, p: dict) -> dict:
-    out = {"scale": 2, **p}
-    if out["scale"] != 2:
-        raise BadInput(f"temporal-upscale: scale={out['scale']!r}; the temporal upsampler doubles the frame rate "
-                       "only: leave scale out (or set 2)")
-    return out
+from .latent_upsample import check_upsampler, predict_upsampled, upsample_memory, upsample_to_artifact
+from .registry import Port, StageDef, StageParams
 
 
-def estimate(ctx: StageContext) -> MemoryPlan:
-    return upsample_memory(ctx, "temporal_upsampler")
+class Params(StageParams):
+    scale: Literal[2] = Field(2, description="the temporal upsampler doubles the frame rate only: leave it out "
+                                             "(or set 2)")
 
 
-def run(ctx: StageContext) -> None:
-    upsample_to_artifact(ctx, "temporal_upsampler")
+STAGE = StageDef(
+    name="temporal-upscale", version=1, summary="video latents x2 in time (F -> 2F-1 latent frames, 2x fps)",
+    inputs={"latents": Port("latents")}, params=Params, output_kind="latents", output_name="upscaled_t2.zarr",
+    weights={"temporal_upsampler": None, "checkpoint": "latent_statistics"},
+    check=lambda ctx: check_upsampler(ctx, "temporal_upsampler"),
+    estimate=lambda ctx: upsample_memory(ctx, "temporal_upsampler"),
+    run=lambda ctx: upsample_to_artifact(ctx, "temporal_upsampler"),
+    predict=lambda ctx: predict_upsampled(ctx, "temporal_upsampler"),
+    budget_fix="raise memory_budget",
+)

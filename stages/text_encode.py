@@ -10,47 +10,52 @@ import gc
 
 import mlx.core as mx
 
-from .base import StageContext, StageSpec
-from .contract import BadInput, MemoryPlan
-from .memory import COMPUTE_BYTES
+from mlx.utils import tree_map_with_path
+from pydantic import Field, field_validator
 
-SPEC = StageSpec("text-encode", inputs=(), output_kind="text", weights=("gemma", "checkpoint"),
-                 budget_fix="raise memory_budget (the Gemma-3 text encoder is the largest part)")
+from ltx2.models.text import GemmaConfig, TextEncoder, load_embeddings_processor
+from ltx2.models.text.gemma import weight_plan
+from ltx2.models.text.streaming import load_gemma_mode
+from ltx2.models.text.tokenizer import GemmaTokenizer
+from ltx2.spec.layout import CHECKPOINT_PARTS
 
-TEXT_PREFIXES = ("text_embedding_projection.", "model.diffusion_model.video_embeddings_connector.",
-                 "model.diffusion_model.audio_embeddings_connector.")
+from .contract import MemoryPlan
+from .denoising import emit_stream_stats
+from .memory import (COMPUTE_BYTES, cached_header, converted_part, gemma_held, header_tensors, weights_mode,
+                     weights_mode_choices)
+from .params import DEFAULT_WEIGHTS_MODE, WeightsModeParam
+from .registry import PredictedOutput, StageContext, StageDef, StageParams
+
+# The official padded prompt length: every prompt becomes this many tokens.
+SEQUENCE_LENGTH = 1024
+
+TEXT_PREFIXES = CHECKPOINT_PARTS["text_embeddings"]
 
 
-def resolve_params(_inputs, p: dict) -> dict:
-    prompt = p.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise BadInput("text-encode: no prompt; give one with --set prompt='...'")
-    neg = p.get("negative_prompt")
-    if neg is not None and not isinstance(neg, str):
-        raise BadInput(f"text-encode: negative_prompt must be text, got {neg!r}")
-    from .denoising import canonical_weights_mode
+class Params(StageParams):
+    prompt: str = Field(description="the prompt (Gemma-3 reads at most 1024 tokens)")
+    negative_prompt: str | None = Field(None, description="the negative prompt (guided pipelines); none: no CFG")
+    weights_mode: WeightsModeParam = Field(DEFAULT_WEIGHTS_MODE, description="Gemma's precision and streaming "
+                                           "(the planner picks it): {precision: float32|bfloat16|q8|q4, streaming}")
 
-    # Gemma's (and the connectors') precision / streaming, chosen by the planner; absent: float32, resident
-    return {"prompt": prompt, "negative_prompt": neg,
-            "weights_mode": canonical_weights_mode("text-encode", p.get("weights_mode"))}
+    @field_validator("prompt")
+    @classmethod
+    def _some_text(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("is empty; give one with --set prompt='...'")
+        return v
 
 
 def estimate(ctx: StageContext) -> MemoryPlan:
     """Gemma phase (its layers under the WeightsMode, the embedding read by rows) and connector phase
     (the text projection and connectors, matrices in bf16 unless the mode is float32) run one after the
     other; the hidden states of every layer live through both."""
-    from ltx2.models.text import GemmaConfig
-    from ltx2.models.text.gemma import weight_plan
-
-    from .denoising import weights_mode
-    from .memory import converted_part, gemma_held, header_tensors
-
     mode = weights_mode(ctx)
     cfg, _, _ = weight_plan(ctx.weights["gemma"])
     g = GemmaConfig.from_config(cfg)
     held = gemma_held(ctx.weights["gemma"], mode)
-    prompts = 2 if ctx.params["negative_prompt"] else 1
-    tokens = 1024  # the official padded prompt length
+    prompts = 2 if ctx.params.negative_prompt else 1
+    tokens = SEQUENCE_LENGTH
     # every layer's hidden states for each prompt at the padded length (real: 1024 x 3840 x 49), and a
     # stacked copy the feature extractor makes of them
     states = 2 * prompts * tokens * g.hidden_size * (g.num_hidden_layers + 1) * COMPUTE_BYTES
@@ -79,8 +84,6 @@ def shape_bytes(shape_stored: tuple, mode) -> int:
 
 def hold_embeddings(processor, mode):
     """Matrices (Linear weights) in bf16 unless the mode is float32, everything else float32."""
-    from mlx.utils import tree_map_with_path
-
     def cast(path: str, v):
         if not mx.issubdtype(v.dtype, mx.floating):  # packed quantised weights (a converted file)
             return v
@@ -93,16 +96,10 @@ def hold_embeddings(processor, mode):
 
 
 def run(ctx: StageContext) -> None:
-    from ltx2.models.text import TextEncoder, load_embeddings_processor
-    from ltx2.models.text.streaming import load_gemma_mode
-    from ltx2.models.text.tokenizer import GemmaTokenizer
-
-    from .denoising import emit_stream_stats, weights_mode
-
     mode = weights_mode(ctx)
-    prompts = [ctx.params["prompt"]]
-    if ctx.params["negative_prompt"]:
-        prompts.append(ctx.params["negative_prompt"])
+    prompts = [ctx.params.prompt]
+    if ctx.params.negative_prompt:
+        prompts.append(ctx.params.negative_prompt)
     ctx.progress.emit("loading", what="gemma", weights_mode=mode.params())
     gemma_path = ctx.weights["gemma"]
     tokenizer = GemmaTokenizer.from_folder(gemma_path if gemma_path.is_dir() else gemma_path.parent)
@@ -129,3 +126,18 @@ def run(ctx: StageContext) -> None:
         w.write_array("negative_attention_mask", tc.attention_mask[1:].astype(mx.int32))
     w.finalize(facts={"sequence_length": int(tc.video.shape[1]), "has_negative": len(prompts) == 2})
     ctx.progress.step(2, 2)
+
+
+def predict_text(ctx: StageContext) -> PredictedOutput:
+    t = cached_header(ctx.weights["checkpoint"]).config().get("transformer", {})
+    return PredictedOutput({"video_context": (1, SEQUENCE_LENGTH, int(t.get("caption_channels", 3840)))},
+                           {"sequence_length": SEQUENCE_LENGTH, "has_negative": bool(ctx.params.negative_prompt)})
+
+
+STAGE = StageDef(
+    name="text-encode", version=1, summary="prompt (and negative prompt) -> video and audio text contexts",
+    inputs={}, params=Params, output_kind="text", output_name="text.zarr",
+    weights={"gemma": None, "checkpoint": "text_embeddings"},
+    estimate=estimate, run=run, choices=lambda ctx: weights_mode_choices(ctx, "gemma"), predict=predict_text,
+    budget_fix="raise memory_budget (the Gemma-3 text encoder is the largest part)",
+)

@@ -7,21 +7,24 @@ with temporal-upscale).
 
 from __future__ import annotations
 
-from .base import StageContext, StageSpec
-from .contract import MemoryPlan
-from .latent_upsample import upsample_memory, upsample_to_artifact
+from pydantic import Field
 
-SPEC = StageSpec("upscale", inputs=("latents",), output_kind="latents", weights=("spatial_upsampler", "checkpoint"),
-                 budget_fix="raise memory_budget")
+from .latent_upsample import check_upsampler, predict_upsampled, upsample_memory, upsample_to_artifact
+from .registry import Port, StageDef, StageParams
 
 
-def resolve_params(_inputs, p: dict) -> dict:
-    return {"scale": 2, **p}
+class Params(StageParams):
+    scale: int = Field(2, description="the spatial upsampler's scale (the two-stage pipelines use x2)")
 
 
-def estimate(ctx: StageContext) -> MemoryPlan:
-    return upsample_memory(ctx, "spatial_upsampler")
-
-
-def run(ctx: StageContext) -> None:
-    upsample_to_artifact(ctx, "spatial_upsampler")
+STAGE = StageDef(
+    name="upscale", version=1, summary="video latents x2 in space (spatial latent upsampler)",
+    inputs={"latents": Port("latents")}, params=Params, output_kind="latents", output_name="upscaled.zarr",
+    # the checkpoint provides the video VAE's per-channel statistics (un-/re-normalisation)
+    weights={"spatial_upsampler": None, "checkpoint": "latent_statistics"},
+    check=lambda ctx: check_upsampler(ctx, "spatial_upsampler"),
+    estimate=lambda ctx: upsample_memory(ctx, "spatial_upsampler"),
+    run=lambda ctx: upsample_to_artifact(ctx, "spatial_upsampler"),
+    predict=lambda ctx: predict_upsampled(ctx, "spatial_upsampler"),
+    budget_fix="raise memory_budget",
+)

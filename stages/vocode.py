@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from .base import StageContext, StageSpec
-from .contract import MemoryPlan
-from .memory import COMPUTE_BYTES, weight_bytes
+from ltx2.models.audio_vae import LATENT_DOWNSAMPLE_FACTOR, AudioConfigError, AudioVAEConfig, load_audio_decoder
+from ltx2.models.vocoder import VocoderConfig, VocoderConfigError, load_vocoder
+from ltx2.spec.layout import CHECKPOINT_PARTS
 
-SPEC = StageSpec("vocode", inputs=("latents",), output_kind="audio", weights=("checkpoint",),
-                 budget_fix="raise memory_budget")
+from .contract import BadInput, MemoryPlan
+from .memory import COMPUTE_BYTES, cached_header, weight_bytes
+from .registry import Port, PredictedOutput, StageContext, StageDef, StageParams
 
 
-def resolve_params(_inputs, p: dict) -> dict:
-    return dict(p)
+class Params(StageParams):
+    """vocode has no parameters: the checkpoint's audio decoder and vocoder decide everything."""
 
 
 # Peak RSS of the vocode stage (MLX 0.32, CPU, full-size LTX-2 audio decoder and vocoder), less the process
@@ -27,22 +28,30 @@ DECODER_ACTIVATIONS = 11
 VOCODER_ACTIVATIONS = 50
 
 
+def _configs(ctx: StageContext) -> tuple[AudioVAEConfig, VocoderConfig]:
+    """The checkpoint's audio decoder and vocoder configs; one these networks cannot run is bad input."""
+    ckpt = ctx.weights["checkpoint"]
+    try:
+        config = cached_header(ckpt).config()
+        return AudioVAEConfig.from_config(config), VocoderConfig.from_config(config)
+    except (AudioConfigError, VocoderConfigError) as e:
+        raise BadInput(f"{ckpt}: {e}") from e
+
+
+def predict(ctx: StageContext) -> PredictedOutput:
+    _, voc = _configs(ctx)
+    a_frames = ctx.inputs["latents"].shape("audio")[2]
+    rate = int(voc.output_sampling_rate)
+    n = max(4 * a_frames - 3, 1) * rate // 100  # the mel frames the audio decoder makes, at the vocoder's hop
+    return PredictedOutput({"waveform": (2, n)}, {"sample_rate": rate, "channels": 2, "sample_count": n})
+
+
 def estimate(ctx: StageContext) -> MemoryPlan:
     """The decoder runs and is freed before the vocoder loads; both weights are counted (the allocator keeps
     the decoder's pages), with the larger network's activations."""
-    from ltx2.models.audio_vae import LATENT_DOWNSAMPLE_FACTOR, AudioConfigError, AudioVAEConfig
-    from ltx2.models.vocoder import VocoderConfig, VocoderConfigError
-    from ltx2.models.weights import read_header
-
-    from .contract import BadInput
-
     ckpt = ctx.weights["checkpoint"]
-    w = weight_bytes(ckpt, ("audio_vae.decoder.", "audio_vae.per_channel_statistics.", "vocoder."))
-    try:
-        config = read_header(ckpt).config()
-        dec, voc = AudioVAEConfig.from_config(config), VocoderConfig.from_config(config)
-    except (AudioConfigError, VocoderConfigError) as e:
-        raise BadInput(f"{ckpt}: {e}") from e
+    w = weight_bytes(ckpt, CHECKPOINT_PARTS["audio_decoder"])
+    dec, voc = _configs(ctx)
     _, _, t, bins = ctx.inputs["latents"].shape("audio")
     up = 2 ** (dec.num_resolutions - 1)  # the decoder's time and frequency upsampling
     decoder = t * up * bins * up * dec.ch * max(dec.ch_mult)
@@ -56,9 +65,6 @@ def estimate(ctx: StageContext) -> MemoryPlan:
 
 
 def run(ctx: StageContext) -> None:
-    from ltx2.models.audio_vae import load_audio_decoder
-    from ltx2.models.vocoder import load_vocoder
-
     ckpt = ctx.weights["checkpoint"]
     latent = ctx.inputs["latents"].read("audio")
     decoder = load_audio_decoder(ckpt)
@@ -75,3 +81,11 @@ def run(ctx: StageContext) -> None:
     w.finalize(facts={"sample_rate": int(vocoder.cfg.output_sampling_rate), "channels": int(wave.shape[0]),
                       "sample_count": int(wave.shape[1])})
     ctx.progress.step(2, 2)
+
+
+STAGE = StageDef(
+    name="vocode", version=1, summary="latents -> waveform (audio VAE decoder to log-mel, then the vocoder)",
+    inputs={"latents": Port("latents")}, params=Params, output_kind="audio", output_name="audio.zarr",
+    weights={"checkpoint": "audio_decoder"}, check=_configs, estimate=estimate, run=run, predict=predict,
+    budget_fix="raise memory_budget",
+)

@@ -20,11 +20,24 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from ltx2.orchestrator.job import TINY_FILES, default_tiny_dir, tiny_model_files
+from ltx2.spec.layout import TINY_FILES
 
 from .configs import MODEL_VERSION, TINY_VERSION
 
-__all__ = ["ensure_tiny_model", "is_current", "TINY_VERSION", "MODEL_VERSION", "MANIFEST"]
+__all__ = ["ensure_tiny_model", "is_current", "default_tiny_dir", "tiny_model_files", "TINY_VERSION",
+           "MODEL_VERSION", "MANIFEST"]
+
+
+def default_tiny_dir() -> Path:
+    """Where the `tiny` model is generated on first use: $LTX2_TINY_DIR, else ~/.cache/ltx2/tiny."""
+    env = os.environ.get("LTX2_TINY_DIR")
+    return Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "ltx2" / "tiny"
+
+
+def tiny_model_files(tiny_dir: Path | None = None) -> dict[str, Path]:
+    """Role -> path of each file of the tiny model (they may not be generated yet)."""
+    root = tiny_dir or default_tiny_dir()
+    return {role: root / name for role, name in TINY_FILES.items()}
 
 MANIFEST = "tiny.json"  # written last: its presence with the current version marks a complete folder
 

@@ -321,7 +321,7 @@ def load_converted_submodule(path: str | Path | ConvertedFile, part: str, prefix
 
 
 def _identity(path: str | Path) -> dict:
-    from ltx2.orchestrator.cache_keys import weight_identity
+    from ltx2.artifacts_schema.keys import weight_identity
 
     return weight_identity(path)
 

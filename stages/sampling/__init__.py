@@ -1,7 +1,6 @@
 """The sampling math shared by the denoise and refine stages (no artifact I/O here).
 
 schedules  LTX-2 shifted sigma schedule, distilled sigma lists
-shapes     video / audio latent shapes from the requested video
 patchify   latents <-> token sequences
 positions  RoPE position grids (video in pixel space and seconds, audio in seconds)
 noise      seeded noise streams (explicit MLX keys) and the noiser
@@ -9,15 +8,17 @@ steps      Euler step, clean-token blend
 guidance   CFG / STG / modality guidance with rescale, pass planning and batching
 """
 
+from ltx2.spec.geometry import (AudioLatentShape, VideoLatentShape, audio_latent_frames, audio_latent_shape,
+                                video_latent_shape)
+from ltx2.spec.schedules import DISTILLED_SIGMAS, STAGE2_DISTILLED_SIGMAS
+
 from .guidance import (AUDIO_GUIDER_DEFAULTS, NO_GUIDANCE, VIDEO_GUIDER_DEFAULTS, GuidancePass, GuiderParams, PassKind,
                        guide, guided_x0, pass_contexts, pass_perturbations, plan_passes, repeat_for_passes,
                        with_stg_blocks)
 from .noise import gaussian_noise, noise_key, noise_latent
 from .patchify import patchify_audio, patchify_video, unpatchify_audio, unpatchify_video
 from .positions import audio_positions, video_positions
-from .schedules import DISTILLED_SIGMAS, STAGE2_DISTILLED_SIGMAS, distilled_sigmas, ltx2_sigmas, shift_for_tokens
-from .shapes import (AudioLatentShape, VideoLatentShape, audio_latent_frames, audio_latent_shape,
-                     video_latent_shape)
+from .schedules import distilled_sigmas, ltx2_sigmas, shift_for_tokens
 from .steps import blend_clean, euler_step, velocity
 
 __all__ = [

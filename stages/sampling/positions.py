@@ -14,7 +14,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
-from .shapes import (AUDIO_HOP_LENGTH, AUDIO_LATENT_DOWNSAMPLE, AUDIO_SAMPLE_RATE, VIDEO_SPACE_SCALE,
+from ltx2.spec.geometry import (AUDIO_HOP_LENGTH, AUDIO_LATENT_DOWNSAMPLE, AUDIO_SAMPLE_RATE, VIDEO_SPACE_SCALE,
                      VIDEO_TIME_SCALE)
 
 

@@ -10,10 +10,7 @@ import math
 
 import numpy as np
 
-# The distilled model was trained on exactly these noise levels (8 steps); stage 2 (refine after
-# the x2 upsample) re-enters the same list at 0.909375 and takes its last 3 steps.
-DISTILLED_SIGMAS: tuple[float, ...] = (1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875, 0.0)
-STAGE2_DISTILLED_SIGMAS: tuple[float, ...] = (0.909375, 0.725, 0.421875, 0.0)
+from ltx2.spec.schedules import DISTILLED_SIGMAS, STAGE2_DISTILLED_SIGMAS
 
 # The shift grows linearly with the number of latent tokens between these two anchors.
 BASE_SHIFT_TOKENS = 1024

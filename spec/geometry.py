@@ -1,4 +1,4 @@
-"""Latent shapes derived from the requested video (frames, height, width, fps).
+"""Latent geometry: latent shapes from the requested video (frames, height, width, fps), decode tiling.
 
 Video: the VAE compresses 8x in time (the first frame alone: causal) and 32x in space.
 Audio: 16 kHz mel with hop 160 and a further 4x in the audio VAE gives 25 latent frames per
@@ -85,3 +85,7 @@ def audio_latent_frames(frames: int, fps: float) -> int:
 def audio_latent_shape(frames: int, fps: float, batch: int = 1, channels: int = AUDIO_LATENT_CHANNELS,
                        mel_bins: int = AUDIO_LATENT_MEL_BINS) -> AudioLatentShape:
     return AudioLatentShape(batch, channels, audio_latent_frames(frames, fps), mel_bins)
+
+
+# The official decode tiling: 512 px tiles overlapping by 64, 64-frame tiles overlapping by 24.
+OFFICIAL_DECODE_TILING = {"spatial_tile": 512, "spatial_overlap": 64, "temporal_tile": 64, "temporal_overlap": 24}
