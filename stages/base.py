@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import sys
 import time
 import traceback
@@ -31,6 +32,15 @@ def sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".ltx2.json")
 
 
+def write_sidecar(ctx: StageContext) -> None:
+    """Record a finished file output's key (atomically: a half-written record never vouches for anything)."""
+    side = sidecar(ctx.out)
+    tmp = side.with_name(side.name + ".tmp")
+    tmp.write_text(json.dumps({"cache_key": ctx.cache_key, "inputs": artifact_keys(ctx.inputs),
+                               "params": ctx.params.key_material()}, indent=1))
+    os.replace(tmp, side)
+
+
 def file_cached(out: Path, key: str) -> tuple[bool, str]:
     """(reusable, why not) for a file output (export, preview), by its sidecar's key."""
     side = sidecar(out)
@@ -46,7 +56,7 @@ def file_cached(out: Path, key: str) -> tuple[bool, str]:
 def cached_state(stage: StageDef, out: Path, key: str) -> tuple[bool, str]:
     """(reusable, why not) for a stage's output."""
     if stage.output_kind is None:
-        return (stage.cached or file_cached)(out, key)
+        return file_cached(out, key)
     if not out.exists():
         return False, "partial: will resume" if Path(str(out) + ".partial").exists() else "not made yet"
     try:
@@ -155,7 +165,11 @@ def execute(name: str, inputs: list[tuple[str | None, Path]], out: Path, params:
             limit_data_segment(budget)
             progress.emit("start", since_process_start=round(time.time() - psutil.Process().create_time(), 3))
             t0 = time.perf_counter()
+            if stage.output_kind is None:
+                sidecar(ctx.out).unlink(missing_ok=True)  # the old record must not vouch for a file being replaced
             stage.run(ctx)
+            if stage.output_kind is None:
+                write_sidecar(ctx)
             progress.emit("done", run_s=round(time.perf_counter() - t0, 3), io_s=round(ctx.io_seconds[0], 3))
         return 0
     except Ltx2Error as e:

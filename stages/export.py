@@ -1,19 +1,16 @@
 """export: frames.zarr + audio.zarr -> the .mp4 (H.264 + AAC).
 
-Its "artifact" is the video file; beside it a small sidecar (``NAME.mp4.ltx2.json``) records the
-cache key, written after the video is in place, so a reused export is recognised and a half-written
-one never is.
+Its "artifact" is the video file; beside it a small sidecar (``NAME.mp4.ltx2.json``, written by the
+stage wrapper for every file output) records the cache key once the video is in place, so a reused
+export is recognised and a half-written one never is.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 from pydantic import Field
 
-from .base import sidecar
 from .contract import BadInput, MemoryPlan
 from .mp4 import write_mp4
 from .registry import Port, StageContext, StageDef, StageParams
@@ -36,14 +33,8 @@ def run(ctx: StageContext) -> None:
         raise BadInput(f"export: output {out} must end in .mp4")
     frames = frames_art.read_numpy("video")
     audio = audio_art.read_numpy("waveform")
-    side = sidecar(out)
-    side.unlink(missing_ok=True)  # the old sidecar must not vouch for a file being replaced
     write_mp4(out, frames, float(frames_art.facts["fps"]), audio, int(audio_art.facts["sample_rate"]),
               crf=int(ctx.params.crf), on_frame=lambda i, n: ctx.progress.step(i, n) if i % 8 == 0 or i == n else None)
-    tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(json.dumps({"cache_key": ctx.cache_key, "inputs": {k: a.cache_key for k, a in ctx.inputs.items()},
-                               "params": ctx.params.key_material()}, indent=1))
-    os.replace(tmp, side)
 
 
 STAGE = StageDef(

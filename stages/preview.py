@@ -20,11 +20,14 @@ from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ltx2.artifacts_schema import Artifact
 from ltx2.artifacts_schema.files import fsync_dir
 from ltx2.spec.errors import BadInputError
+
+from .contract import MemoryPlan
+from .registry import Port, StageContext, StageDef, StageParams
 
 # ---- look ------------------------------------------------------------------------------------
 GAP = 8                 # px around and between tiles and panels
@@ -56,10 +59,9 @@ COLORMAP = np.stack([np.interp(np.linspace(0.0, 1.0, 256), _ANCHORS[:, 0], _ANCH
 Box = tuple[int, int, int, int]  # left, top, right, bottom (right / bottom exclusive)
 
 
-class Params(BaseModel):
+class Params(StageParams):
     """The preview stage's parameters (everything that changes the picture)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     columns: int = Field(4, ge=1, le=16, description="Thumbnails per row of the contact sheet.")
     rows: int = Field(2, ge=1, le=16, description="Rows of thumbnails (fewer when the clip has fewer frames).")
@@ -362,3 +364,17 @@ def estimate_bytes(frame_shape: tuple[int, ...], waveform_shape: tuple[int, ...]
         bins = N_FFT // 2 + 1
         stft = layout.panel_width * (N_FFT * (8 + 4 + 4) + bins * (16 + 8 + 8 + 8))
     return int(frame + audio + sheet + stft + LIBRARY_SLACK)
+
+
+# ---------------------------------------------------------------------------------------------------- the stage
+
+def _estimate(ctx: StageContext) -> MemoryPlan:
+    return MemoryPlan(0, estimate_bytes(ctx.inputs["frames"].shape("video"), ctx.inputs["audio"].shape("waveform"),
+                                        ctx.params))
+
+
+STAGE = StageDef(
+    name="preview", version=1, summary="frames + waveform -> a PNG contact sheet with the waveform and spectrogram",
+    inputs={"frames": Port("frames"), "audio": Port("audio")}, params=Params, output_kind=None,
+    estimate=_estimate, run=lambda ctx: run_preview(ctx.inputs["frames"], ctx.inputs["audio"], ctx.out, ctx.params),
+)

@@ -130,8 +130,6 @@ class StageDef:
     predict: Callable[[StageContext], PredictedOutput] | None = None
     # headers-only checks of weights and params (a refused config) that must fail before any stage runs
     check: Callable[[StageContext], None] | None = None
-    # a file output's "already made with this key" test (export's sidecar); artifacts use their stored key
-    cached: Callable[[Path, str], tuple[bool, str]] | None = None
     summary: str = ""
 
     @property
