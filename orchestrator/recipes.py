@@ -111,7 +111,7 @@ def _outputs(latents: str) -> tuple[Node, ...]:
         Node("decode", {"latents": latents}, lambda job: {"tiling": resolve_tiling(job), "seed": job.seed},
              planned=lambda job: job.tiling == "auto"),
         Node("vocode", {"latents": latents}),
-        Node("export", {"frames": "decode", "audio": "vocode"}, lambda job: {"crf": job.crf},
+        Node("export", {"frames": "decode", "audio": "vocode"}, lambda job: {"crf": job.crf, "output": str(job.output)},
              output=lambda job: job.output),
         Node("preview", {"frames": "decode", "audio": "vocode"}, when=lambda job: job.preview,
              output=lambda job: job.preview_path),

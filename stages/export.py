@@ -18,6 +18,8 @@ from .registry import Port, StageContext, StageDef, StageParams
 
 class Params(StageParams):
     crf: int = Field(23, ge=0, le=51, description="x264 quality: 0 lossless, 23 its default, 51 worst")
+    # where the job wants the video: a render written to another path is another export (its own record)
+    output: str | None = Field(None, description="the video's path as the job names it (part of the key only)")
 
 
 def estimate(ctx: StageContext) -> MemoryPlan:

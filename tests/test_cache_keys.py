@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from ltx2.orchestrator import cache_keys
+from ltx2.artifacts_schema import keys as cache_keys
 from ltx2.orchestrator.cache_keys import (WeightFileError, canonical_json, plan_keys, stage_key_material,
                                           weight_identity)
 from ltx2.orchestrator.graph import plan_stages
 from ltx2.orchestrator.job import parse_job
 
-ALL = {"text-encode", "denoise", "upscale", "refine", "decode", "vocode", "export"}
+ALL = {"text-encode", "denoise", "upscale", "refine", "decode", "vocode", "export", "preview"}
 
 
 def write_safetensors(path: Path, metadata: dict | None = None, data: bytes = b"\0" * 8) -> Path:
@@ -83,7 +83,7 @@ def test_a_new_prompt_rekeys_everything(base: dict, weights: Path) -> None:
 
 def test_decode_tiling_rekeys_decode_and_export_only(base: dict, weights: Path) -> None:
     tiled = {**base, "tiling": {"spatial_tile": 64, "spatial_overlap": 32, "temporal_tile": None}}
-    assert changed(keys(base, weights), keys(tiled, weights)) == {"decode", "export"}
+    assert changed(keys(base, weights), keys(tiled, weights)) == {"decode", "export", "preview"}
     # `off` and `auto` resolve to the same (untiled) decode for a video one tile covers
     assert changed(keys(base, weights), keys({**base, "tiling": "off"}, weights)) == set()
 
@@ -106,8 +106,8 @@ def test_memory_budget_and_work_dir_change_no_key(base: dict, weights: Path) -> 
 
 
 @pytest.mark.parametrize("file, rekeyed", [
-    ("upscaler.safetensors", {"upscale", "refine", "decode", "vocode", "export"}),
-    ("lora.safetensors", {"refine", "decode", "vocode", "export"}),
+    ("upscaler.safetensors", {"upscale", "refine", "decode", "vocode", "export", "preview"}),
+    ("lora.safetensors", {"refine", "decode", "vocode", "export", "preview"}),
     ("dev.safetensors", ALL),
     ("gemma/model-00001-of-00001.safetensors", ALL),
 ])
@@ -147,8 +147,8 @@ def test_moving_the_weights_keeps_the_keys(base: dict, weights: Path, tmp_path: 
 def test_one_stage_keys_chain_decode_to_denoise(base: dict, weights: Path) -> None:
     one = {**base, "pipeline": "one-stage"}
     ref = keys(one, weights)
-    assert set(ref) == {"text-encode", "denoise", "decode", "vocode", "export"}
-    assert changed(ref, keys({**one, "seed": 1}, weights)) == {"denoise", "decode", "vocode", "export"}
+    assert set(ref) == {"text-encode", "denoise", "decode", "vocode", "export", "preview"}
+    assert changed(ref, keys({**one, "seed": 1}, weights)) == {"denoise", "decode", "vocode", "export", "preview"}
 
 
 def test_key_material_names_its_inputs_keys(base: dict, weights: Path) -> None:

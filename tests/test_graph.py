@@ -6,16 +6,29 @@ from pathlib import Path
 
 import pytest
 
-from ltx2.orchestrator.graph import (DISTILLED_STAGE1_SIGMAS, DISTILLED_STAGE2_SIGMAS, STAGE_VERSIONS, plan_stages,
-                                     resolve_tiling)
+from ltx2.orchestrator.graph import plan_stages, resolve_tiling
 from ltx2.orchestrator.job import parse_job
+from ltx2.spec.schedules import DISTILLED_SIGMAS as DISTILLED_STAGE1_SIGMAS
+from ltx2.spec.schedules import STAGE2_DISTILLED_SIGMAS as DISTILLED_STAGE2_SIGMAS
+from ltx2.stages.params import Tiles
+from ltx2.stages.registry import stage_names
 
 TINY = Path("/nowhere/tiny")  # planning needs no weight file to exist
 
 
+class _Planned:
+    """A planned stage whose params read as their canonical (cache-key) dump."""
+
+    def __init__(self, stage):
+        self.stage, self.params = stage, stage.params.key_material()
+
+    def __getattr__(self, name):
+        return getattr(self.stage, name)
+
+
 def plan(**fields):
     job = parse_job({"prompt": "a fox", "width": 1536, "height": 1024, **fields}, base_dir=Path("/jobs"))
-    return job, {s.name: s for s in plan_stages(job, tiny_dir=TINY)}
+    return job, {s.name: _Planned(s) for s in plan_stages(job, tiny_dir=TINY)}
 
 
 def test_every_stage_has_a_version_and_producers_come_first() -> None:
@@ -23,15 +36,17 @@ def test_every_stage_has_a_version_and_producers_come_first() -> None:
         job, stages = plan(pipeline=pipeline)
         produced: set[str] = set()
         for s in plan_stages(job, tiny_dir=TINY):
-            assert s.name in STAGE_VERSIONS
+            assert s.name in stage_names() and s.version >= 1
             assert set(s.inputs) <= produced, (pipeline, s.name)
             produced.add(s.output)
 
 
 def test_distilled_pipeline() -> None:
     job, s = plan(pipeline="distilled")
-    assert list(s) == ["text-encode", "denoise", "upscale", "refine", "decode", "vocode", "export"]
-    assert s["text-encode"].params == {"prompt": "a fox", "negative_prompt": None}  # no CFG: no negative
+    assert list(s) == ["text-encode", "denoise", "upscale", "refine", "decode", "vocode", "export", "preview"]
+    # no CFG: no negative; the weights mode is the planner's to set (float32, resident until it does)
+    assert s["text-encode"].params == {"prompt": "a fox", "negative_prompt": None,
+                                       "weights_mode": {"precision": "float32", "streaming": False}}
     d = s["denoise"].params
     assert (d["width"], d["height"], d["guidance"]) == (768, 512, None)
     assert d["schedule"] == {"kind": "fixed", "sigmas": list(DISTILLED_STAGE1_SIGMAS)}
@@ -45,11 +60,13 @@ def test_distilled_pipeline() -> None:
     assert set(s["upscale"].weights) == {"spatial_upsampler", "checkpoint"}
     assert s["export"].inputs == ("frames.zarr", "audio.zarr")
     assert s["export"].output == str(Path("/jobs/output.mp4"))
+    assert s["preview"].inputs == ("frames.zarr", "audio.zarr")
+    assert s["preview"].output == str(Path("/jobs/output.preview.png"))
 
 
 def test_two_stage_pipeline() -> None:
     job, s = plan(pipeline="two-stage", steps=20, guidance={"video": {"stg_blocks": [3]}})
-    assert list(s) == ["text-encode", "denoise", "upscale", "refine", "decode", "vocode", "export"]
+    assert list(s) == ["text-encode", "denoise", "upscale", "refine", "decode", "vocode", "export", "preview"]
     assert s["text-encode"].params["negative_prompt"] == job.negative_prompt
     d = s["denoise"].params
     assert (d["width"], d["height"], d["schedule"]) == (768, 512, {"kind": "ltx2", "steps": 20})
@@ -63,11 +80,12 @@ def test_two_stage_pipeline() -> None:
 
 def test_one_stage_pipeline_decodes_stage1() -> None:
     job, s = plan(pipeline="one-stage", width=736, height=480)
-    assert list(s) == ["text-encode", "denoise", "decode", "vocode", "export"]
+    assert list(s) == ["text-encode", "denoise", "decode", "vocode", "export", "preview"]
     assert (s["denoise"].params["width"], s["denoise"].params["height"]) == (736, 480)
     assert s["decode"].inputs == ("stage1.zarr",) and s["vocode"].inputs == ("stage1.zarr",)
-    assert s["denoise"].params["schedule"] == {"kind": "ltx2", "steps": "official"}  # the checkpoint's default
-    assert s["denoise"].params["guidance"]["audio"]["stg_blocks"] == "official"
+    # left to the checkpoint (its version's official count and block: spec.versions), resolved by the stage
+    assert s["denoise"].params["schedule"] == {"kind": "ltx2", "steps": None}
+    assert s["denoise"].params["guidance"]["audio"]["stg_blocks"] is None
 
 
 def test_stages_read_only_their_weights() -> None:
@@ -92,16 +110,22 @@ def test_decode_tiling_is_resolved_in_the_plan(tiling, width, height, frames, ex
     job = parse_job({"prompt": "x", "tiling": tiling, "width": width, "height": height, "frames": frames})
     assert resolve_tiling(job) == expected
     decode = next(s for s in plan_stages(job, tiny_dir=TINY) if s.name == "decode")
-    assert decode.params["tiling"] == expected
+    assert decode.params.tiling == (None if expected is None else Tiles(**expected))
 
 
-def test_planned_constants_match_the_sampling_math() -> None:
-    from ltx2.stages.sampling import (AUDIO_GUIDER_DEFAULTS, DISTILLED_SIGMAS, STAGE2_DISTILLED_SIGMAS,
-                                      VIDEO_GUIDER_DEFAULTS)
+def test_preview_can_be_turned_off() -> None:
+    job = parse_job({"prompt": "x", "preview": False})
+    assert "preview" not in [s.name for s in plan_stages(job, tiny_dir=TINY)]
 
-    assert DISTILLED_STAGE1_SIGMAS == tuple(DISTILLED_SIGMAS)
-    assert DISTILLED_STAGE2_SIGMAS == tuple(STAGE2_DISTILLED_SIGMAS)
+
+def test_guidance_defaults_are_the_model_versions() -> None:
+    from ltx2.spec.versions import DEFAULT_VERSION
+    from ltx2.stages.sampling import AUDIO_GUIDER_DEFAULTS, VIDEO_GUIDER_DEFAULTS
+
     job = parse_job({"prompt": "x", "pipeline": "two-stage"})
-    for ours, theirs in ((job.guidance.video, VIDEO_GUIDER_DEFAULTS), (job.guidance.audio, AUDIO_GUIDER_DEFAULTS)):
-        assert (ours.cfg, ours.stg, ours.rescale, ours.modality, ours.skip_step) == \
-               (theirs.cfg_scale, theirs.stg_scale, theirs.rescale_scale, theirs.modality_scale, theirs.skip_step)
+    for ours, theirs, spec in ((job.guidance.video, VIDEO_GUIDER_DEFAULTS, DEFAULT_VERSION.video_guidance),
+                               (job.guidance.audio, AUDIO_GUIDER_DEFAULTS, DEFAULT_VERSION.audio_guidance)):
+        assert (ours.cfg, ours.stg, ours.rescale, ours.modality) == (spec.cfg, spec.stg, spec.rescale, spec.modality)
+        assert (theirs.cfg_scale, theirs.stg_scale, theirs.rescale_scale, theirs.modality_scale) == \
+               (spec.cfg, spec.stg, spec.rescale, spec.modality)
+    assert (spec.cfg, spec.stg, spec.rescale, spec.modality) == (7.0, 1.0, 0.7, 3.0)  # the official audio defaults

@@ -23,6 +23,8 @@ from enum import Enum
 
 import mlx.core as mx
 
+from ltx2.spec.versions import DEFAULT_VERSION, GuidanceDefaults
+
 
 @dataclass(frozen=True)
 class GuiderParams:
@@ -59,10 +61,13 @@ class GuiderParams:
 
 
 # LTX-2 (19B) two-stage / one-stage defaults. LTX-2.3 uses STG block 28 instead of 29.
-VIDEO_GUIDER_DEFAULTS = GuiderParams(cfg_scale=3.0, stg_scale=1.0, stg_blocks=(29,), rescale_scale=0.7,
-                                     modality_scale=3.0)
-AUDIO_GUIDER_DEFAULTS = GuiderParams(cfg_scale=7.0, stg_scale=1.0, stg_blocks=(29,), rescale_scale=0.7,
-                                     modality_scale=3.0)
+def _defaults(d: GuidanceDefaults) -> GuiderParams:
+    return GuiderParams(cfg_scale=d.cfg, stg_scale=d.stg, stg_blocks=tuple(DEFAULT_VERSION.stg_blocks(48)),
+                        rescale_scale=d.rescale, modality_scale=d.modality)
+
+
+VIDEO_GUIDER_DEFAULTS = _defaults(DEFAULT_VERSION.video_guidance)
+AUDIO_GUIDER_DEFAULTS = _defaults(DEFAULT_VERSION.audio_guidance)
 NO_GUIDANCE = GuiderParams()  # distilled model / refine stage: the conditional pass alone
 
 
