@@ -15,6 +15,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ltx2.cli.run import _gb, load_job_or_exit
+from ltx2.models.tiny import ensure_tiny_model
+from ltx2.orchestrator.execute import cached_state
+from ltx2.orchestrator.graph import plan_keys
+from ltx2.orchestrator.job import parse_memory_size
+from ltx2.orchestrator.planner import plan_job
 
 
 def plan(job_file: Path = typer.Argument(..., help="the job (YAML)"),
@@ -22,22 +27,19 @@ def plan(job_file: Path = typer.Argument(..., help="the job (YAML)"),
                                                            "memory_budget, e.g. 16GB")) -> None:
     """Show what `ltx2 run JOB_FILE` would do, without running anything. Exit 75 when a stage that
     would run cannot fit the budget in any way."""
-    from ltx2.orchestrator.cache_keys import plan_keys
-    from ltx2.orchestrator.execute import cached_state
-    from ltx2.orchestrator.job import parse_memory_size
-    from ltx2.orchestrator.planner import plan_job
-
     console = Console(width=200)
     job = load_job_or_exit(job_file, console)
     if job.model == "tiny":
-        from ltx2.models.tiny import ensure_tiny_model
-
         ensure_tiny_model()
     try:
         budget_bytes = parse_memory_size(budget) if budget else None
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--budget") from e
     job_plan = plan_job(job, budget_bytes)
+    if job_plan.bad_inputs:  # a refused config or input: nothing can run, whatever the budget
+        for p in job_plan.bad_inputs:
+            console.print(f"[red]error:[/] {p.name}: {p.bad_input}")
+        raise typer.Exit(2)
     stages = job_plan.stages
     keys = plan_keys(stages)
     work = Path(job.work_dir)
@@ -50,7 +52,7 @@ def plan(job_file: Path = typer.Argument(..., help="the job (YAML)"),
     refused = []
     for st in stages:
         out = st.output_path(work)
-        ok, why = cached_state(st.name, out, keys[st.name])
+        ok, why = cached_state(st, work, keys[st.name])
         upstream = any(i in {s.output for s in stages if s.name in will_run} for i in st.inputs)
         if ok and not upstream:
             state = "[cyan]cached[/]"

@@ -74,12 +74,13 @@ def test_new_output_path_reruns_export_only(rendered, tmp_path):
     job = clone(rendered, tmp_path)  # same job, its video written elsewhere
     ltx2("run", str(job))
     st = statuses(tmp_path)
-    assert st.pop("export") == "computed" and set(st.values()) == {"reused"}
+    # the preview follows the video's name (<output>.preview.png), so it is written there too
+    assert st.pop("export") == st.pop("preview") == "computed" and set(st.values()) == {"reused"}
 
 
 @pytest.mark.parametrize("changes,rerun", [
-    ({"seed": 43}, {"denoise", "upscale", "refine", "decode", "vocode", "export"}),
-    ({"tiling": {"spatial_tile": 128, "spatial_overlap": 64}}, {"decode", "export"}),
+    ({"seed": 43}, {"denoise", "upscale", "refine", "decode", "vocode", "export", "preview"}),
+    ({"tiling": {"spatial_tile": 128, "spatial_overlap": 64}}, {"decode", "export", "preview"}),
     ({"crf": 30}, {"export"}),
 ])
 def test_edits_rerun_only_what_changed(rendered, tmp_path, changes, rerun):
@@ -94,7 +95,7 @@ def test_force_reruns_a_stage_and_its_dependents(rendered, tmp_path):
     job = clone(rendered, tmp_path)
     ltx2("run", str(job), "--force", "vocode")
     st = statuses(tmp_path)
-    assert {n for n, s in st.items() if s == "computed"} == {"vocode", "export"}
+    assert {n for n, s in st.items() if s == "computed"} == {"vocode", "export", "preview"}
 
 
 def test_killed_denoise_resumes_to_identical_latents(rendered, tmp_path):
@@ -184,7 +185,7 @@ def test_plan_shows_cached_and_pending(rendered, tmp_path):
     job = clone(rendered, tmp_path, seed=5)
     out = ltx2("plan", str(job)).stdout
     assert "cached" in out and "will run" in out
-    assert "6 of 7 stages will run" in out
+    assert "7 of 8 stages will run" in out
 
 
 def test_concurrent_runs_do_not_corrupt(tmp_path):

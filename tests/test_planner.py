@@ -91,7 +91,7 @@ def test_plan_at_16gb_fits_every_stage(full):
         assert name == "export" or sp.total <= 16 * GB, name
     # the choice is in the stage's params, hence in its key
     stages = {s.name: s for s in jp.stages}
-    assert stages["denoise"].params["weights_mode"]["precision"] == "q4"
+    assert stages["denoise"].params.weights_mode["precision"] == "q4"
     r = cli("plan", str(full), "--budget", "16GB")
     assert "q4 g64" in r.output and "no:" not in r.output and "tiles 512 px/64 x 64 f/24" in r.output
 
@@ -173,7 +173,7 @@ def test_manifest_records_the_choice_and_the_measured_peak(tiny_run):
     assert recs["decode"]["choice"] == {"tiling": None} and recs["decode"]["choice_label"] == "untiled"
     for name in ("text-encode", "denoise", "decode", "vocode"):
         assert recs[name]["peak_rss"] > 0 and recs[name]["estimated_bytes"] > 0
-    assert "0 of 5 stages will run" in cli("plan", str(tiny_run / "job.yaml")).output
+    assert "0 of 6 stages will run" in cli("plan", str(tiny_run / "job.yaml")).output
 
 
 def test_a_streamed_stage_writes_what_the_resident_stage_wrote(tiny_run, tmp_path):
@@ -213,11 +213,11 @@ def test_plan_with_user_lora_and_temporal_upscale_at_full_size(full, tmp_path): 
     assert not jp.refusals
     stages = {s.name: s for s in jp.stages}
     assert list(stages) == ["text-encode", "denoise", "upscale", "temporal-upscale", "refine", "decode", "vocode",
-                            "export"]
+                            "export", "preview"]
     for name in ("denoise", "refine"):
-        assert stages[name].weights["lora.1"] == lora and stages[name].params["loras"] == [0.8]
+        assert stages[name].weights["lora.1"] == lora and stages[name].params.loras == [0.8]
     assert "lora.1" not in stages["text-encode"].weights and "lora.1" not in stages["decode"].weights
-    assert (stages["refine"].params["frames"], stages["refine"].params["fps"]) == (97, 48.0)
+    assert (stages["refine"].params.frames, stages["refine"].params.fps) == (97, 48.0)
     p = jp.plans
     for name, sp in p.items():
         assert name == "export" or sp.total <= 12 * GB, name

@@ -19,9 +19,10 @@ import pytest
 from ltx2.artifacts_schema import open_artifact
 from ltx2.models.tiny import MANIFEST, ensure_tiny_model, is_current
 from ltx2.models.weights import identify as ident
-from ltx2.orchestrator.graph import STAGE_ORDER, STAGE_VERSIONS, plan_stages, resolve_tiling
+from ltx2.orchestrator.graph import plan_stages, resolve_tiling
+from ltx2.orchestrator.recipes import RECIPES
 from ltx2.orchestrator.job import JobError, parse_job
-from ltx2.stages.base import MODULES
+from ltx2.stages.registry import stage_def
 
 from support import ltx2
 from test_pipeline import clone, statuses, write_job
@@ -71,7 +72,7 @@ def test_run_doubles_the_frame_rate_over_the_same_time(rendered, baseline):
     assert t2["samples"] > 0 and t2["samples"] == base["samples"] and t2["audio_rate"] == base["audio_rate"]
     st = statuses(rendered)
     assert list(st) == ["text-encode", "denoise", "upscale", "temporal-upscale", "refine", "decode", "vocode",
-                        "export"]
+                        "export", "preview"]
     assert set(st.values()) == {"computed"}
     # switching it off reuses what does not depend on it: temporal_upscale changes no upstream key
     b = statuses(baseline)
@@ -142,7 +143,7 @@ def test_stage_refuses_a_text_artifact_and_a_spatial_upsampler(rendered, tiny, t
 def test_plan_knows_the_stage_and_finds_it_cached(rendered):
     out = " ".join(ltx2("plan", str(rendered / "job.yaml")).stdout.split())
     assert "temporal-upscale" in out and "upscaled_t2.zarr" in out and "9 -> 17 at 48 fps" in out, out
-    assert "0 of 8 stages will run" in out, out
+    assert "0 of 9 stages will run" in out, out
 
 
 # ============================================================================ graph and job rules
@@ -155,16 +156,18 @@ def _job(**fields):
 def test_graph_puts_temporal_upscale_between_upscale_and_refine(pipeline):
     job = _job(pipeline=pipeline, temporal_upscale=True)
     s = {st.name: st for st in plan_stages(job, tiny_dir=Path("/nowhere"))}
-    assert list(s) == ["text-encode", "denoise", "upscale", "temporal-upscale", "refine", "decode", "vocode", "export"]
+    assert list(s) == ["text-encode", "denoise", "upscale", "temporal-upscale", "refine", "decode", "vocode", "export",
+                     "preview"]
     t = s["temporal-upscale"]
     assert (t.inputs, t.output) == (("upscaled.zarr",), "upscaled_t2.zarr")
     assert t.weights == {"temporal_upsampler": Path("/nowhere/ltx2-tiny-temporal-upscaler-x2.safetensors"),
                          "checkpoint": Path("/nowhere/ltx2-tiny.safetensors")}
     assert s["refine"].inputs == ("upscaled_t2.zarr", "text.zarr")
-    assert (s["refine"].params["frames"], s["refine"].params["fps"]) == (17, 48.0)
-    assert (s["denoise"].params["frames"], s["denoise"].params["fps"]) == (9, 24.0)  # stage 1 unchanged
-    assert "temporal-upscale" in STAGE_VERSIONS and MODULES["temporal-upscale"] == "temporal_upscale"
-    assert STAGE_ORDER.index("upscale") < STAGE_ORDER.index("temporal-upscale") < STAGE_ORDER.index("refine")
+    assert (s["refine"].params.frames, s["refine"].params.fps) == (17, 48.0)
+    assert (s["denoise"].params.frames, s["denoise"].params.fps) == (9, 24.0)  # stage 1 unchanged
+    assert stage_def("temporal-upscale").output_name == "upscaled_t2.zarr"
+    order = [n.stage for n in RECIPES["two-stage"]]
+    assert order.index("upscale") < order.index("temporal-upscale") < order.index("refine")
     off = {st.name: st for st in plan_stages(_job(pipeline=pipeline), tiny_dir=Path("/nowhere"))}
     assert "temporal-upscale" not in off and off["refine"].inputs == ("upscaled.zarr", "text.zarr")
 
