@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ltx2.models.parity import run_all
+from ltx2.parity import run_all
 
 
 def parity(

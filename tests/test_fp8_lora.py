@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from ltx2.models.parity import load_fixture, rel_err
-from ltx2.models.parity.transformer import _modality
-from ltx2.models.parity.weights import lora_files
+from ltx2.parity import load_fixture, rel_err
+from ltx2.parity.transformer import _modality
+from ltx2.parity.weights import lora_files
 from ltx2.models.tiny import ensure_tiny_model
 from ltx2.models.transformer import load_transformer
 from ltx2.models.weights import CheckpointError, load_tensors, read_header

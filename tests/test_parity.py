@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ltx2.models.parity import CHECKS, fixture_names, run_fixture
+from ltx2.parity import CHECKS, fixture_names, run_fixture
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SETS = sorted(p for p in FIXTURES.iterdir() if p.is_dir() and any(p.glob("*.npz")))

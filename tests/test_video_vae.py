@@ -13,7 +13,7 @@ from mlx.utils import tree_flatten, tree_map_with_path
 from safetensors.numpy import load_file, save_file
 
 from ltx2.models.ops import causal_time_padding, depth_to_space, pad_video, space_to_depth
-from ltx2.models.parity.video_vae import TorchCPUNormal, recorded_noise
+from ltx2.parity.video_vae import TorchCPUNormal, recorded_noise
 from ltx2.models.video_vae import (DecodeDoesNotFit, KeyNoise, SpatialTiling, TemporalTiling, TileBlender, TilingConfig,
                                    UnsupportedConfigError, VideoDecoder, VideoVAEConfig, choose_tiling,
                                    decode_tiled_video, decode_tiles, estimate_decode_bytes, load_video_decoder,

@@ -7,8 +7,8 @@ from pathlib import Path
 import mlx.core as mx
 
 from . import NETWORK_TOL, ParityResult, compare, load_fixture
-from ..text.embeddings import load_embeddings_processor
-from ..text.gemma import load_gemma
+from ltx2.models.text.embeddings import load_embeddings_processor
+from ltx2.models.text.gemma import load_gemma
 
 
 def check_gemma3(directory: Path, name: str) -> list[ParityResult]:

@@ -14,7 +14,7 @@ PROCESSOR_SETTINGS = dict(sample_rate=16000, mel_bins=64, hop_length=160, n_fft=
 
 
 def check_audio_vae(directory: Path, name: str) -> list[ParityResult]:
-    from ..audio_vae import AudioProcessor, load_audio_decoder, load_audio_encoder
+    from ltx2.models.audio_vae import AudioProcessor, load_audio_decoder, load_audio_encoder
 
     z = load_fixture(directory, name)
     weights = Path(directory) / f"{name}.safetensors"
@@ -32,7 +32,7 @@ def check_audio_vae(directory: Path, name: str) -> list[ParityResult]:
 
 
 def check_vocoder(directory: Path, name: str) -> list[ParityResult]:
-    from ..vocoder import load_vocoder
+    from ltx2.models.vocoder import load_vocoder
 
     z = load_fixture(directory, name)
     vocoder = load_vocoder(Path(directory) / f"{name}.safetensors")

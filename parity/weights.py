@@ -21,8 +21,8 @@ from pathlib import Path
 import mlx.core as mx
 
 from . import NETWORK_TOL, ParityResult, compare, load_fixture
-from ..transformer import load_transformer
-from ..weights import CheckpointError, read_header
+from ltx2.models.transformer import load_transformer
+from ltx2.models.weights import CheckpointError, read_header
 from .transformer import _modality
 
 # E4M3 keeps 3 mantissa bits: rounding moves a value by at most 2^-4 of itself. Weights (or, on the official

@@ -7,7 +7,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from . import NETWORK_TOL, ParityResult, compare, load_fixture
-from ..transformer import ModalityInput, Perturbation, load_transformer, to_x0
+from ltx2.models.transformer import ModalityInput, Perturbation, load_transformer, to_x0
 
 # (our name, fixture key): the preprocessor outputs and per-block states, reported as extra rows
 _PREPARED = (("x", "x"), ("context", "context"), ("modulation", "timesteps"),
