@@ -37,7 +37,8 @@ class Params(StageParams):
     @classmethod
     def _frames(cls, v: int) -> int:
         if v % 8 != 1:
-            raise ValueError(f"is not 8k+1; use {v // 8 * 8 + 1}")
+            below = max(v // 8 * 8 + 1 - (8 if v % 8 == 0 else 0), 1)
+            raise ValueError(f"is not 8k+1; use {below} or {below + 8}")
         return v
 
 

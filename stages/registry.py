@@ -35,7 +35,7 @@ class StageParams(BaseModel):
     Only what shapes the output belongs here (the memory budget or the work folder do not): the
     canonical JSON dump is part of the output's cache key."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     def key_material(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
