@@ -23,7 +23,7 @@ import numpy as np
 from . import PIPELINE_TOL, SCHEDULE_TOL, ParityResult, compare, load_fixture
 
 
-SHIPPED_SEED0 = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "seed0"
+SHIPPED_SEED0 = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "seed0"
 WEIGHT_FILES = ("transformer_ltx2.safetensors", "upsampler_x2.safetensors", "upsampler_x2.npz")
 
 

@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 from ltx2.spec.geometry import audio_latent_frames, video_latent_shape
 
 from .contract import BadInput, MemoryPlan
-from .denoising import (LatentLayout, TokenState, guider_params, sample_to_artifact, sampling_memory, sigmas_for,
+from .denoising import (LatentLayout, TokenState, check_transformer, guider_params, sample_to_artifact, sampling_memory, sigmas_for,
                         stg_blocks)
 from .memory import weights_mode_choices
 from .params import DEFAULT_WEIGHTS_MODE, Guidance, LoraStrengths, Ltx2Schedule, Schedule, WeightsModeParam
@@ -53,7 +53,7 @@ def _geometry(ctx: StageContext):
 
 
 def check(ctx: StageContext) -> None:
-    layout, _, _ = _geometry(ctx)
+    layout = check_transformer(ctx)
     if ctx.params.guidance is not None:
         stg_blocks(ctx.params.guidance, layout)
 

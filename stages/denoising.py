@@ -18,6 +18,7 @@ import numpy as np
 
 from ltx2.models.transformer import LTX2Transformer, ModalityInput
 from ltx2.models.transformer.attention import DEFAULT_QUERY_CHUNK
+from ltx2.models.transformer.config import TransformerConfig
 from ltx2.models.transformer.streaming import load_transformer_mode
 from ltx2.spec.versions import model_version
 
@@ -154,6 +155,17 @@ class LatentLayout:
                              f"audio_in_channels {audio_in}")
         return cls(int(t.get("in_channels", 128)), z, mel, str(header.metadata.get("model_version", "2.0")),
                    int(t.get("num_layers", 48)))
+
+
+def check_transformer(ctx) -> LatentLayout:
+    """Headers-only: the checkpoint's transformer config is one this port runs (an LTX-2.3 one is refused, by
+    name), and its latent layout is consistent. Bad input, found when the job is planned."""
+    ckpt = ctx.weights["checkpoint"]
+    try:
+        TransformerConfig.from_config(cached_header(ckpt).config())
+        return LatentLayout.from_checkpoint(ckpt)
+    except ValueError as e:
+        raise BadInput(f"{ctx.stage.name}: {ckpt}: {e}") from e
 
 
 def sigmas_for(schedule, layout: LatentLayout) -> list[float]:

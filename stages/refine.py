@@ -16,7 +16,7 @@ from pydantic import Field
 from ltx2.spec.schedules import STAGE2_DISTILLED_SIGMAS
 
 from .contract import BadInput, MemoryPlan
-from .denoising import LatentLayout, TokenState, sample_to_artifact, sampling_memory, sigmas_for
+from .denoising import LatentLayout, TokenState, check_transformer, sample_to_artifact, sampling_memory, sigmas_for
 from .memory import weights_mode_choices
 from .params import DEFAULT_WEIGHTS_MODE, DistilledLora, FixedSchedule, LoraStrengths, Schedule, WeightsModeParam
 from .registry import Port, PredictedOutput, StageContext, StageDef, StageParams
@@ -92,7 +92,7 @@ STAGE = StageDef(
     name="refine", version=1, summary="stage 2: upscaled latents re-noised and refined at full size",
     inputs={"latents": Port("latents"), "text": Port("text")}, params=Params, output_kind="latents",
     output_name="latents.zarr", weights={"checkpoint": "transformer"}, optional_weights=("distilled_lora", "lora.*"),
-    resumable=True, resolve=resolve, estimate=estimate, run=run, predict=predict,
+    resumable=True, resolve=resolve, check=check_transformer, estimate=estimate, run=run, predict=predict,
     choices=lambda ctx: weights_mode_choices(ctx, "transformer"),
     budget_fix="raise memory_budget or render fewer frames / a smaller size",
 )
