@@ -11,7 +11,7 @@ import mlx.core as mx
 
 from .base import StageContext, StageSpec
 from .contract import BadInput, DoesNotFit, MemoryPlan
-from .memory import conv_weight_copy_bytes, weight_bytes
+from .memory import weight_bytes
 
 SPEC = StageSpec("decode", inputs=("latents",), output_kind="frames", weights=("checkpoint",), resumable=True,
                  budget_fix="use smaller decode tiles (job: tiling) or raise memory_budget")
@@ -54,11 +54,12 @@ def _plan(ctx: StageContext):
 
 
 def _weight_copy_bytes(checkpoint) -> int:
-    """The contiguous copy MLX's convolution makes of a decoder weight per call (memory.conv_weight_copy_bytes;
-    none for a converted file, stored in MLX's layout)."""
-    from ltx2.models.weights.converted import is_converted
+    """The contiguous copy MLX's convolution makes of a decoder weight per call (none for a file that stores
+    MLX's layout, as a converted one does)."""
+    from ltx2.models.video_vae import VIDEO_DECODER_KEYMAP
+    from ltx2.models.weights.source import open_source
 
-    return 0 if is_converted(checkpoint) else conv_weight_copy_bytes(checkpoint, DECODER_PREFIXES)
+    return open_source(checkpoint, VIDEO_DECODER_KEYMAP).conv_copy_bytes()
 
 
 def held_weight_bytes(checkpoint) -> int:
