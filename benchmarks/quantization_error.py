@@ -153,7 +153,7 @@ def transformer_config(blocks: int) -> dict:
 
 
 def run_transformer(args, settings) -> list[str]:
-    from ltx2.models.transformer import LTX2Transformer, ModalityInput, TransformerConfig
+    from ltx2.models.transformer import BlockConfig, LTX2Transformer, ModalityInput, TransformerConfig
     from ltx2.models.transformer.block import AVTransformerBlock
     from ltx2.stages.sampling import audio_positions, video_positions
 
@@ -213,12 +213,12 @@ def run_transformer(args, settings) -> list[str]:
             del iso
         out = model.finish(*s)
         mx.eval(out)
-        lazy = AVTransformerBlock(4096, 32, 128, 2048, 32, 64, cfg.norm_eps)
+        lazy = AVTransformerBlock(BlockConfig(4096, 32, 128, 2048, 32, 64, cfg.norm_eps))
         fb, hb = bytes_per_block(lazy, "transformer_blocks.0.", bits, gs)
         rows.append(f"| q{bits} g{gs:<3} | {sum(upd_v) / len(upd_v):8.4%} | {sum(upd_a) / len(upd_a):8.4%} | "
                     f"{rel(out[0], ref[0]):8.4%} | {rel(out[1], ref[1]):8.4%} | {_gb(fb)} | {_gb(hb)} |")
         print(f"  q{bits} g{gs}: {time.time() - t0:.0f} s", flush=True)
-    lazy = AVTransformerBlock(4096, 32, 128, 2048, 32, 64, cfg.norm_eps)
+    lazy = AVTransformerBlock(BlockConfig(4096, 32, 128, 2048, 32, 64, cfg.norm_eps))
     fb, hb = bytes_per_block(lazy, "transformer_blocks.0.", None, 64)
     head = ["", f"LTX-2 transformer block (video 4096 / audio 2048, 32 heads, FF x4), {math.prod(grid)} video / "
                 f"{n_a} audio / {n_t} text tokens, {args.blocks} blocks; relative error vs float32",

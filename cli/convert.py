@@ -32,8 +32,8 @@ def convert(
 
     One component at a time, the transformer and Gemma one block at a time: peak memory stays near one
     block. Point a stage's weights at the files listed in OUT/manifest.json."""
-    from ltx2.models.weights.conversion import ConvertError, convert_checkpoint, parse_lora
-    from ltx2.models.weights.safetensors_file import CheckpointError
+    # lazy: MLX and every network load here, not when the CLI starts
+    from ltx2.models.weights.conversion import convert_checkpoint, parse_lora
 
     console = Console(width=140, stderr=False)
     files = [p.strip() for p in parts.split(",") if p.strip()] if parts else None
@@ -42,7 +42,7 @@ def convert(
             checkpoint, out, gemma=gemma, upsampler=upsampler, loras=[parse_lora(s) for s in lora], bits=bits,
             group_size=group_size, files=files, dtype=dtype, quantize_embeddings=quantize_embeddings, force=force,
             log=lambda s: console.print(f"[dim]{s}[/]"))
-    except (ConvertError, CheckpointError, ValueError) as e:
+    except ValueError as e:  # ConvertError, CheckpointError (bad input) and mlx's own refusals
         console.print(f"[red]ltx2 convert:[/] {e}")
         raise typer.Exit(2) from None
     title = f"{out}: {'float' if bits is None else f'{bits}-bit, group {group_size}'}"

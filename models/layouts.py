@@ -9,6 +9,19 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from .audio_vae import AudioDecoder, AudioEncoder, AudioVAEConfig
+from .audio_vae import loading as audio_loading
+from .text import embeddings as text_embeddings
+from .text.connector import ConnectorConfig
+from .transformer import LTX2Transformer, TransformerConfig
+from .transformer import loader as transformer_loader
+from .upsampler import LatentUpsampler, UpsamplerConfig
+from .upsampler import loader as upsampler_loader
+from .video_vae import VideoDecoder, VideoEncoder, VideoVAEConfig
+from .video_vae import loading as vae_loading
+from .vocoder import Vocoder, VocoderConfig
+from .vocoder import loading as vocoder_loading
+
 
 def shapes(arrays: dict[str, mx.array]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in arrays.items()}
@@ -17,17 +30,6 @@ def shapes(arrays: dict[str, mx.array]) -> dict[str, tuple[int, ...]]:
 def checkpoint_layout(cfg: dict, gemma_hidden: int, gemma_layers: int) -> dict[str, tuple[int, ...]]:
     """The single-file checkpoint for ``cfg`` ({"transformer", "vae", "audio_vae", "vocoder"}); the text
     projection is sized by the Gemma it reads (hidden width, layers + 1 hidden states)."""
-    from .audio_vae import AudioDecoder, AudioEncoder, AudioVAEConfig
-    from .audio_vae import loading as audio_loading
-    from .text import embeddings as text_embeddings
-    from .text.connector import ConnectorConfig
-    from .transformer import LTX2Transformer, TransformerConfig
-    from .transformer import loader as transformer_loader
-    from .video_vae import VideoDecoder, VideoEncoder, VideoVAEConfig
-    from .video_vae import loading as vae_loading
-    from .vocoder import Vocoder, VocoderConfig
-    from .vocoder import loading as vocoder_loading
-
     tcfg = cfg["transformer"]
     layout = shapes(transformer_loader.to_checkpoint(LTX2Transformer(TransformerConfig.from_config(cfg))))
     regs = tcfg["connector_num_learnable_registers"]
@@ -44,9 +46,6 @@ def checkpoint_layout(cfg: dict, gemma_hidden: int, gemma_layers: int) -> dict[s
 
 
 def upsampler_layout(cfg: dict) -> dict[str, tuple[int, ...]]:
-    from .upsampler import LatentUpsampler, UpsamplerConfig
-    from .upsampler import loader as upsampler_loader
-
     return shapes(upsampler_loader.to_checkpoint(LatentUpsampler(UpsamplerConfig.from_config(cfg))))
 
 

@@ -14,15 +14,15 @@ from typing import Any
 import mlx.core as mx
 from pydantic import Field
 
-from ltx2.models.video_vae import (DecodeDoesNotFit, KeyNoise, SpatialTiling, TemporalTiling, TileBlender,
-                                   TilingConfig, VideoVAEConfig, choose_tiling, decode_tiles, estimate_decode_bytes,
-                                   load_video_decoder, plan_tiles)
+from ltx2.models.video_vae import (VIDEO_DECODER_KEYMAP, DecodeDoesNotFit, KeyNoise, SpatialTiling, TemporalTiling,
+                                   TileBlender, TilingConfig, VideoVAEConfig, choose_tiling, decode_tiles,
+                                   estimate_decode_bytes, load_video_decoder, plan_tiles)
 from ltx2.models.video_vae.tiling import blender_bytes
-from ltx2.models.weights.converted import is_converted
+from ltx2.models.weights.source import open_source
 from ltx2.spec.layout import CHECKPOINT_PARTS
 
 from .contract import PROCESS_BASELINE_BYTES, BadInput, DoesNotFit, MemoryPlan
-from .memory import cached_header, conv_weight_copy_bytes, weight_bytes
+from .memory import cached_header, weight_bytes
 from .params import Tiles
 from .registry import Port, PredictedOutput, StageContext, StageDef, StageParams
 from .sampling import noise_key
@@ -88,9 +88,9 @@ def _plan(ctx: StageContext):
 
 
 def _weight_copy_bytes(checkpoint) -> int:
-    """The contiguous copy MLX's convolution makes of a decoder weight per call (memory.conv_weight_copy_bytes;
-    none for a converted file, stored in MLX's layout)."""
-    return 0 if is_converted(checkpoint) else conv_weight_copy_bytes(checkpoint, DECODER_PREFIXES)
+    """The contiguous copy MLX's convolution makes of a decoder weight per call (none for a file that stores
+    MLX's layout, as a converted one does)."""
+    return open_source(checkpoint, VIDEO_DECODER_KEYMAP).conv_copy_bytes()
 
 
 def held_weight_bytes(checkpoint) -> int:

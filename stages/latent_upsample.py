@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from ltx2.models.upsampler import (UpsamplerConfig, UpsamplerConfigError, load_latent_statistics, load_upsampler,
+from ltx2.models.upsampler import (UPSAMPLER_KEYMAP, UpsamplerConfig, UpsamplerConfigError, load_latent_statistics, load_upsampler,
                                    upsample_latent)
 from ltx2.models.upsampler.memory import activation_bytes
 from ltx2.models.weights import read_header
-from ltx2.models.weights.converted import is_converted, open_converted
+from ltx2.models.weights.source import open_source
 from ltx2.models.weights.identify import slot_problem
 
 from .contract import BadInput, MemoryPlan, StageError
-from .memory import COMPUTE_BYTES, conv_weight_copy_bytes, weight_bytes
+from .memory import COMPUTE_BYTES, weight_bytes
 from .registry import PredictedOutput, StageContext
 
 
@@ -37,14 +37,12 @@ def upsample_memory(ctx: StageContext, role: str) -> MemoryPlan:
     the activations of one upsampler call on the input's video latent (models/upsampler/memory.py)."""
     path = ctx.weights[role]
     _, _, f, h, w = ctx.inputs["latents"].shape("video")
-    # `ltx2 convert` stores the weights in MLX's layout: convolutions then use them without a copy
-    converted = is_converted(path)
-    raw = open_converted(path).part("upsampler").config if converted else read_header(path).config()
+    source = open_source(path, UPSAMPLER_KEYMAP)
     try:
-        cfg = UpsamplerConfig.from_config(raw)
+        cfg = UpsamplerConfig.from_config(source.config())
     except UpsamplerConfigError as e:
         raise BadInput(f"{ctx.stage.name}: {path}: {e}") from e
-    copy = 0 if converted else conv_weight_copy_bytes(path, ("",))
+    copy = source.conv_copy_bytes()  # none where the file stores MLX's layout (`ltx2 convert`)
     return MemoryPlan(weight_bytes(path, ("",)), copy + activation_bytes(cfg, (f, h, w), COMPUTE_BYTES))
 
 

@@ -36,8 +36,10 @@ from ltx2.models.video_vae import load_video_decoder
 from ltx2.models.vocoder import load_vocoder
 from ltx2.models.weights import CheckpointError, read_header
 from ltx2.models.weights.conversion import ConvertError, convert_checkpoint
-from ltx2.models.weights.converted import (ConvertedWriter, is_converted, load_converted, load_converted_submodule,
-                                           open_converted, save_converted)
+from ltx2.models.networks import load_converted
+from ltx2.models.transformer.loader import TRANSFORMER_KEYMAP
+from ltx2.models.weights.converted import ConvertedWriter, is_converted, open_converted, save_converted
+from ltx2.models.weights.source import open_source
 from ltx2.models.weights.quantize import module_nbytes, quantize_module, quantized_nbytes
 from ltx2.stages.sampling import audio_positions, video_positions
 
@@ -195,20 +197,20 @@ def test_quantized_nbytes_matches_mlx(tmp_path):
 
 
 def test_streaming_reads_one_block_as_stored(tiny, converted):
-    """load_converted_submodule: one block, or everything but the blocks, quantised as the file holds it."""
+    """The weight source of a converted file: one block, or everything but the blocks, quantised as the file
+    holds it."""
     from ltx2.models.transformer.block import AVTransformerBlock
 
     path = converted["q8"] / "transformer.safetensors"
     full = load_transformer(path)
-    c = full.config
-    blk = AVTransformerBlock(c.inner_dim, c.num_attention_heads, c.attention_head_dim, c.audio_inner_dim,
-                             c.audio_num_attention_heads, c.audio_attention_head_dim, c.norm_eps)
-    load_converted_submodule(path, "transformer", "transformer_blocks.1.", blk)
+    blk = AVTransformerBlock(full.config.block)
+    source = open_source(path, TRANSFORMER_KEYMAP)
+    source.load_into(blk, "block 1", prefix="transformer_blocks.1.")
     a, b = dict(tree_flatten(blk.parameters())), dict(tree_flatten(full.transformer_blocks[1].parameters()))
     assert a.keys() == b.keys() and all(mx.array_equal(a[k], b[k]).item() for k in a)
     rest = load_converted(converted["float"] / "transformer.safetensors")  # any module of the right class
     rest.transformer_blocks = []
-    load_converted_submodule(path, "transformer", "", rest, exclude=("transformer_blocks.",))
+    source.load_into(rest, "resident part", exclude=("transformer_blocks.",))
     assert mx.array_equal(rest.patchify_proj.weight, full.patchify_proj.weight).item()
 
 

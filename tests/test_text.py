@@ -15,6 +15,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from ltx2.models.text import (GemmaConfig, GemmaConfigError, GemmaTokenizer, PromptTooLongError, TextConfigError,
                               TextEncoder, load_embeddings_processor, load_gemma)
 from ltx2.models.text import gemma as gemma_mod
+from ltx2.models.weights import source as source_mod
 from ltx2.models.weights import CheckpointError, read_header
 
 SEED0 = Path(__file__).parent / "fixtures" / "seed0"
@@ -116,13 +117,13 @@ def test_gemma_folder_with_shards_and_index_never_opens_vision_shard(tmp_path):
 
 def test_gemma_reads_only_language_model_tensors(monkeypatch):
     asked: list[str] = []
-    real = gemma_mod.load_tensors
+    real = source_mod.load_tensors  # every read of an official file goes through the weight source
 
     def spy(header, keys, dtype=mx.float32):
         asked.extend(keys)
         return real(header, keys, dtype)
 
-    monkeypatch.setattr(gemma_mod, "load_tensors", spy)
+    monkeypatch.setattr(source_mod, "load_tensors", spy)
     load_gemma(GEMMA_FILE)
     lm = {k for k in read_header(GEMMA_FILE).tensors if k.startswith("language_model.model.")}
     assert set(asked) == lm

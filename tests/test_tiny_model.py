@@ -1,6 +1,6 @@
 """The embedded tiny model: deterministic generation in the official layouts, loaded by the real loaders.
 
-Also the inverse key maps (``to_checkpoint`` / ``unsanitize``) of every network: loading what they
+Also the inverse key maps (``to_checkpoint``, from each network's KeyMap) of every network: loading what they
 write reproduces the module exactly, and on the official-made fixtures they give back the
 official key names. And LoRA fusion (``W += strength * B @ A``).
 """
@@ -273,7 +273,7 @@ def test_distilled_lora_fuses_and_the_refined_transformer_runs(tiny, text_contex
     from ltx2.models.weights import load_strict
 
     h = read_header(tiny["checkpoint"])
-    raw = load_tensors(h, loader.transformer_keys(h))
+    raw = load_tensors(h, loader.TRANSFORMER_KEYMAP.select(h.tensors))
     base = {k[len(loader.PREFIX):]: v for k, v in raw.items()}
     fused = fuse_lora(base, tiny["distilled_lora"], 1.0)
     lora = read_header(tiny["distilled_lora"])
@@ -281,7 +281,8 @@ def test_distilled_lora_fuses_and_the_refined_transformer_runs(tiny, text_contex
     assert targets and all(not mx.array_equal(fused[k], base[k]).item() for k in targets)
     assert all(fused[k] is base[k] for k in base if k not in targets)
     model = LTX2Transformer(TransformerConfig.from_config(h.config()))
-    load_strict(model, loader.sanitize(fused), "transformer + distilled LoRA")
+    load_strict(model, loader.TRANSFORMER_KEYMAP.to_module({loader.PREFIX + k: v for k, v in fused.items()}),
+                "transformer + distilled LoRA")
     # what the refine stage loads: the same fused weights
     _assert_same_params(model, loader.load_transformer(tiny["checkpoint"], loras=[(tiny["distilled_lora"], 1.0)]))
     cfg = h.config()

@@ -12,14 +12,17 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from mlx.utils import tree_flatten
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from ltx2.models.transformer import (ALL, LTX2Transformer, ModalityInput, Perturbation, TransformerConfig,
-                                     UnsupportedConfigError, load_transformer)
-from ltx2.models.transformer import loader as loader_mod
+                                     TransformerConfigError, load_transformer)
 from ltx2.models.transformer.attention import DEFAULT_QUERY_CHUNK
+from ltx2.models.transformer.block import AVTransformerBlock
+from ltx2.models.transformer.streaming import TransformerWeights
 from ltx2.models.weights import CheckpointError
+from ltx2.models.weights import source as source_mod
 
 SEED0 = Path(__file__).parent / "fixtures" / "seed0"
 TINY = SEED0 / "transformer_ltx2.safetensors"
@@ -55,7 +58,7 @@ def model() -> LTX2Transformer:
 
 # ---------------------------------------------------------------------------------------- config
 def test_ltx23_checkpoint_is_refused_naming_its_flags():
-    with pytest.raises(UnsupportedConfigError) as e:
+    with pytest.raises(TransformerConfigError) as e:
         load_transformer(TINY23)
     msg = str(e.value)
     assert "LTX-2.3" in msg
@@ -73,14 +76,14 @@ def test_unsupported_option_values_are_refused_by_name(key, value):
         del cfg["transformer"][key]
     else:
         cfg["transformer"][key] = value
-    with pytest.raises(UnsupportedConfigError, match=key):
+    with pytest.raises(TransformerConfigError, match=key):
         TransformerConfig.from_config(cfg)
 
 
 def test_single_ltx23_flag_is_refused():
     cfg = _tiny_config()
     cfg["transformer"]["apply_gated_attention"] = True
-    with pytest.raises(UnsupportedConfigError, match="apply_gated_attention=True"):
+    with pytest.raises(TransformerConfigError, match="apply_gated_attention=True"):
         TransformerConfig.from_config(cfg)
 
 
@@ -89,6 +92,25 @@ def test_config_reads_sizes_from_metadata():
     assert (c.num_layers, c.inner_dim, c.audio_inner_dim, c.caption_channels) == (2, 64, 32, 24)
     real = TransformerConfig()  # defaults are the LTX-2 19B sizes
     assert (real.num_layers, real.inner_dim, real.audio_inner_dim) == (48, 4096, 2048)
+
+
+def test_blocks_are_built_from_one_block_config_carrying_the_version_flags():
+    c = TransformerConfig.from_config(_tiny_config())
+    b = c.block
+    assert (b.video_dim, b.audio_dim, b.video_heads, b.eps) == (64, 32, c.num_attention_heads, c.norm_eps)
+    assert (b.gated_attention, b.cross_attention_adaln, b.ff_bias) == (False, False, True)  # LTX-2
+    shapes = lambda m: {k: v.shape for k, v in tree_flatten(m.parameters())}  # noqa: E731
+    # the resident model and the streamed / converted path's block builder build the same block
+    assert shapes(TransformerWeights(TINY).new_block()) == shapes(LTX2Transformer(c).transformer_blocks[0])
+    # the LTX-2.3 switches reach the builder, which refuses them until their math exists
+    for flag in ("gated_attention", "cross_attention_adaln"):
+        with pytest.raises(TransformerConfigError, match=flag):
+            AVTransformerBlock(replace(b, **{flag: True}))
+        with pytest.raises(TransformerConfigError, match=flag):
+            LTX2Transformer(replace(c, **{flag: True}))
+    no_bias = AVTransformerBlock(replace(b, ff_bias=False))
+    assert "bias" not in no_bias.ff.proj_in and "bias" not in no_bias.audio_ff.proj_out
+    assert "bias" in AVTransformerBlock(b).ff.proj_in
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -120,13 +142,13 @@ def test_loader_reads_only_transformer_tensors(tmp_path, monkeypatch):
     save_file(tensors, str(path), metadata=meta)
 
     read: list[str] = []
-    real = loader_mod.load_tensors
+    real = source_mod.load_tensors  # every read of an official file goes through the weight source
 
     def spy(header, keys, dtype=mx.float32):
         read.extend(keys)
         return real(header, keys, dtype)
 
-    monkeypatch.setattr(loader_mod, "load_tensors", spy)
+    monkeypatch.setattr(source_mod, "load_tensors", spy)
     load_transformer(path)
     assert read, "the loader read nothing"
     assert all(k.startswith(PREFIX) for k in read)

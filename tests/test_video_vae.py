@@ -15,7 +15,7 @@ from safetensors.numpy import load_file, save_file
 from ltx2.models.ops import causal_time_padding, depth_to_space, pad_video, space_to_depth
 from ltx2.parity.video_vae import TorchCPUNormal, recorded_noise
 from ltx2.models.video_vae import (DecodeDoesNotFit, KeyNoise, SpatialTiling, TemporalTiling, TileBlender, TilingConfig,
-                                   UnsupportedConfigError, VideoDecoder, VideoVAEConfig, choose_tiling,
+                                   VAEConfigError, VideoDecoder, VideoVAEConfig, choose_tiling,
                                    decode_tiled_video, decode_tiles, estimate_decode_bytes, load_video_decoder,
                                    load_video_encoder, plan_tiles)
 from ltx2.models.weights import CheckpointError
@@ -201,7 +201,7 @@ def test_activation_estimate_bounds_the_measured_peak():
     ({"decoder_blocks": [["attn_res_x", {"num_layers": 1, "attention_head_dim": 8}]]}, "attn_res_x"),
 ])
 def test_unsupported_config_is_refused_by_name(change, needle):
-    with pytest.raises(UnsupportedConfigError, match=needle):
+    with pytest.raises(VAEConfigError, match=needle):
         VideoVAEConfig.from_config({"vae": {"latent_channels": 4, **change}})
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ltx2.spec.errors import BadInputError
+
 # Time (mel frames) per latent frame. The official code fixes this at 4 (not derived from ch_mult)
 # when it computes the decoder's output length.
 LATENT_DOWNSAMPLE_FACTOR = 4
@@ -16,7 +18,7 @@ LATENT_DOWNSAMPLE_FACTOR = 4
 CAUSALITY_AXES = ("none", "height", "width", "width-compatibility")
 
 
-class AudioConfigError(ValueError):
+class AudioConfigError(BadInputError):
     """The checkpoint's audio config asks for something this implementation does not build."""
 
 

@@ -17,12 +17,27 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from ltx2.spec.errors import BadInputError
+
+from ..weights.keymap import Rename
+
 ROPE_THETA = 10_000.0  # the official connector never reads a theta from the config
 EPS = 1e-6
 
 
-class ConnectorConfigError(ValueError):
+class ConnectorConfigError(BadInputError):
     """The checkpoint config asks for a connector variant this port does not implement."""
+
+
+# connector checkpoint names (below its prefix) -> EmbeddingsConnector names, in order (the text embeddings'
+# key map applies them under each connector's prefix)
+CONNECTOR_RENAMES = (
+    Rename("^transformer_1d_blocks.", "^blocks."),
+    Rename(".attn1.", ".attn."),
+    Rename(".attn.to_out.0.", ".attn.to_out."),  # nn.Sequential(Linear, Identity) -> Linear
+    Rename(".ff.net.0.proj.", ".ff.proj_in."),  # GELU(Linear) wrapper
+    Rename(".ff.net.2.", ".ff.proj_out."),
+)
 
 
 @dataclass(frozen=True)
@@ -221,30 +236,3 @@ class EmbeddingsConnector(nn.Module):
         for block in self.blocks:
             x = block(x, cos, sin)
         return rms_norm(x), mx.ones(mask.shape, dtype=mask.dtype)
-
-
-def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
-    """Connector checkpoint keys (prefix already stripped) -> module names."""
-    out = {}
-    for k, v in weights.items():
-        k = (k.replace("transformer_1d_blocks.", "blocks.")
-              .replace(".attn1.", ".attn.")
-              .replace(".attn.to_out.0.", ".attn.to_out.")
-              .replace(".ff.net.0.proj.", ".ff.proj_in.")
-              .replace(".ff.net.2.", ".ff.proj_out."))
-        out[k] = v
-    return out
-
-
-def unsanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
-    """Module names -> connector checkpoint keys (prefix not added): the inverse of :func:`sanitize`."""
-    out = {}
-    for k, v in weights.items():
-        if k.startswith("blocks."):
-            k = "transformer_1d_blocks." + k[len("blocks."):]
-        k = (k.replace(".attn.", ".attn1.")
-              .replace(".attn1.to_out.", ".attn1.to_out.0.")
-              .replace(".ff.proj_in.", ".ff.net.0.proj.")
-              .replace(".ff.proj_out.", ".ff.net.2."))
-        out[k] = v
-    return out

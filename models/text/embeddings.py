@@ -16,8 +16,11 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from ..weights import CheckpointError, load_prefix, load_strict, read_header
-from ..weights.converted import is_converted, load_converted
+from ltx2.spec.errors import BadInputError
+
+from ..weights import CheckpointError
+from ..weights.keymap import KeyMap, Root
+from ..weights.source import WeightSource, open_source
 from . import connector as conn
 
 FEATURES_PREFIX = "text_embedding_projection.aggregate_embed."
@@ -30,7 +33,7 @@ LTX23_OPTIONS = ("caption_proj_before_connector", "caption_projection_first_line
                  "caption_projection_second_linear")
 
 
-class TextConfigError(ValueError):
+class TextConfigError(BadInputError):
     """The checkpoint's text path is a variant this port does not implement."""
 
 
@@ -114,69 +117,71 @@ class EmbeddingsProcessor(nn.Module):
         return TextContext(video, audio, mask)
 
 
-def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
-    """Checkpoint keys -> EmbeddingsProcessor names (connectors through the connector key map)."""
-    out: dict[str, mx.array] = {}
-    video = {k[len(VIDEO_CONNECTOR_PREFIX):]: v for k, v in weights.items() if k.startswith(VIDEO_CONNECTOR_PREFIX)}
-    audio = {k[len(AUDIO_CONNECTOR_PREFIX):]: v for k, v in weights.items() if k.startswith(AUDIO_CONNECTOR_PREFIX)}
-    out.update({f"video_connector.{k}": v for k, v in conn.sanitize(video).items()})
-    out.update({f"audio_connector.{k}": v for k, v in conn.sanitize(audio).items()})
-    out.update({f"feature_extractor.aggregate_embed.{k[len(FEATURES_PREFIX):]}": v
-                for k, v in weights.items() if k.startswith(FEATURES_PREFIX)})
-    return out
-
-
-def unsanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
-    """EmbeddingsProcessor names -> checkpoint keys (with their prefixes): the inverse of :func:`sanitize`."""
-    out: dict[str, mx.array] = {}
-    for name, prefix in (("video_connector.", VIDEO_CONNECTOR_PREFIX), ("audio_connector.", AUDIO_CONNECTOR_PREFIX)):
-        part = {k[len(name):]: v for k, v in weights.items() if k.startswith(name)}
-        out.update({prefix + k: v for k, v in conn.unsanitize(part).items()})
-    fe = "feature_extractor.aggregate_embed."
-    out.update({FEATURES_PREFIX + k[len(fe):]: v for k, v in weights.items() if k.startswith(fe)})
-    return out
+# checkpoint key -> EmbeddingsProcessor parameter name
+TEXT_EMBEDDINGS_KEYMAP = KeyMap(
+    network="text embeddings",
+    roots=(Root(FEATURES_PREFIX, "feature_extractor.aggregate_embed."),
+           Root(VIDEO_CONNECTOR_PREFIX, "video_connector."),
+           Root(AUDIO_CONNECTOR_PREFIX, "audio_connector.")),
+    renames=conn.CONNECTOR_RENAMES,
+    parts=("text_embeddings",),
+)
+_PROJECTION = "feature_extractor.aggregate_embed.weight"
 
 
 def to_checkpoint(model: "EmbeddingsProcessor") -> dict[str, mx.array]:
     """The text projection and both connectors under their official single-file checkpoint keys."""
-    return unsanitize(dict(tree_flatten(model.parameters())))
+    return TEXT_EMBEDDINGS_KEYMAP.to_checkpoint(dict(tree_flatten(model.parameters())))
 
 
-def _registers(header, prefix: str, tcfg: dict) -> int:
-    info = header.tensors.get(prefix + "learnable_registers")
-    if info is None:
-        raise CheckpointError(f"{header.path}: missing tensor {prefix}learnable_registers")
-    n = info.shape[0]
+def _registers(source: WeightSource, connector: str, tcfg: dict) -> int:
+    name = f"{connector}.learnable_registers"
+    shape = source.shapes().get(name)
+    if shape is None:
+        raise CheckpointError(f"{source.path}: missing tensor {source.file_key(name)}")
+    n = shape[0]
     declared = tcfg.get("connector_num_learnable_registers")
     if declared is not None and int(declared) != n:
-        raise CheckpointError(f"{header.path}: config says connector_num_learnable_registers={declared} but "
-                              f"{prefix}learnable_registers has {n} rows")
+        raise CheckpointError(f"{source.path}: config says connector_num_learnable_registers={declared} but "
+                              f"{source.file_key(name)} has {n} rows")
     return n
 
 
-def load_embeddings_processor(path: str | Path, dtype: mx.Dtype = mx.float32) -> EmbeddingsProcessor:
-    """The text projection and both connectors from the single-file LTX-2 checkpoint (only their prefixes)."""
-    if is_converted(path):  # written by `ltx2 convert`
-        return load_converted(path, "text_embeddings", dtype=dtype)
-    header = read_header(path)
-    tcfg = header.config().get("transformer", {})
-    refuse_unsupported(tcfg)
-    proj = header.tensors.get(FEATURES_PREFIX + "weight")
-    if proj is None:
-        raise CheckpointError(f"{header.path}: missing tensor {FEATURES_PREFIX}weight (the LTX-2 text projection)")
-    hidden, flat = proj.shape
+def embeddings_build(source: WeightSource) -> dict[str, int]:
+    """The sizes the processor is built from that the config does not state, read from the tensors' shapes:
+    the text features' width and hidden-state count (the projection) and each connector's register count."""
+    shape = source.shapes().get(_PROJECTION)
+    if shape is None:
+        raise CheckpointError(f"{source.path}: missing tensor {source.file_key(_PROJECTION)} (the LTX-2 text "
+                              "projection)")
+    hidden, flat = shape
     if flat % hidden:
-        raise CheckpointError(f"{header.path}: {FEATURES_PREFIX}weight shape {proj.shape} is not "
+        raise CheckpointError(f"{source.path}: {source.file_key(_PROJECTION)} shape {shape} is not "
                               "(hidden, hidden * num_hidden_states)")
-    video = conn.ConnectorConfig.from_config(tcfg, "video", _registers(header, VIDEO_CONNECTOR_PREFIX, tcfg))
-    audio = conn.ConnectorConfig.from_config(tcfg, "audio", _registers(header, AUDIO_CONNECTOR_PREFIX, tcfg))
+    tcfg = source.config().get("transformer", {})
+    return {"hidden": hidden, "num_hidden_states": flat // hidden,
+            "video_registers": _registers(source, "video_connector", tcfg),
+            "audio_registers": _registers(source, "audio_connector", tcfg)}
+
+
+def build_embeddings_processor(source: WeightSource) -> EmbeddingsProcessor:
+    """The (unloaded) text projection and connectors the source describes (LTX-2.3 text paths refused)."""
+    tcfg = source.config().get("transformer", {})
+    refuse_unsupported(tcfg)
+    build = embeddings_build(source)
+    hidden = build["hidden"]
+    video = conn.ConnectorConfig.from_config(tcfg, "video", build["video_registers"])
+    audio = conn.ConnectorConfig.from_config(tcfg, "audio", build["audio_registers"])
     for name, c in (("video", video), ("audio", audio)):
         if c.inner_dim != hidden:
             raise TextConfigError(f"{name} connector width {c.num_attention_heads} x {c.attention_head_dim} = "
                                   f"{c.inner_dim} differs from the text features' width {hidden}")
-    model = EmbeddingsProcessor(hidden, flat // hidden, video, audio)
-    weights: dict[str, mx.array] = {}
-    for prefix in (FEATURES_PREFIX, VIDEO_CONNECTOR_PREFIX, AUDIO_CONNECTOR_PREFIX):
-        w, _ = load_prefix(path, prefix, dtype, strip=False)
-        weights.update(w)
-    return load_strict(model, sanitize(weights), "text embeddings (projection + connectors)")
+    return EmbeddingsProcessor(hidden, build["num_hidden_states"], video, audio)
+
+
+def load_embeddings_processor(path: WeightSource | str | Path,
+                              dtype: mx.Dtype | None = mx.float32) -> EmbeddingsProcessor:
+    """The text projection and both connectors from the LTX-2 checkpoint (only their prefixes) or a converted
+    text file."""
+    source = open_source(path, TEXT_EMBEDDINGS_KEYMAP)
+    return source.load_into(build_embeddings_processor(source), "text embeddings (projection + connectors)", dtype)

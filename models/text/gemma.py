@@ -17,7 +17,6 @@ layers ourselves:
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,10 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from ..weights import CheckpointError, load_strict, load_tensors, read_header
-from ..weights.converted import is_converted, load_converted
+from ltx2.spec.errors import BadInputError
+
+from ..weights.keymap import KeyMap, Root
+from ..weights.source import OfficialSource, WeightSource, open_source
 
 
 def _import_mlx_lm_gemma3():
@@ -65,7 +66,7 @@ SLIDING = "sliding_attention"
 FULL = "full_attention"
 
 
-class GemmaConfigError(ValueError):
+class GemmaConfigError(BadInputError):
     """The Gemma config asks for something this port does not implement."""
 
 
@@ -214,81 +215,44 @@ class GemmaEncoder(nn.Module):
 #   transformers >= 4.52 Gemma3ForConditionalGeneration:  model.language_model.*
 #   text-only Gemma3ForCausalLM:  model.*
 LM_PREFIXES = ("language_model.model.", "model.language_model.", "model.")
+# with the bare "model." prefix a file could still hold other towers; never read those
+_OTHER_TOWERS = ("model.vision_tower.", "model.multi_modal_projector.", "model.language_model.")
+
+# checkpoint key -> GemmaEncoder parameter name: the language-model prefix becomes GemmaEncoder's "model."
+# (mlx-lm's Gemma3Model); the layer names below it are the same in HF and mlx-lm
+GEMMA_KEYMAP = KeyMap(
+    network="Gemma-3 language model",
+    roots=tuple(Root(p, "model.", exclude=_OTHER_TOWERS if p == "model." else ()) for p in LM_PREFIXES),
+    pick_root="embed_tokens.weight",
+    parts=("gemma",),
+    describe="a Gemma-3 model",
+    config_keys=("gemma_config", "config"),
+)
 
 
-def language_model_prefix(keys) -> str:
-    keys = set(keys)
-    for p in LM_PREFIXES:
-        if f"{p}embed_tokens.weight" in keys:
-            return p
-    raise CheckpointError("no Gemma-3 language model found: expected an embed_tokens.weight under one of "
-                          f"{list(LM_PREFIXES)}")
-
-
-def sanitize(weights: dict[str, mx.array], prefix: str) -> dict[str, mx.array]:
-    """Checkpoint keys -> mlx-lm Gemma3Model names: strip the language-model prefix (the layer names
-    below it are the same in HF and mlx-lm)."""
-    return {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-
-
-def unsanitize(weights: dict[str, mx.array], prefix: str = LM_PREFIXES[0]) -> dict[str, mx.array]:
-    """mlx-lm Gemma3Model names -> checkpoint keys under ``prefix`` (default: the original google/gemma-3
-    layout): the inverse of :func:`sanitize`."""
-    return {prefix + k: v for k, v in weights.items()}
+def gemma_keymap(prefix: str = LM_PREFIXES[0]) -> KeyMap:
+    """The Gemma key map for a file that holds the language model under ``prefix``."""
+    return GEMMA_KEYMAP.bind([prefix + GEMMA_KEYMAP.pick_root])
 
 
 def to_checkpoint(model: GemmaEncoder, prefix: str = LM_PREFIXES[0]) -> dict[str, mx.array]:
-    """The language model's parameters under their checkpoint keys."""
-    return unsanitize(dict(tree_flatten(model.model.parameters())), prefix)
-
-
-def _lm_keys(keys, prefix: str) -> list[str]:
-    # with the bare "model." prefix a file could still hold other towers; never read those
-    skip = ("model.vision_tower.", "model.multi_modal_projector.", "model.language_model.") if prefix == "model." else ()
-    return [k for k in keys if k.startswith(prefix) and not k.startswith(skip)]
+    """The language model's parameters under their checkpoint keys (default: the original google/gemma-3
+    layout)."""
+    return gemma_keymap(prefix).to_checkpoint(dict(tree_flatten(model.parameters())))
 
 
 def weight_plan(path: Path) -> tuple[dict, str, dict[str, list[str]]]:
-    """(config dict, LM prefix, {safetensors file: LM keys to read from it}) for a folder or a file."""
-    if path.is_dir():
-        cfg_path = path / "config.json"
-        if not cfg_path.is_file():
-            raise CheckpointError(f"{path}: no config.json in the Gemma folder")
-        cfg = json.loads(cfg_path.read_text())
-        index = path / "model.safetensors.index.json"
-        if index.is_file():
-            weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
-        else:
-            files = sorted(path.glob("*.safetensors"))
-            if not files:
-                raise CheckpointError(f"{path}: no *.safetensors files and no model.safetensors.index.json")
-            weight_map = {k: f.name for f in files for k in read_header(f).tensors}
-        prefix = language_model_prefix(weight_map)
-        per_file: dict[str, list[str]] = {}
-        for k in _lm_keys(weight_map, prefix):
-            per_file.setdefault(str(path / weight_map[k]), []).append(k)
-        return cfg, prefix, per_file
-    header = read_header(path)
-    raw = header.metadata.get("gemma_config") or header.metadata.get("config")
-    if raw is None:
-        raise CheckpointError(f"{path}: a single-file Gemma needs its config in the safetensors metadata "
-                              "('gemma_config'); or pass the Gemma folder with config.json")
-    cfg = json.loads(raw)
-    prefix = language_model_prefix(header.tensors)
-    return cfg, prefix, {str(path): _lm_keys(header.tensors, prefix)}
+    """(config dict, LM prefix, {safetensors file: LM keys to read from it}) for a folder or a file, from
+    headers only (a converted text file reads as one in the original layout)."""
+    source = OfficialSource(Path(path), GEMMA_KEYMAP)
+    return source.config(), source.keymap.main_prefix, source.plan()
 
 
-def load_gemma(path: str | Path, dtype: mx.Dtype = mx.float32) -> GemmaEncoder:
-    """Gemma-3 language model from a HF folder (config.json + shards) or one safetensors file whose
-    metadata holds ``gemma_config``. Only language-model tensors are read; loading is strict."""
-    path = Path(path)
-    if is_converted(path):  # written by `ltx2 convert`
-        return load_converted(path, "gemma", dtype=dtype)
-    cfg, prefix, plan = weight_plan(path)
-    config = GemmaConfig.from_config(cfg)
-    weights: dict[str, mx.array] = {}
-    for file, keys in plan.items():
-        weights.update(load_tensors(read_header(file), keys, dtype))
-    model = GemmaEncoder(config)
-    load_strict(model.model, sanitize(weights, prefix), "gemma")
+def load_gemma(path: WeightSource | str | Path, dtype: mx.Dtype = mx.float32) -> GemmaEncoder:
+    """Gemma-3 language model from a weight source: a HF folder (config.json + shards), one safetensors file
+    whose metadata holds ``gemma_config``, or a converted text file. Only language-model tensors are read;
+    loading is strict."""
+    source = open_source(path, GEMMA_KEYMAP)
+    model = GemmaEncoder(GemmaConfig.from_config(source.config()))
+    source.load_into(model.model, "gemma", dtype, prefix="model.")
     return model

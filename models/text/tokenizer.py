@@ -20,10 +20,12 @@ import mlx.core as mx
 from tokenizers import Tokenizer
 from tokenizers.processors import TemplateProcessing
 
+from ltx2.spec.errors import BadInputError
+
 DEFAULT_MAX_LENGTH = 1024  # what ltx_core's Gemma root loader passes to LTXVGemmaTokenizer
 
 
-class PromptTooLongError(ValueError):
+class PromptTooLongError(BadInputError):
     """A prompt has more tokens than the text encoder's fixed length."""
 
 

@@ -9,6 +9,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .attention import Attention
+from .config import BlockConfig, TransformerConfigError
 from .perturbations import BlockSkip
 from .rope import RopeTable
 
@@ -24,10 +25,10 @@ def rms_norm(x: mx.array, eps: float) -> mx.array:
 
 
 class FeedForward(nn.Module):
-    def __init__(self, dim: int, mult: int = 4):
+    def __init__(self, dim: int, mult: int = 4, bias: bool = True):
         super().__init__()
-        self.proj_in = nn.Linear(dim, dim * mult)
-        self.proj_out = nn.Linear(dim * mult, dim)
+        self.proj_in = nn.Linear(dim, dim * mult, bias=bias)
+        self.proj_out = nn.Linear(dim * mult, dim, bias=bias)
 
     def __call__(self, x: mx.array) -> mx.array:
         return self.proj_out(gelu_tanh(self.proj_in(x)))
@@ -70,18 +71,24 @@ class AVTransformerBlock(nn.Module):
     """Video and audio streams, each: self-attention, text cross-attention; then audio->video and
     video->audio cross-attention; then each stream's feed-forward. All residual, AdaLN-modulated."""
 
-    def __init__(self, video_dim: int, video_heads: int, video_head_dim: int,
-                 audio_dim: int, audio_heads: int, audio_head_dim: int, eps: float = 1e-6):
+    def __init__(self, config: BlockConfig):
         super().__init__()
-        self.eps = eps
+        on = [k for k in ("gated_attention", "cross_attention_adaln") if getattr(config, k)]
+        if on:
+            raise TransformerConfigError(f"transformer block with {', '.join(on)}: these LTX-2.3 block options are "
+                                         "not implemented; only the LTX-2 (19B) block is")
+        c = config
+        video_dim, video_heads, video_head_dim = c.video_dim, c.video_heads, c.video_head_dim
+        audio_dim, audio_heads, audio_head_dim = c.audio_dim, c.audio_heads, c.audio_head_dim
+        self.eps = eps = c.eps
         self.attn1 = Attention(video_dim, video_heads, video_head_dim, eps=eps)
         self.attn2 = Attention(video_dim, video_heads, video_head_dim, context_dim=video_dim, eps=eps)
-        self.ff = FeedForward(video_dim)
+        self.ff = FeedForward(video_dim, bias=c.ff_bias)
         self.scale_shift_table = mx.zeros((6, video_dim))
 
         self.audio_attn1 = Attention(audio_dim, audio_heads, audio_head_dim, eps=eps)
         self.audio_attn2 = Attention(audio_dim, audio_heads, audio_head_dim, context_dim=audio_dim, eps=eps)
-        self.audio_ff = FeedForward(audio_dim)
+        self.audio_ff = FeedForward(audio_dim, bias=c.ff_bias)
         self.audio_scale_shift_table = mx.zeros((6, audio_dim))
 
         # Both directions run in the audio head layout (audio heads x audio head_dim).

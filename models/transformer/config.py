@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ltx2.spec.errors import BadInputError
+
 # Options whose value is fixed in every LTX-2 release; the official configurator refuses any other
 # value (including a missing key), and so do we.
 FIXED_OPTIONS: dict[str, Any] = {
@@ -35,7 +37,8 @@ FIXED_OPTIONS: dict[str, Any] = {
 
 # LTX-2.3 (22B) switches. Each changes the weights and the math (per-head attention gates, AdaLN on
 # the text cross-attention, the caption projection moved into the text encoder); this port
-# implements the LTX-2 (19B) layout only, so a checkpoint turning any of them on is refused.
+# implements the LTX-2 (19B) layout only, so a checkpoint turning any of them on is refused. The
+# block-level ones travel in BlockConfig to where a block is built, which refuses them too.
 LTX23_FLAGS = (
     "apply_gated_attention",
     "cross_attention_adaln",
@@ -47,8 +50,30 @@ LTX23_FLAGS = (
 ATTENTION_TYPES = ("default", "pytorch", "xformers", "flash_attention_3")
 
 
-class UnsupportedConfigError(ValueError):
-    """The checkpoint's config asks for something this port does not implement."""
+class TransformerConfigError(BadInputError):
+    """The checkpoint's transformer config asks for something this port does not implement."""
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    """What one audio-video transformer block is built from: both streams' sizes and the model-version
+    switches of the block. The resident, streamed and converted paths all build blocks from this.
+
+    LTX-2 (19B) is the defaults: no attention gates, no AdaLN on the text cross-attention, biases on the
+    feed-forward Linears. The LTX-2.3 switches are carried here so a later release plugs in at the block
+    builder; until its math is implemented the builder refuses them (and ``TransformerConfig.from_config``
+    refuses a 2.3 checkpoint before that)."""
+
+    video_dim: int
+    video_heads: int
+    video_head_dim: int
+    audio_dim: int
+    audio_heads: int
+    audio_head_dim: int
+    eps: float = 1e-6
+    gated_attention: bool = False  # LTX-2.3 apply_gated_attention: per-head gates on every attention
+    cross_attention_adaln: bool = False  # LTX-2.3 cross_attention_adaln: AdaLN-modulated text cross-attention
+    ff_bias: bool = True  # the feed-forward Linears carry biases (as in LTX-2)
 
 
 @dataclass(frozen=True)
@@ -72,6 +97,10 @@ class TransformerConfig:
     timestep_scale_multiplier: float = 1000
     # the official default is 1 when the key is missing; every LTX-2 checkpoint sets 1000
     av_ca_timestep_scale_multiplier: float = 1
+    # block-level model-version switches (BlockConfig); from_config refuses the LTX-2.3 ones
+    gated_attention: bool = False
+    cross_attention_adaln: bool = False
+    ff_bias: bool = True
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -83,6 +112,14 @@ class TransformerConfig:
         return self.audio_num_attention_heads * self.audio_attention_head_dim
 
     @property
+    def block(self) -> BlockConfig:
+        """What each of the ``num_layers`` blocks is built from."""
+        return BlockConfig(self.inner_dim, self.num_attention_heads, self.attention_head_dim, self.audio_inner_dim,
+                           self.audio_num_attention_heads, self.audio_attention_head_dim, self.norm_eps,
+                           gated_attention=self.gated_attention, cross_attention_adaln=self.cross_attention_adaln,
+                           ff_bias=self.ff_bias)
+
+    @property
     def cross_pe_max_pos(self) -> int:
         """Max position of the time axis shared by the audio<->video cross-attention RoPE."""
         return max(self.positional_embedding_max_pos[0], self.audio_positional_embedding_max_pos[0])
@@ -92,11 +129,11 @@ class TransformerConfig:
         """Build from the checkpoint config: either the whole metadata dict or its "transformer" part."""
         cfg = config.get("transformer", config)
         if not isinstance(cfg, dict):
-            raise UnsupportedConfigError(f"transformer config must be a JSON object, got {type(cfg).__name__}")
+            raise TransformerConfigError(f"transformer config must be a JSON object, got {type(cfg).__name__}")
 
         on = [k for k in LTX23_FLAGS if cfg.get(k)]
         if on:
-            raise UnsupportedConfigError(
+            raise TransformerConfigError(
                 "this checkpoint is an LTX-2.3 model: "
                 + ", ".join(f"{k}={cfg[k]!r}" for k in on)
                 + ". Only the LTX-2 (19B) transformer layout is implemented; use an LTX-2 checkpoint "
@@ -104,33 +141,34 @@ class TransformerConfig:
 
         bad = [(k, cfg.get(k), v) for k, v in FIXED_OPTIONS.items() if cfg.get(k) != v]
         if bad:
-            raise UnsupportedConfigError(
+            raise TransformerConfigError(
                 "unsupported transformer config: "
                 + "; ".join(f"{k}={got!r} (only {want!r} is supported)" for k, got, want in bad))
 
         attention_type = cfg.get("attention_type", "default")
         if attention_type not in ATTENTION_TYPES:
-            raise UnsupportedConfigError(f"unsupported transformer config: attention_type={attention_type!r} "
+            raise TransformerConfigError(f"unsupported transformer config: attention_type={attention_type!r} "
                                          f"(expected one of {ATTENTION_TYPES})")
         # The official default for a missing rope_type is "interleaved", which no LTX-2 release uses.
         rope_type = cfg.get("rope_type", "interleaved")
         if rope_type != "split":
-            raise UnsupportedConfigError(f"unsupported transformer config: rope_type={rope_type!r} "
+            raise TransformerConfigError(f"unsupported transformer config: rope_type={rope_type!r} "
                                          "(only 'split', the LTX-2 layout, is implemented)")
         precision = cfg.get("frequencies_precision")
         if precision != "float64":
-            raise UnsupportedConfigError(f"unsupported transformer config: frequencies_precision={precision!r} "
+            raise TransformerConfigError(f"unsupported transformer config: frequencies_precision={precision!r} "
                                          "(only 'float64', the LTX-2 setting, is implemented)")
 
         d = cls.__dataclass_fields__
-        kw: dict[str, Any] = {}
+        kw: dict[str, Any] = {"gated_attention": bool(cfg.get("apply_gated_attention", False)),
+                              "cross_attention_adaln": bool(cfg.get("cross_attention_adaln", False))}
         for name in d:
-            if name == "raw" or name not in cfg:
+            if name in ("raw", "gated_attention", "cross_attention_adaln", "ff_bias") or name not in cfg:
                 continue
             v = cfg[name]
             kw[name] = tuple(v) if isinstance(v, list) else v
         if "caption_channels" not in cfg:
-            raise UnsupportedConfigError("transformer config has no caption_channels: the LTX-2 transformer "
+            raise TransformerConfigError("transformer config has no caption_channels: the LTX-2 transformer "
                                          "holds the caption projection and needs its input width")
         out = cls(**kw, raw=dict(cfg))
         out._validate()
@@ -162,4 +200,4 @@ class TransformerConfig:
             if head_dim % 2:
                 problems.append(f"{name}={head_dim} must be even for split RoPE")
         if problems:
-            raise UnsupportedConfigError("unsupported transformer config: " + "; ".join(problems))
+            raise TransformerConfigError("unsupported transformer config: " + "; ".join(problems))

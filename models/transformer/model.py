@@ -113,11 +113,7 @@ class LTX2Transformer(nn.Module):
         self.av_ca_a2v_gate_adaln_single = AdaLNSingle(dv, 1)
         self.av_ca_v2a_gate_adaln_single = AdaLNSingle(da, 1)
 
-        self.transformer_blocks = [
-            AVTransformerBlock(dv, c.num_attention_heads, c.attention_head_dim,
-                               da, c.audio_num_attention_heads, c.audio_attention_head_dim, c.norm_eps)
-            for _ in range(c.num_layers)
-        ]
+        self.transformer_blocks = [AVTransformerBlock(c.block) for _ in range(c.num_layers)]
 
     # ------------------------------------------------------------------ setup
     def set_query_chunk(self, n: int | None) -> None:

@@ -1,11 +1,11 @@
 """The transformer built block by block: resident at a chosen precision, or streamed from the weight file.
 
-``TransformerWeights`` reads the transformer's tensors from the checkpoint one block at a time (only
-that block's keys, through ``models.weights.load_tensors``: bf16 / fp8 decoding as for any load),
-fuses the LoRAs into them, maps their names with the loader's ``sanitize`` and holds them as the
-``WeightsMode`` says (float32, bf16 matrices, or q8/q4 affine-quantised from float32; see
-``models/weights/modes.py``). Building a resident model this way never holds more than the finished
-model plus one block in float32, whatever the precision.
+``TransformerWeights`` reads the transformer's tensors from its weight source one block at a time (only
+that block's tensors: fp8 decoding, LoRA fusion and the key map applied by the source, the same for
+the official file and a converted one) and holds them as the ``WeightsMode`` says (float32, bf16
+matrices, or q8/q4 affine-quantised from float32; see ``models/weights/modes.py``). Building a
+resident model this way never holds more than the finished model plus one block in float32, whatever
+the precision.
 
 ``StreamedTransformer`` keeps only the weights outside the blocks resident. On every forward pass it
 reads block i, runs it, evaluates the two token streams and drops the block before reading block
@@ -16,7 +16,6 @@ sampler uses one (``positional_tables``, ``__call__``, ``denoise``, ``set_query_
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,30 +23,18 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..weights import CheckpointError, load_strict, load_tensors, read_header
-from ..weights.lora import fuse_lora, lora_targets
+from ..weights import CheckpointError
 from ..weights.modes import RESIDENT_FLOAT32, WeightsMode, held_dtype
-from ..weights.prefetch import Prefetcher, prefetch_enabled
+from ..weights.prefetch import Prefetcher, Range, prefetch_enabled
+from ..weights.source import WeightSource, open_source
 from .attention import DEFAULT_QUERY_CHUNK
 from .block import AVTransformerBlock
 from .config import TransformerConfig
-from .loader import FOREIGN_PREFIXES, PREFIX, sanitize, transformer_keys
+from .loader import TRANSFORMER_KEYMAP
 from .model import LTX2Transformer, ModalityInput, PositionalTables, to_x0
 from .perturbations import PerturbationArg
 
 BLOCKS = "transformer_blocks."
-_BLOCK_KEY = re.compile(r"^transformer_blocks\.(\d+)\.")
-_FOREIGN = tuple(p[len(PREFIX):] for p in FOREIGN_PREFIXES)
-
-
-def to_float32(weights: dict[str, mx.array]) -> dict[str, mx.array]:
-    """Cast the float tensors to float32 in place, evaluating one at a time: a lazy cast of every tensor
-    would keep all the stored (bf16) copies alive until the end, half as much again as the block."""
-    for k, v in weights.items():
-        if mx.issubdtype(v.dtype, mx.floating) and v.dtype != mx.float32:
-            weights[k] = v.astype(mx.float32)
-            mx.eval(weights[k])
-    return weights
 
 
 def hold(weights: dict[str, mx.array], mode: WeightsMode, in_block: bool) -> dict[str, mx.array]:
@@ -61,16 +48,8 @@ def hold(weights: dict[str, mx.array], mode: WeightsMode, in_block: bool) -> dic
         kind = held_dtype(k, tuple(v.shape), mode, in_block)
         out[k] = v.astype(mx.bfloat16 if kind == "bfloat16" else mx.float32)
         if out[k].dtype != v.dtype:
-            mx.eval(out[k])  # one conversion at a time (see to_float32)
+            mx.eval(out[k])  # one conversion at a time (see source.cast_each)
     return out
-
-
-def hold_module(module: nn.Module, mode: WeightsMode, in_block: bool) -> nn.Module:
-    """``hold`` applied to a loaded module's parameters (a quantised layer's scales / biases stay float32)."""
-    from mlx.utils import tree_flatten, tree_unflatten
-
-    module.update(tree_unflatten(list(hold(dict(tree_flatten(module.parameters())), mode, in_block).items())))
-    return module
 
 
 def converted_mode_check(path: Path, bits: int | None, group_size: int | None, mode: WeightsMode) -> None:
@@ -81,6 +60,15 @@ def converted_mode_check(path: Path, bits: int | None, group_size: int | None, m
         raise CheckpointError(f"{path}: this converted file is quantised to {bits} bits (group size {group_size}); "
                               f"weights_mode asks for {mode.label}. Use precision q{bits} with group_size "
                               f"{group_size}, or point the job at the official (or a float converted) file")
+
+
+def read_held(source: WeightSource, names: list[str], mode: WeightsMode, strip: str,
+              in_block: bool) -> dict[str, mx.array]:
+    """``names`` read block-wise (cast one tensor at a time), ``strip`` removed, held as ``mode`` says. Read as
+    stored when the mode keeps bf16 matrices of a float file and nothing is fused into them (no float32 copy)."""
+    keep_stored = mode.precision == "bfloat16" and not source.loras and source.all_float(names)
+    w = source.read(names, None if keep_stored else mx.float32, stepwise=True)
+    return hold({k[len(strip):]: v for k, v in w.items()}, mode, in_block)
 
 
 class DequantizingLinear(nn.QuantizedLinear):
@@ -140,128 +128,51 @@ class StreamStats:
 
 
 class TransformerWeights:
-    """The transformer's tensors in a weight file, readable block by block under a ``WeightsMode``."""
+    """The transformer's tensors in a weight source, readable block by block under a ``WeightsMode``."""
 
-    def __init__(self, path: str | Path, mode: WeightsMode = RESIDENT_FLOAT32,
+    def __init__(self, path: str | Path | WeightSource, mode: WeightsMode = RESIDENT_FLOAT32,
                  loras: list[tuple[str | Path, float]] | tuple = ()):
-        from ..weights.converted import is_converted, open_converted
-
-        self.path = Path(path)
-        self.header = read_header(self.path)
+        # every LoRA pair is checked against the transformer here, before any block is read
+        self.source = open_source(path, TRANSFORMER_KEYMAP, loras)
+        self.path = self.source.path
         self.mode = mode
-        # a file written by `ltx2 convert`: module names (already sanitized), possibly quantised blocks
-        self.converted = open_converted(self.path) if is_converted(self.path) else None
-        if self.converted is not None:
-            info = self.converted.part("transformer")
-            converted_mode_check(self.path, info.bits, info.group_size, mode)
-            self.config = TransformerConfig.from_config(info.config)
-            keys = self.converted.keys("transformer")
-        else:
-            self.config = TransformerConfig.from_config(self.header.config())
-            keys = transformer_keys(self.header)
-        if not keys:
-            raise CheckpointError(f"{self.path}: no tensors under {PREFIX!r}; is this an LTX-2 checkpoint?")
-        self.block_keys: dict[int, list[str]] = {}
-        self.other_keys: list[str] = []
-        for k in keys:
-            m = _BLOCK_KEY.match(k[len(PREFIX):])
-            if m:
-                self.block_keys.setdefault(int(m.group(1)), []).append(k)
-            else:
-                self.other_keys.append(k)
+        q = self.source.quantization()
+        if q is not None:
+            converted_mode_check(self.path, *q, mode)
+        self.config = TransformerConfig.from_config(self.source.config())
+        self.source.require_tensors()
+        self.block_keys, self.other_keys = self.source.blocks(BLOCKS)
         n = self.config.num_layers
         if sorted(self.block_keys) != list(range(n)):
             raise CheckpointError(f"{self.path}: the config says num_layers={n} but the file holds transformer "
                                   f"blocks {sorted(self.block_keys)[:8]}{' ...' if len(self.block_keys) > 8 else ''}")
-        self.loras = [(Path(p), float(s)) for p, s in loras]
-        self._check_loras()
+        self.loras = self.source.loras  # those still to fuse (not already fused at conversion)
 
-    def _check_loras(self) -> None:
-        """Every LoRA pair must adapt a weight of this transformer (checked once, for all blocks)."""
-        have = {k[len(PREFIX):] for k in self.block_keys_all()}
-        if self.converted is not None:  # module names: compare the LoRA targets in module naming
-            from ..weights.converted import _already_fused
+    def nbytes_stored(self, names: list[str]) -> int:
+        return self.source.stored_nbytes(names)
 
-            info = self.converted.part("transformer")
-            self.loras = [(p, s) for p, s in self.loras if not _already_fused(info, p, s)]  # fused at conversion
-        for path, _ in self.loras:
-            targets = lora_targets(read_header(path).tensors)
-            if not targets:
-                raise CheckpointError(f"{path}: no '*.lora_A.weight' / '*.lora_B.weight' pairs: not a LoRA file")
-            targets = {t: ab for t, ab in targets.items() if not t.startswith(_FOREIGN)}
-            if self.converted is not None:
-                names = {t: next(iter(sanitize({t: None}))) for t in targets}
-                unmatched = sorted(ab[0] for t, ab in targets.items() if names[t] not in have)
-                outside = sorted(ab[0] for t, ab in targets.items() if not names[t].startswith(BLOCKS))
-                if outside and not unmatched:
-                    raise CheckpointError(f"{path}: LoRA pairs outside the transformer blocks (e.g. {outside[0]}) "
-                                          "cannot be fused into a converted file on load; convert with --lora")
-            else:
-                unmatched = sorted(ab[0] for t, ab in targets.items() if t not in have)
-            if unmatched:
-                raise CheckpointError(
-                    f"{path}: {len(unmatched)} LoRA tensor pair(s) match no weight of the model, e.g. "
-                    + ", ".join(unmatched[:5]) + " (is this LoRA made for this checkpoint?)")
-
-    def block_keys_all(self) -> list[str]:
-        return self.other_keys + [k for i in sorted(self.block_keys) for k in self.block_keys[i]]
-
-    def _read(self, keys: list[str], ignore: tuple[str, ...]) -> dict[str, mx.array]:
-        """``keys`` read, LoRA-fused (pairs for ``ignore`` prefixes are other reads' business), sanitized."""
-        floating = all(self.header.tensors[k].dtype in ("BF16", "F16", "F32") for k in keys)
-        keep_stored = self.mode.precision == "bfloat16" and not self.loras and floating
-        raw = load_tensors(self.header, keys, None)
-        w = {k[len(PREFIX):]: v for k, v in raw.items()}
-        if not keep_stored:
-            to_float32(w)
-        for path, strength in self.loras:
-            w = fuse_lora(w, path, strength, ignore_prefixes=_FOREIGN + ignore)
-        return sanitize(w)
-
-    def nbytes_stored(self, keys: list[str]) -> int:
-        return sum(self.header.tensors[k].nbytes for k in keys)
-
-    def block_ranges(self, i: int) -> list:
+    def block_ranges(self, i: int) -> list[Range]:
         """(file, begin, end) of block ``i``'s tensors, for the prefetcher."""
-        from ..weights.prefetch import tensor_ranges
-
-        return tensor_ranges(self.path, self.header, self.block_keys[i])
+        return self.source.ranges(self.block_keys[i])
 
     def resident_part(self) -> LTX2Transformer:
         """The model without its blocks (patchify, caption projections, AdaLN, output), loaded, float32."""
         model = LTX2Transformer(self.config)
         model.transformer_blocks = []  # their (never evaluated) random init is dropped here
-        if self.converted is not None:
-            from ..weights.converted import load_converted_submodule
-
-            load_converted_submodule(self.converted, "transformer", "", model, dtype=mx.float32, exclude=(BLOCKS,))
-        else:
-            load_strict(model, hold(self._read(self.other_keys, (BLOCKS,)), self.mode, in_block=False), "transformer")
+        self.source.load_into(model, "transformer",
+                              weights=read_held(self.source, self.other_keys, self.mode, "", in_block=False))
         mx.eval(model.parameters())
         return model
 
     def new_block(self) -> AVTransformerBlock:
-        c = self.config
-        return AVTransformerBlock(c.inner_dim, c.num_attention_heads, c.attention_head_dim, c.audio_inner_dim,
-                                  c.audio_num_attention_heads, c.audio_attention_head_dim, c.norm_eps)
+        return AVTransformerBlock(self.config.block)
 
     def block(self, i: int) -> AVTransformerBlock:
         """Block ``i`` loaded and held under the mode (evaluated: its memory is real when this returns)."""
         prefix = f"{BLOCKS}{i}."
         blk = self.new_block()
-        if self.converted is not None:
-            from ..weights.converted import fuse_lora_into_transformer, load_converted_submodule
-
-            load_converted_submodule(self.converted, "transformer", prefix, blk, dtype=mx.float32)
-            for path, strength in self.loras:  # a quantised layer is dequantised, adapted, quantised again
-                fuse_lora_into_transformer(blk, path, strength, prefix=prefix)
-            hold_module(blk, self.mode, in_block=True)
-        else:
-            others = tuple(f"{BLOCKS}{j}." for j in range(self.config.num_layers) if j != i) + tuple(
-                sorted({k[len(PREFIX):] for k in self.other_keys}))
-            w = self._read(self.block_keys[i], others)
-            load_strict(blk, hold({k[len(prefix):]: v for k, v in w.items()}, self.mode, in_block=True),
-                        f"transformer block {i}")
+        self.source.load_into(blk, f"transformer block {i}",
+                              weights=read_held(self.source, self.block_keys[i], self.mode, prefix, in_block=True))
         return finish_block(blk, self.mode)
 
 

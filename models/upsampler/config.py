@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from ltx2.spec.errors import BadInputError
+
 # up-by-num (pixel shuffle) then down-by-den (blurred stride) for each supported rational scale
 RATIONAL_SCALES: dict[float, tuple[int, int]] = {0.75: (3, 4), 1.5: (3, 2), 2.0: (2, 1), 4.0: (4, 1)}
 NORM_GROUPS = 32  # every GroupNorm in the network uses 32 groups
 
 
-class UpsamplerConfigError(ValueError):
+class UpsamplerConfigError(BadInputError):
     """The config asks for something this implementation (or the architecture) does not support."""
 
 

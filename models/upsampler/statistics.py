@@ -12,8 +12,9 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from ltx2.models.weights import CheckpointError, load_tensors, read_header
-from ltx2.models.weights.converted import is_converted, open_converted
+from ltx2.models.weights import CheckpointError
+from ltx2.models.weights.keymap import KeyMap, Root
+from ltx2.models.weights.source import WeightSource, open_source
 
 from .model import LatentUpsampler
 
@@ -44,25 +45,25 @@ class LatentStatistics:
         return latent * self._bcast(self.std) + self._bcast(self.mean)
 
 
-def load_latent_statistics(path: str | Path, dtype: mx.Dtype = mx.float32) -> LatentStatistics:
+# the two statistics vectors -> the video VAE's names for them (a converted video VAE file holds them so)
+LATENT_STATISTICS_KEYMAP = KeyMap(
+    network="latent statistics",
+    roots=(Root(STATS_PREFIX + "mean-of-means", "per_channel_statistics.mean_of_means", exact=True),
+           Root(STATS_PREFIX + "std-of-means", "per_channel_statistics.std_of_means", exact=True)),
+    parts=("video_decoder", "video_encoder"),  # `ltx2 convert` keeps them in the video decoder (and encoder) part
+)
+
+
+def load_latent_statistics(path: WeightSource | str | Path, dtype: mx.Dtype | None = mx.float32) -> LatentStatistics:
     """Read only the two statistics vectors from the main LTX-2 checkpoint (or a converted video VAE file)."""
-    if is_converted(path):  # `ltx2 convert` keeps them in the video decoder (and encoder) part
-        f = open_converted(path)
-        for part in ("video_decoder", "video_encoder"):
-            if part in f.parts:
-                t = f.tensors(part, "per_channel_statistics.", dtype)
-                return LatentStatistics(mean=t["per_channel_statistics.mean_of_means"],
-                                        std=t["per_channel_statistics.std_of_means"])
-        raise CheckpointError(f"{path}: this converted file holds {sorted(f.parts)}; the latent statistics are in "
-                              "the converted video decoder file (video_decoder.safetensors)")
-    header = read_header(path)
-    keys = [STATS_PREFIX + "mean-of-means", STATS_PREFIX + "std-of-means"]
-    missing = [k for k in keys if k not in header.tensors]
+    source = open_source(path, LATENT_STATISTICS_KEYMAP)
+    names = ("per_channel_statistics.mean_of_means", "per_channel_statistics.std_of_means")
+    missing = source.missing(names)
     if missing:
-        raise CheckpointError(f"{header.path}: missing {', '.join(missing)}; the latent statistics come from the "
+        raise CheckpointError(f"{source.path}: missing {', '.join(missing)}; the latent statistics come from the "
                               "main LTX-2 checkpoint (the one holding vae.*), not from the upsampler file")
-    t = load_tensors(header, keys, dtype)
-    return LatentStatistics(mean=t[keys[0]], std=t[keys[1]])
+    t = source.read(names, dtype)
+    return LatentStatistics(mean=t[names[0]], std=t[names[1]])
 
 
 def upsample_latent(latent: mx.array, upsampler: LatentUpsampler, stats: LatentStatistics) -> mx.array:

@@ -12,9 +12,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ltx2.spec.errors import BadInputError
 
-class UnsupportedConfigError(ValueError):
-    """The checkpoint's VAE config asks for something this port does not implement."""
+
+class VAEConfigError(BadInputError):
+    """The checkpoint's video VAE config asks for something this port does not implement."""
 
 
 # Encoder block kinds -> (time, space) compression factor; "_res" variants add a space-to-depth
@@ -48,11 +50,11 @@ def _blocks(raw: Any, known: dict, side: str) -> tuple[tuple[str, dict], ...]:
     for i, item in enumerate(raw or []):
         name, params = item
         if name not in known:
-            raise UnsupportedConfigError(
+            raise VAEConfigError(
                 f"vae.{side}_blocks[{i}] = {name!r}: block kind not supported (supported: {sorted(known)})")
         params = {"num_layers": params} if isinstance(params, int) else dict(params)
         if params.get("attention_head_dim") is not None:
-            raise UnsupportedConfigError(f"vae.{side}_blocks[{i}]: attention blocks are not supported")
+            raise VAEConfigError(f"vae.{side}_blocks[{i}]: attention blocks are not supported")
         out.append((name, params))
     return tuple(out)
 
@@ -78,23 +80,23 @@ class VideoVAEConfig:
         vae = config.get("vae", config) if isinstance(config, dict) else config
         unknown = sorted(set(vae) - _USED_KEYS - set(_IGNORED_KEYS))
         if unknown:
-            raise UnsupportedConfigError(f"vae config option(s) {unknown} are not known to this port "
+            raise VAEConfigError(f"vae config option(s) {unknown} are not known to this port "
                                          f"(values {[vae[k] for k in unknown]})")
         for k, ok in _IGNORED_KEYS.items():
             if ok is not None and k in vae and vae[k] != ok:
-                raise UnsupportedConfigError(f"vae.{k} = {vae[k]!r} is not supported (only {ok!r})")
+                raise VAEConfigError(f"vae.{k} = {vae[k]!r} is not supported (only {ok!r})")
         dims = vae.get("dims", 3)
         if dims != 3:
-            raise UnsupportedConfigError(f"vae.dims = {dims!r} is not supported (only 3-D convolutions)")
+            raise VAEConfigError(f"vae.dims = {dims!r} is not supported (only 3-D convolutions)")
         norm = vae.get("norm_layer", "pixel_norm")
         if norm != "pixel_norm":
-            raise UnsupportedConfigError(f"vae.norm_layer = {norm!r} is not supported (only 'pixel_norm')")
+            raise VAEConfigError(f"vae.norm_layer = {norm!r} is not supported (only 'pixel_norm')")
         log_var = vae.get("latent_log_var", "uniform")
         if log_var not in _LOG_VAR:
-            raise UnsupportedConfigError(f"vae.latent_log_var = {log_var!r} is not supported (one of {_LOG_VAR})")
+            raise VAEConfigError(f"vae.latent_log_var = {log_var!r} is not supported (one of {_LOG_VAR})")
         pad = vae.get("spatial_padding_mode")
         if pad is not None and pad not in _PAD_MODES:
-            raise UnsupportedConfigError(f"vae.spatial_padding_mode = {pad!r} is not supported (one of {_PAD_MODES})")
+            raise VAEConfigError(f"vae.spatial_padding_mode = {pad!r} is not supported (one of {_PAD_MODES})")
         cfg = cls(
             in_channels=int(vae.get("in_channels", 3)),
             out_channels=int(vae.get("out_channels", 3)),
@@ -124,11 +126,11 @@ class VideoVAEConfig:
         for i, (name, p) in enumerate(reversed(self.decoder_blocks)):
             mult = p.get("multiplier", 2 if name == "res_x_y" else 1)
             if name != "res_x" and width % mult:
-                raise UnsupportedConfigError(f"vae.decoder_blocks: {name} multiplier {mult} does not divide "
+                raise VAEConfigError(f"vae.decoder_blocks: {name} multiplier {mult} does not divide "
                                              f"width {width}")
             new = width if name == "res_x" else width // mult
             if p.get("inject_noise") and name == "res_x_y" and new != width:
-                raise UnsupportedConfigError("vae.decoder_blocks: res_x_y with inject_noise changes the width, "
+                raise VAEConfigError("vae.decoder_blocks: res_x_y with inject_noise changes the width, "
                                              "which the official noise scales cannot broadcast over")
             out.append((name, p, width, new))
             width = new
@@ -145,7 +147,7 @@ class VideoVAEConfig:
             if name.endswith("_res"):
                 t, s = ENCODER_BLOCKS[name]
                 if new % (t * s * s) or (width * t * s * s) % new:
-                    raise UnsupportedConfigError(f"vae.encoder_blocks: {name} multiplier {p.get('multiplier', 2)} "
+                    raise VAEConfigError(f"vae.encoder_blocks: {name} multiplier {p.get('multiplier', 2)} "
                                                  f"does not fit width {width}")
             out.append((name, p, width, new))
             width = new

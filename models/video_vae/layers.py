@@ -1,6 +1,6 @@
 """Building blocks of the video VAE, channels-last: activations are (B, F, H, W, C).
 
-Module and parameter names follow the official checkpoint keys, so ``sanitize`` only has to move
+Module and parameter names follow the official checkpoint keys, so the key map (loading.py) only has to move
 convolution weights into MLX's layout.
 """
 

@@ -1,15 +1,17 @@
-"""Loading the video VAE from an LTX-2 checkpoint: only ``vae.encoder.*`` / ``vae.decoder.*`` and the two
-shared latent statistics are read, and every tensor must match the model built from the config."""
+"""Loading the video VAE from a weight source: only ``vae.encoder.*`` / ``vae.decoder.*`` and the two shared
+latent statistics are read, and every tensor must match the model built from the config."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import mlx.core as mx
+from mlx.utils import tree_flatten
 
-from ltx2.models.weights import CheckpointError, conv_weight_to_mlx, load_strict, load_tensors, read_header
-from ltx2.models.weights.converted import is_converted, load_converted
-from ltx2.models.weights.halves import halves_to_checkpoint
+from ltx2.models.weights import CheckpointError
+from ltx2.models.weights.halves import merge_halves
+from ltx2.models.weights.keymap import CONV, KeyMap, LayoutRule, Root
+from ltx2.models.weights.source import WeightSource, open_source
 
 from .config import VideoVAEConfig
 from .decoder import VideoDecoder
@@ -17,72 +19,55 @@ from .encoder import VideoEncoder
 
 # Real checkpoints may carry more statistics under vae.per_channel_statistics.*; the VAE uses these two.
 STATS_KEYS = ("vae.per_channel_statistics.std-of-means", "vae.per_channel_statistics.mean-of-means")
+STATS_NAMES = ("per_channel_statistics.std_of_means", "per_channel_statistics.mean_of_means")
 
 
-def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
-    """Checkpoint names (part prefix stripped, statistics as ``per_channel_statistics.*``) -> module names.
-
-    The modules mirror the official names, so only two things change: the statistics' hyphens, and
-    every convolution weight, (O, I, kt, kh, kw) in PyTorch, moves to MLX's (O, kt, kh, kw, I).
-    """
-    out = {}
-    for k, v in weights.items():
-        k = k.replace("std-of-means", "std_of_means").replace("mean-of-means", "mean_of_means")
-        out[k] = conv_weight_to_mlx(v) if v.ndim == 5 else v
-    return out
+def _keymap(half: str) -> KeyMap:
+    """``vae.<half>.*`` and the two statistics -> VideoEncoder / VideoDecoder names. The modules mirror the
+    official names, so only the statistics' hyphens change, and every convolution weight, (O, I, kt, kh, kw)
+    in PyTorch, moves to MLX's (O, kt, kh, kw, I)."""
+    return KeyMap(network=f"video VAE {half}",
+                  roots=(Root(f"vae.{half}.", ""),) + tuple(Root(k, n, exact=True) for k, n in zip(STATS_KEYS,
+                                                                                                   STATS_NAMES)),
+                  layouts=(LayoutRule(CONV, ndims=(5,)),), parts=(f"video_{half}",),
+                  describe="an LTX-2 checkpoint with a video VAE")
 
 
-def unsanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
-    """Module names -> checkpoint names (part prefix not added): the inverse of :func:`sanitize`
-    (statistics back to their hyphenated names, convolutions back to PyTorch's (O, I, kt, kh, kw))."""
-    out = {}
-    for k, v in weights.items():
-        k = k.replace("std_of_means", "std-of-means").replace("mean_of_means", "mean-of-means")
-        out[k] = mx.moveaxis(v, -1, 1) if v.ndim == 5 else v
-    return out
+VIDEO_ENCODER_KEYMAP = _keymap("encoder")
+VIDEO_DECODER_KEYMAP = _keymap("decoder")
 
 
 def to_checkpoint(encoder: VideoEncoder | None = None, decoder: VideoDecoder | None = None) -> dict[str, mx.array]:
     """The given halves under their official keys (``vae.{encoder,decoder}.*``) plus the shared
     ``vae.per_channel_statistics.*`` (both halves hold a copy; given both, they must agree)."""
-    return halves_to_checkpoint("vae.", unsanitize, encoder=encoder, decoder=decoder)
+    return merge_halves(*(km.to_checkpoint(dict(tree_flatten(m.parameters())))
+                          for km, m in ((VIDEO_ENCODER_KEYMAP, encoder), (VIDEO_DECODER_KEYMAP, decoder))
+                          if m is not None))
 
 
-def read_vae_weights(path: str | Path, part: str, dtype: mx.Dtype) -> tuple[dict[str, mx.array], VideoVAEConfig]:
-    """``vae.<part>.*`` plus the latent statistics, nothing else, keyed relative to the part."""
-    header = read_header(path)
-    section = header.config().get("vae")
+def vae_config(source: WeightSource) -> VideoVAEConfig:
+    """The VAE config of the source's checkpoint config (its ``vae`` section)."""
+    section = source.config().get("vae")
     if section is None:
-        raise CheckpointError(f"{header.path}: the config metadata has no 'vae' section; is this an LTX-2 checkpoint?")
-    cfg = VideoVAEConfig.from_config(section)
-    prefix = f"vae.{part}."
-    keys = header.keys_with_prefix(prefix)
-    if not keys:
-        raise CheckpointError(f"{header.path}: no tensors under {prefix!r}; "
-                              "is this an LTX-2 checkpoint with a video VAE?")
-    missing = [k for k in STATS_KEYS if k not in header.tensors]
+        raise CheckpointError(f"{source.path}: the config metadata has no 'vae' section; is this an LTX-2 checkpoint?")
+    return VideoVAEConfig.from_config(section)
+
+
+def _load(path: WeightSource | str | Path, keymap: KeyMap, network: type, dtype: mx.Dtype | None):
+    source = open_source(path, keymap)
+    cfg = vae_config(source)
+    source.require_tensors()
+    missing = source.missing(STATS_NAMES)
     if missing:
-        raise CheckpointError(f"{header.path}: missing the latent statistics {missing}")
-    raw = load_tensors(header, keys + list(STATS_KEYS), dtype)
-    weights = {(k[len(prefix):] if k.startswith(prefix) else k[len("vae."):]): v for k, v in raw.items()}
-    return weights, cfg
-
-
-def load_video_encoder(path: str | Path, dtype: mx.Dtype = mx.float32) -> VideoEncoder:
-    if is_converted(path):  # written by `ltx2 convert`
-        return load_converted(path, "video_encoder", dtype=dtype)
-    weights, cfg = read_vae_weights(path, "encoder", dtype)
-    model = VideoEncoder(cfg)
-    load_strict(model, sanitize(weights), "video VAE encoder")
+        raise CheckpointError(f"{source.path}: missing the latent statistics {missing}")
+    model = source.load_into(network(cfg), keymap.network, dtype)
     model.eval()
     return model
 
 
-def load_video_decoder(path: str | Path, dtype: mx.Dtype = mx.float32) -> VideoDecoder:
-    if is_converted(path):  # written by `ltx2 convert`
-        return load_converted(path, "video_decoder", dtype=dtype)
-    weights, cfg = read_vae_weights(path, "decoder", dtype)
-    model = VideoDecoder(cfg)
-    load_strict(model, sanitize(weights), "video VAE decoder")
-    model.eval()
-    return model
+def load_video_encoder(path: WeightSource | str | Path, dtype: mx.Dtype | None = mx.float32) -> VideoEncoder:
+    return _load(path, VIDEO_ENCODER_KEYMAP, VideoEncoder, dtype)
+
+
+def load_video_decoder(path: WeightSource | str | Path, dtype: mx.Dtype | None = mx.float32) -> VideoDecoder:
+    return _load(path, VIDEO_DECODER_KEYMAP, VideoDecoder, dtype)

@@ -32,6 +32,7 @@ import mlx.core as mx
 import numpy as np
 
 from ltx2.models.ops import conv3d_temp_bytes
+from ltx2.spec.errors import DoesNotFitError
 
 from .config import VideoVAEConfig
 from .layers import CONV_TEMP_BYTES
@@ -368,7 +369,7 @@ class TilingChoice:
     estimated_bytes: int  # weights + activations + output buffers
 
 
-class DecodeDoesNotFit(MemoryError):
+class DecodeDoesNotFit(DoesNotFitError, MemoryError):
     """Even the smallest tiles need more memory than the budget allows."""
 
 

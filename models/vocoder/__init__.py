@@ -3,6 +3,6 @@
 from .bigvgan import kaiser_sinc_filter
 from .config import VocoderConfig, VocoderConfigError
 from .generator import Vocoder
-from .loading import load_vocoder, sanitize
+from .loading import VOCODER_KEYMAP, load_vocoder
 
-__all__ = ["Vocoder", "VocoderConfig", "VocoderConfigError", "kaiser_sinc_filter", "load_vocoder", "sanitize"]
+__all__ = ["Vocoder", "VocoderConfig", "VocoderConfigError", "kaiser_sinc_filter", "load_vocoder", "VOCODER_KEYMAP"]

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ltx2.spec.errors import BadInputError
 
-class VocoderConfigError(ValueError):
+
+class VocoderConfigError(BadInputError):
     """The checkpoint's vocoder config asks for something this implementation does not build."""
 
 

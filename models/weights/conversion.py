@@ -21,7 +21,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -32,10 +31,17 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from .converted import BUILDERS, DTYPES, FORMAT, FORMAT_VERSION, ConvertedWriter, _identity, dtype_name
+from ltx2.spec.errors import BadInputError
+
+from ..networks import NETWORKS
+from ..text.embeddings import embeddings_build
+from ..text.gemma import GEMMA_KEYMAP
+from ..transformer.loader import TRANSFORMER_KEYMAP
+from .converted import DTYPES, FORMAT, FORMAT_VERSION, ConvertedWriter, _identity, dtype_name
 from .manifest import MANIFEST
 from .quantize import check_quantization, quantize_module
-from .safetensors_file import CheckpointError, SafetensorsHeader, load_tensors, read_header
+from .safetensors_file import CheckpointError, read_header
+from .source import OfficialSource
 
 FILES: dict[str, tuple[str, tuple[str, ...]]] = {
     "transformer": ("transformer.safetensors", ("transformer",)),
@@ -50,7 +56,7 @@ QUANTIZABLE_PARTS = ("transformer", "gemma", "text_embeddings")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
 
 
-class ConvertError(ValueError):
+class ConvertError(BadInputError):
     """A conversion that cannot run as asked (the message names the option and the fix)."""
 
 
@@ -59,7 +65,7 @@ class PartSource:
     """How to plan and fill one part from the official file(s)."""
 
     part: str
-    config: dict  # what BUILDERS[part] builds the network from
+    config: dict  # what the part's network is built from (the official file's config)
     build: dict
     source: dict  # identity of the file(s) read
     source_bytes: int  # bytes of the tensors read, as stored in the source
@@ -86,179 +92,71 @@ def _shapes(module: nn.Module) -> dict[str, tuple]:
     return {k: tuple(v.shape) for k, v in tree_flatten(module.parameters())}
 
 
-def _group_by(names, pattern: re.Pattern) -> dict[str, list[str]]:
-    groups: dict[str, list[str]] = {}
-    for n in names:
-        m = pattern.match(n)
-        groups.setdefault(m.group(1) if m else "", []).append(n)
-    return groups
-
-
-def _read_dtype(header: SafetensorsHeader, keys, exact_float32: bool = False) -> mx.Dtype | None:
+def _read_dtype(src: OfficialSource, names, exact_float32: bool = False) -> mx.Dtype | None:
     """Read plain float tensors as stored (put_float upcasts what it quantises: bf16 -> float32 is exact),
     so a group costs its stored size; fp8 ones (dequantised in float32) and LoRA-fused ones in float32."""
-    if exact_float32 or any(header.tensors[k].dtype not in ("BF16", "F16", "F32") for k in keys):
-        return mx.float32
-    return None
+    return mx.float32 if exact_float32 or not src.all_float(names) else None
 
 
-def _bytes(header: SafetensorsHeader, keys) -> tuple[int, set[str]]:
-    return sum(header.tensors[k].nbytes for k in keys), {header.tensors[k].dtype for k in keys}
+def _stored(src: OfficialSource) -> tuple[int, set[str]]:
+    names = src.keys()
+    return src.stored_nbytes(names), {src.stored_dtype(n) for n in names}
 
 
 # --------------------------------------------------------------------------------------------- sources
 
-def transformer_source(checkpoint: Path, loras: list[tuple[Path, float]] = ()) -> PartSource:
-    from ltx2.models.transformer.loader import FOREIGN_PREFIXES, PREFIX, sanitize, transformer_keys
-
-    from .lora import fuse_lora, lora_targets
-
-    header = read_header(checkpoint)
-    cfg = header.config()
-    keys = transformer_keys(header)
-    if not keys:
-        raise CheckpointError(f"{header.path}: no tensors under {PREFIX!r}; is this an LTX-2 checkpoint?")
-    name_of = {k: next(iter(sanitize({k[len(PREFIX):]: None}))) for k in keys}
-    key_of = {n: k for k, n in name_of.items()}
-    skip = tuple(p[len(PREFIX):] for p in FOREIGN_PREFIXES)
-    held = {k[len(PREFIX):] for k in keys}
-    lora_plan = []
-    for path, strength in loras:
-        targets = {t for t in lora_targets(read_header(path).tensors) if not t.startswith(skip)}
-        if not targets:
-            raise CheckpointError(f"{path}: no '*.lora_A.weight' / '*.lora_B.weight' pairs for the transformer: "
-                                  "not a LoRA file for it")
-        unmatched = sorted(targets - held)
-        if unmatched:
-            raise CheckpointError(f"{path}: {len(unmatched)} LoRA target(s) match no weight of the model, e.g. "
-                                  + ", ".join(unmatched[:5]) + " (is this LoRA made for this checkpoint?)")
-        lora_plan.append((Path(path), float(strength), targets))
+def _blockwise_source(part: str, src: OfficialSource, blocks: str, identity: dict) -> PartSource:
+    """A large network (transformer, Gemma): planned from its header shapes, filled one block at a time."""
+    net = NETWORKS[part]
+    cfg = src.config()
+    src.require_tensors()
 
     def skeleton() -> nn.Module:
-        model = BUILDERS["transformer"](cfg, {})
-        _check_names(_shapes(model), {name_of[k]: header.tensors[k].shape for k in keys}, "transformer")
+        model = net.build(src)
+        _check_names(_shapes(model), src.shapes(), part)
         return model
 
     def fill(writer: ConvertedWriter) -> None:
-        for _, names in _group_by(key_of, re.compile(r"^(transformer_blocks\.\d+)\.")).items():
-            ks = [key_of[n] for n in names]
-            raw = load_tensors(header, ks, _read_dtype(header, ks, bool(lora_plan)))
-            w = {k[len(PREFIX):]: v for k, v in raw.items()}
-            for path, strength, targets in lora_plan:
-                # fuse only this block's targets: the rest are other blocks' (and checked above)
-                w = fuse_lora(w, path, strength, ignore_prefixes=skip + tuple(sorted(targets - set(w))))
-            for n, v in sanitize(w).items():
-                writer.put_float("transformer", n, v)
-            del raw, w
+        groups, others = src.blocks(blocks)
+        for names in [others] + [groups[i] for i in sorted(groups)]:
+            w = src.read(names, _read_dtype(src, names, bool(src.loras)))  # the LoRAs fused by the source
+            for n, v in w.items():
+                writer.put_float(part, n, v)
+            del w
             gc.collect()
 
-    nbytes, dtypes = _bytes(header, keys)
-    loras_meta = [{"file": p.name, "identity": _identity(p), "strength": s} for p, s, _ in lora_plan]
-    return PartSource("transformer", cfg, {}, {"checkpoint": _identity(checkpoint)}, nbytes, dtypes, skeleton, fill,
-                      loras_meta)
+    nbytes, dtypes = _stored(src)
+    loras_meta = [{"file": p.name, "identity": _identity(p), "strength": s} for p, s in src.loras]
+    return PartSource(part, cfg, {}, identity, nbytes, dtypes, skeleton, fill, loras_meta)
+
+
+def transformer_source(checkpoint: Path, loras: list[tuple[Path, float]] = ()) -> PartSource:
+    # every LoRA pair is checked against the transformer when the source opens, before anything is written
+    src = OfficialSource(checkpoint, TRANSFORMER_KEYMAP, loras)
+    return _blockwise_source("transformer", src, "transformer_blocks.", {"checkpoint": _identity(checkpoint)})
 
 
 def gemma_source(gemma: Path) -> PartSource:
-    from ltx2.models.text.gemma import weight_plan
-
-    gemma = Path(gemma)
-    cfg, prefix, plan = weight_plan(gemma)
-    where = {"model." + k[len(prefix):]: (file, k) for file, keys in plan.items() for k in keys}
-    headers = {file: read_header(file) for file in plan}
-
-    def skeleton() -> nn.Module:
-        model = BUILDERS["gemma"](cfg, {})
-        _check_names(_shapes(model), {n: headers[f].tensors[k].shape for n, (f, k) in where.items()}, "gemma")
-        return model
-
-    def fill(writer: ConvertedWriter) -> None:
-        for _, names in _group_by(where, re.compile(r"^(model\.layers\.\d+)\.")).items():
-            per_file: dict[str, list[str]] = {}
-            for n in names:
-                per_file.setdefault(where[n][0], []).append(where[n][1])
-            for file, keys in per_file.items():
-                raw = load_tensors(headers[file], keys, _read_dtype(headers[file], keys))
-                for k, v in raw.items():
-                    writer.put_float("gemma", "model." + k[len(prefix):], v)
-                del raw
-            gc.collect()
-
-    nbytes, dtypes = 0, set()
-    for file, keys in plan.items():
-        b, d = _bytes(headers[file], keys)
-        nbytes, dtypes = nbytes + b, dtypes | d
-    return PartSource("gemma", cfg, {}, {"gemma": _identity(gemma)}, nbytes, dtypes, skeleton, fill)
+    src = OfficialSource(Path(gemma), GEMMA_KEYMAP)
+    return _blockwise_source("gemma", src, "model.layers.", {"gemma": _identity(gemma)})
 
 
-def _loaded_source(part: str, path: Path, cfg: dict, build: dict, keys: list[str],
-                   load: Callable[[Path], nn.Module], role: str = "checkpoint") -> PartSource:
+def _loaded_source(part: str, path: Path, role: str = "checkpoint") -> PartSource:
     """A small network: planned from a lazily built copy, filled by its own loader, whole."""
-    header = read_header(path)
-    missing = [k for k in keys if k not in header.tensors]
-    if not keys or missing:
-        raise CheckpointError(f"{header.path}: no tensors for the {part} part ({missing[:3] or 'none found'})")
+    net = NETWORKS[part]
+    src = OfficialSource(path, net.keymap)
+    if not src.keys():
+        raise CheckpointError(f"{path}: no tensors for the {part} part (none found)")
+    build = embeddings_build(src) if part == "text_embeddings" else {}
 
     def fill(writer: ConvertedWriter) -> None:
-        module = load(path)
+        module = net.load(src)
         writer.put_module(part, module)
         del module
         gc.collect()
 
-    nbytes, dtypes = _bytes(header, keys)
-    return PartSource(part, cfg, build, {role: _identity(path)}, nbytes, dtypes,
-                      lambda: BUILDERS[part](cfg, build), fill)
-
-
-def text_embeddings_source(checkpoint: Path) -> PartSource:
-    from ltx2.models.text.embeddings import (AUDIO_CONNECTOR_PREFIX, FEATURES_PREFIX, VIDEO_CONNECTOR_PREFIX,
-                                             _registers, load_embeddings_processor)
-
-    header = read_header(checkpoint)
-    cfg = header.config()
-    proj = header.tensors.get(FEATURES_PREFIX + "weight")
-    if proj is None:
-        raise CheckpointError(f"{header.path}: missing tensor {FEATURES_PREFIX}weight (the LTX-2 text projection)")
-    tcfg = cfg.get("transformer", {})
-    build = {"hidden": proj.shape[0], "num_hidden_states": proj.shape[1] // proj.shape[0],
-             "video_registers": _registers(header, VIDEO_CONNECTOR_PREFIX, tcfg),
-             "audio_registers": _registers(header, AUDIO_CONNECTOR_PREFIX, tcfg)}
-    keys = [k for k in header.tensors if k.startswith((FEATURES_PREFIX, VIDEO_CONNECTOR_PREFIX, AUDIO_CONNECTOR_PREFIX))]
-    return _loaded_source("text_embeddings", checkpoint, cfg, build, keys, load_embeddings_processor)
-
-
-def video_source(part: str, checkpoint: Path) -> PartSource:
-    from ltx2.models.video_vae import load_video_decoder, load_video_encoder
-    from ltx2.models.video_vae.loading import STATS_KEYS
-
-    header = read_header(checkpoint)
-    half = "decoder" if part == "video_decoder" else "encoder"
-    keys = header.keys_with_prefix(f"vae.{half}.") + [k for k in STATS_KEYS if k in header.tensors]
-    load = load_video_decoder if half == "decoder" else load_video_encoder
-    return _loaded_source(part, checkpoint, header.config(), {}, keys, load)
-
-
-def audio_decoder_source(checkpoint: Path) -> PartSource:
-    from ltx2.models.audio_vae import load_audio_decoder
-    from ltx2.models.audio_vae.loading import STATS_PREFIX
-
-    header = read_header(checkpoint)
-    keys = header.keys_with_prefix("audio_vae.decoder.") + header.keys_with_prefix(STATS_PREFIX)
-    return _loaded_source("audio_decoder", checkpoint, header.config(), {}, keys, load_audio_decoder)
-
-
-def vocoder_source(checkpoint: Path) -> PartSource:
-    from ltx2.models.vocoder import load_vocoder
-
-    header = read_header(checkpoint)
-    return _loaded_source("vocoder", checkpoint, header.config(), {}, header.keys_with_prefix("vocoder."), load_vocoder)
-
-
-def upsampler_source(path: Path) -> PartSource:
-    from ltx2.models.upsampler import load_upsampler
-
-    header = read_header(path)
-    return _loaded_source("upsampler", path, header.config(), {}, list(header.tensors), load_upsampler,
-                          role="upsampler")
+    nbytes, dtypes = _stored(src)
+    return PartSource(part, src.config(), build, {role: _identity(path)}, nbytes, dtypes, lambda: net.build(src), fill)
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -346,12 +244,12 @@ def convert_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, gemma: st
     makers: dict[str, Callable[[], PartSource]] = {
         "transformer": lambda: transformer_source(checkpoint, [(Path(p), float(s)) for p, s in loras]),
         "gemma": lambda: gemma_source(Path(gemma)),
-        "text_embeddings": lambda: text_embeddings_source(checkpoint),
-        "video_decoder": lambda: video_source("video_decoder", checkpoint),
-        "video_encoder": lambda: video_source("video_encoder", checkpoint),
-        "audio_decoder": lambda: audio_decoder_source(checkpoint),
-        "vocoder": lambda: vocoder_source(checkpoint),
-        "upsampler": lambda: upsampler_source(Path(upsampler)),
+        "text_embeddings": lambda: _loaded_source("text_embeddings", checkpoint),
+        "video_decoder": lambda: _loaded_source("video_decoder", checkpoint),
+        "video_encoder": lambda: _loaded_source("video_encoder", checkpoint),
+        "audio_decoder": lambda: _loaded_source("audio_decoder", checkpoint),
+        "vocoder": lambda: _loaded_source("vocoder", checkpoint),
+        "upsampler": lambda: _loaded_source("upsampler", Path(upsampler), role="upsampler"),
     }
     out.mkdir(parents=True, exist_ok=True)
     reports: list[FileReport] = []

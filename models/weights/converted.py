@@ -3,7 +3,7 @@
 A converted file is an ordinary safetensors file holding one or more *parts* (a part is one network:
 ``transformer``, ``gemma``, ``text_embeddings``, ``video_decoder``, ``video_encoder``,
 ``audio_decoder``, ``vocoder``, ``upsampler``). Each part's tensors carry the MODULE parameter names
-(already sanitized, MLX layouts: nothing to rename or transpose on load) under the part's key prefix.
+(the key map already applied, MLX layouts: nothing to rename or transpose on load) under the part's key prefix.
 The prefixes are the official component prefixes (``model.diffusion_model.``, ``vae.decoder.``, ...),
 so header-only tools that sum a component's bytes by prefix attribute them correctly. A quantised
 Linear is stored as MLX holds it: ``<layer>.weight`` (uint32, packed), ``<layer>.scales`` and
@@ -21,11 +21,11 @@ Metadata (``__metadata__``, all strings):
                     ``source`` the identity (size + header sha256) of the file(s) it came from; ``loras``
                     the LoRAs fused into it: [{file, identity, strength}]
 
-Every network loader (``load_transformer``, ``load_gemma``, ...) checks :func:`is_converted` first and
-hands a converted file to :func:`load_converted`, so a stage can be pointed at converted files
-unchanged. Files are written through :class:`ConvertedWriter`: tensor by tensor into a temporary file
-whose header is planned up front (so a 19B model can be converted one block at a time), renamed into
-place only when every planned tensor was written.
+Network loaders read a converted file through ``ConvertedSource`` (models/weights/source.py, picked by
+``open_source`` from the ``format`` metadata), so a stage can be pointed at converted files unchanged.
+Files are written through :class:`ConvertedWriter`: tensor by tensor into a temporary file whose header
+is planned up front (so a 19B model can be converted one block at a time), renamed into place only when
+every planned tensor was written.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import json
 import os
 import struct
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,9 +44,8 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from .manifest import FORMAT
-from .quantize import check_quantization, dequantized_weight, quantized_layers
+from .quantize import check_quantization, quantize_module, quantized_layers
 from .safetensors_file import CheckpointError, SafetensorsHeader, read_header
-from .strict import load_strict
 
 FORMAT_VERSION = "1"
 
@@ -130,7 +129,7 @@ class ConvertedFile:
         for per-block streaming), keyed by module name; float tensors cast to ``dtype`` (None: as stored),
         packed quantised weights kept uint32."""
         n = len(self.part(part).prefix)
-        return {k[n:]: v for k, v in _read(self.header, self.keys(part, prefix), dtype).items()}
+        return {k[n:]: v for k, v in read_tensors(self.header, self.keys(part, prefix), dtype).items()}
 
     def nbytes(self, part: str | None = None, dtype: mx.Dtype | None = mx.float32) -> int:
         """Bytes ``part`` (None: every part) takes once loaded with float tensors at ``dtype``."""
@@ -158,7 +157,11 @@ def is_converted(path: str | Path) -> bool:
 
 
 def open_converted(path: str | Path) -> ConvertedFile:
-    header = read_header(path)
+    return converted_file(read_header(path))
+
+
+def converted_file(header: SafetensorsHeader) -> ConvertedFile:
+    """The converted file whose header was read (its metadata checked)."""
     meta = header.metadata
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{header.path}: not a converted ltx2 weight file (no format={FORMAT!r} metadata)")
@@ -173,7 +176,8 @@ def open_converted(path: str | Path) -> ConvertedFile:
     return ConvertedFile(header, config, meta.get("model_version"), parts)
 
 
-def _read(header: SafetensorsHeader, keys: list[str], dtype: mx.Dtype | None) -> dict[str, mx.array]:
+def read_tensors(header: SafetensorsHeader, keys: list[str], dtype: mx.Dtype | None) -> dict[str, mx.array]:
+    """``keys`` of a converted file (float tensors cast to ``dtype``; None: as stored), keyed as in the file."""
     size = header.size
     cut = [k for k in keys if header.tensors[k].end > size]
     if cut:
@@ -196,67 +200,6 @@ def _read(header: SafetensorsHeader, keys: list[str], dtype: mx.Dtype | None) ->
     return out
 
 
-# ------------------------------------------------------------------------------------------------ builders
-# part -> (config, build) -> an un-loaded network of the right shape (imports are lazy: the network
-# packages import this module)
-
-def _build_transformer(config: dict, build: dict) -> nn.Module:
-    from ltx2.models.transformer import LTX2Transformer, TransformerConfig
-
-    return LTX2Transformer(TransformerConfig.from_config(config))
-
-
-def _build_gemma(config: dict, build: dict) -> nn.Module:
-    from ltx2.models.text.gemma import GemmaConfig, GemmaEncoder
-
-    return GemmaEncoder(GemmaConfig.from_config(config))
-
-
-def _build_text_embeddings(config: dict, build: dict) -> nn.Module:
-    from ltx2.models.text.connector import ConnectorConfig
-    from ltx2.models.text.embeddings import EmbeddingsProcessor, refuse_unsupported
-
-    tcfg = config.get("transformer", {})
-    refuse_unsupported(tcfg)
-    video = ConnectorConfig.from_config(tcfg, "video", int(build["video_registers"]))
-    audio = ConnectorConfig.from_config(tcfg, "audio", int(build["audio_registers"]))
-    return EmbeddingsProcessor(int(build["hidden"]), int(build["num_hidden_states"]), video, audio)
-
-
-def _build_video(part: str) -> Callable[[dict, dict], nn.Module]:
-    def build(config: dict, build: dict) -> nn.Module:
-        from ltx2.models.video_vae import VideoDecoder, VideoEncoder, VideoVAEConfig
-
-        cfg = VideoVAEConfig.from_config(config["vae"])
-        return (VideoDecoder if part == "video_decoder" else VideoEncoder)(cfg)
-    return build
-
-
-def _build_audio_decoder(config: dict, build: dict) -> nn.Module:
-    from ltx2.models.audio_vae import AudioDecoder, AudioVAEConfig
-
-    return AudioDecoder(AudioVAEConfig.from_config(config))
-
-
-def _build_vocoder(config: dict, build: dict) -> nn.Module:
-    from ltx2.models.vocoder import Vocoder, VocoderConfig
-
-    return Vocoder(VocoderConfig.from_config(config))
-
-
-def _build_upsampler(config: dict, build: dict) -> nn.Module:
-    from ltx2.models.upsampler import LatentUpsampler, UpsamplerConfig
-
-    return LatentUpsampler(UpsamplerConfig.from_config(config))
-
-
-BUILDERS: dict[str, Callable[[dict, dict], nn.Module]] = {
-    "transformer": _build_transformer, "gemma": _build_gemma, "text_embeddings": _build_text_embeddings,
-    "video_decoder": _build_video("video_decoder"), "video_encoder": _build_video("video_encoder"),
-    "audio_decoder": _build_audio_decoder, "vocoder": _build_vocoder, "upsampler": _build_upsampler,
-}
-
-
 # ------------------------------------------------------------------------------------------------ loading
 
 def quantize_like(module: nn.Module, names: Iterable[str], bits: int | None, group_size: int | None) -> set[str]:
@@ -271,124 +214,16 @@ def quantize_like(module: nn.Module, names: Iterable[str], bits: int | None, gro
     return wanted
 
 
-def load_converted(path: str | Path, part: str | None = None,
-                   build_fn: Callable[[dict, dict], nn.Module] | None = None, *,
-                   dtype: mx.Dtype | None = mx.float32, loras: Iterable[tuple[str | Path, float]] = ()) -> nn.Module:
-    """The network ``part`` of a converted file, built from its stored config (``build_fn(config, build)``;
-    default: the part's registered builder), quantised where the file is, loaded strictly.
-
-    ``dtype``: float tensors (scales and biases included) are cast to it; None keeps them as stored.
-    ``loras``: (file, strength) fused after loading (transformer only); a LoRA the file already holds
-    with the same strength (recorded at conversion) is not fused a second time.
-    """
-    f = open_converted(path)
-    info = f.part(part)
-    build = build_fn or BUILDERS.get(info.name)
-    if build is None:
-        raise CheckpointError(f"{f.path}: no builder for part {info.name!r}")
-    module = build(info.config, info.build)
-    names = f.names(info.name)
-    quantize_like(module, names, info.bits, info.group_size)
-    load_strict(module, f.tensors(info.name, dtype=dtype), f"{info.name} (converted file {f.path.name})")
-    for lora_path, strength in loras:
-        if info.name != "transformer":
-            raise CheckpointError(f"LoRAs can only be fused into the transformer, not {info.name!r}")
-        if _already_fused(info, lora_path, strength):
-            continue
-        fuse_lora_into_transformer(module, lora_path, strength)
-    module.eval()
-    mx.eval(module.parameters())
-    return module
-
-
-def load_converted_submodule(path: str | Path | ConvertedFile, part: str, prefix: str, module: nn.Module, *,
-                             dtype: mx.Dtype | None = mx.float32, exclude: tuple[str, ...] = ()) -> nn.Module:
-    """Load the tensors of ``part`` under module name ``prefix`` (e.g. ``transformer_blocks.3.``), minus names
-    starting with ``exclude``, into ``module`` (a freshly built network at that path, e.g. one block),
-    quantising its layers as the file holds them; strict. For layer streaming: one block at a time.
-
-    ``load_converted_submodule(f, "transformer", "", model, exclude=("transformer_blocks.",))`` loads a
-    transformer whose ``transformer_blocks`` list was emptied: everything outside the blocks."""
-    f = path if isinstance(path, ConvertedFile) else open_converted(path)
-    info = f.part(part)
-    n = len(info.prefix)
-    keys = [k for k in f.keys(part, prefix) if not k[n:].startswith(exclude)]
-    weights = {k[n + len(prefix):]: v for k, v in _read(f.header, keys, dtype).items()}
-    quantize_like(module, weights, info.bits, info.group_size)
-    load_strict(module, weights, f"{part} {prefix or 'resident part'} (converted file {f.path.name})")
-    mx.eval(module.parameters())
-    return module
-
-
 def _identity(path: str | Path) -> dict:
     from ltx2.artifacts_schema.keys import weight_identity
 
     return weight_identity(path)
 
 
-def _already_fused(info: PartInfo, lora_path, strength: float) -> bool:
+def already_fused(info: PartInfo, lora_path, strength: float) -> bool:
+    """Whether the LoRA file at ``lora_path`` was fused with ``strength`` into ``info``'s part at conversion."""
     ident = _identity(lora_path)
     return any(rec.get("identity") == ident and float(rec.get("strength")) == float(strength) for rec in info.loras)
-
-
-def fuse_lora_into_transformer(model: nn.Module, lora_path: str | Path, strength: float, *,
-                               prefix: str = "") -> nn.Module:
-    """``W += strength * B @ A`` into a loaded (possibly quantised) transformer, in place.
-
-    ``prefix``: ``model`` is only the part of the transformer at that module path (e.g. one block,
-    ``transformer_blocks.3.``); LoRA pairs for weights elsewhere are left alone.
-
-    A quantised layer is dequantised, adapted and quantised again with its own bits / group size: the
-    result carries a second rounding, so converting with ``--lora`` is the more exact route."""
-    from ltx2.models.transformer.loader import FOREIGN_PREFIXES, PREFIX, sanitize
-
-    from .lora import lora_targets
-    from .safetensors_file import load_tensors
-
-    header = read_header(lora_path)
-    targets = lora_targets(header.tensors)
-    if not targets:
-        raise CheckpointError(f"{header.path}: no '*.lora_A.weight' / '*.lora_B.weight' pairs: not a LoRA file")
-    skip = tuple(p[len(PREFIX):] for p in FOREIGN_PREFIXES)
-    targets = {t: ab for t, ab in targets.items() if not t.startswith(skip)}
-    leaves = dict(tree_flatten(model.leaf_modules(), is_leaf=lambda x: isinstance(x, nn.Module)))
-    plan, unmatched, bad = [], [], []
-    for target, (ka, kb) in targets.items():
-        name = next(iter(sanitize({target: None})))  # checkpoint name -> module name
-        if not name.startswith(prefix):
-            continue
-        name = name[len(prefix):]
-        layer = leaves.get(name[: -len(".weight")]) if name.endswith(".weight") else None
-        if not isinstance(layer, (nn.Linear, nn.QuantizedLinear)):
-            unmatched.append(ka)
-            continue
-        out_in = (layer.weight.shape[0], layer.weight.shape[1] * (32 // layer.bits if isinstance(
-            layer, nn.QuantizedLinear) else 1))
-        a, b = header.tensors[ka].shape, header.tensors[kb].shape
-        if len(a) != 2 or len(b) != 2 or a[0] != b[1] or (b[0], a[1]) != out_in:
-            bad.append(f"{ka} {a} / {kb} {b} vs weight {target} {out_in}")
-            continue
-        plan.append((layer, ka, kb))
-    if unmatched:
-        raise CheckpointError(f"{header.path}: {len(unmatched)} LoRA tensor pair(s) match no weight of the model, "
-                              "e.g. " + ", ".join(sorted(unmatched)[:5]) + " (is this LoRA made for this checkpoint?)")
-    if bad:
-        raise CheckpointError(f"{header.path}: LoRA shapes do not fit the weights they adapt (B @ A must be "
-                              "(out, in)): " + "; ".join(bad[:5]))
-    if strength == 0:
-        return model
-    for layer, ka, kb in plan:
-        ab = load_tensors(header, [ka, kb], mx.float32)
-        delta = (ab[kb] * strength) @ ab[ka]
-        if isinstance(layer, nn.QuantizedLinear):
-            sdtype = layer.scales.dtype
-            wq, scales, biases = mx.quantize(dequantized_weight(layer, mx.float32) + delta, layer.group_size,
-                                             layer.bits)
-            layer.weight, layer.scales, layer.biases = wq, scales.astype(sdtype), biases.astype(sdtype)
-        else:
-            layer.weight = (layer.weight.astype(mx.float32) + delta).astype(layer.weight.dtype)
-        mx.eval(layer.parameters())
-    return model
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -564,7 +399,8 @@ def save_converted(path: str | Path, module: nn.Module, config: dict, *, part: s
                    model_version: str | None = None, file_config: dict | None = None,
                    quantize_embeddings: bool = False) -> Path:
     """Write one loaded network as a one-part converted file. ``config`` (+ ``build``) must rebuild it
-    with ``BUILDERS[part]``; ``file_config`` (default ``config``) goes to the file's ``config`` metadata.
+    with the part's network (models/networks.py); ``file_config`` (default ``config``) goes to the file's
+    ``config`` metadata.
 
     ``bits``: the network (float) is quantised by the policy of :mod:`.quantize`, in place, as
     ``quantize_module`` does, and the file holds the same quantisation (from its weights in float32;
@@ -573,8 +409,6 @@ def save_converted(path: str | Path, module: nn.Module, config: dict, *, part: s
     """
     floats = dict(tree_flatten(module.parameters()))
     if bits is not None:
-        from .quantize import quantize_module
-
         quantize_module(module, bits, group_size, quantize_embeddings=quantize_embeddings)
     w = ConvertedWriter(path, config=file_config if file_config is not None else config, dtype=dtype,
                         model_version=model_version)

@@ -3,27 +3,16 @@ holding a copy of the latent statistics that the checkpoint stores once."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import mlx.core as mx
-from mlx.utils import tree_flatten
-
-STATS = "per_channel_statistics."
 
 
-def halves_to_checkpoint(prefix: str, unsanitize: Callable[[dict], dict], **halves) -> dict[str, mx.array]:
-    """``halves`` (encoder=..., decoder=...; None skips one) under ``{prefix}{half}.*`` plus the statistics
-    once under ``{prefix}per_channel_statistics.*``; given both halves, their statistics must agree."""
+def merge_halves(*halves: dict[str, mx.array]) -> dict[str, mx.array]:
+    """The checkpoint tensors of each half (encoder, decoder) in one dict; the statistics both carry appear
+    once, and must agree."""
     out: dict[str, mx.array] = {}
-    for part, model in halves.items():
-        if model is None:
-            continue
-        for k, v in unsanitize(dict(tree_flatten(model.parameters()))).items():
-            if k.startswith(STATS):
-                key = prefix + k
-                if key in out and not mx.array_equal(out[key], v).item():
-                    raise ValueError(f"{key}: the encoder and decoder hold different latent statistics")
-                out[key] = v
-            else:
-                out[f"{prefix}{part}.{k}"] = v
+    for half in halves:
+        for key, v in half.items():
+            if key in out and not mx.array_equal(out[key], v).item():
+                raise ValueError(f"{key}: the encoder and decoder hold different latent statistics")
+            out[key] = v
     return out

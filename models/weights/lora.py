@@ -11,11 +11,13 @@ would otherwise change nothing without a word.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlx.core as mx
 
-from .safetensors_file import CheckpointError, load_tensors, read_header
+from .safetensors_file import CheckpointError, SafetensorsHeader, load_tensors, read_header
 
 LORA_PREFIX = "diffusion_model."
 _A, _B = ".lora_A.weight", ".lora_B.weight"
@@ -46,40 +48,90 @@ def lora_targets(keys) -> dict[str, tuple[str, str]]:
     return out
 
 
-def fuse_lora(weights: dict[str, mx.array], lora_path: str | Path, strength: float = 1.0, *,
-              ignore_prefixes: tuple[str, ...] = ()) -> dict[str, mx.array]:
-    """``weights`` (checkpoint names relative to ``model.diffusion_model.``, PyTorch layouts, as read
-    before ``sanitize``) with the LoRA fused in; returns a new dict (unchanged tensors are shared).
+@dataclass(frozen=True)
+class LoraPlan:
+    """One LoRA file's pairs, checked against a network's tensors: (tensor name, lora_A key, lora_B key)."""
 
-    ``ignore_prefixes``: target paths the caller deliberately does not hold (e.g. the text connectors,
-    which sit under the transformer's prefix but are loaded elsewhere); LoRA pairs for them are
-    skipped. Any other pair that matches no weight, or whose shapes do not fit it, is an error.
-    """
+    header: SafetensorsHeader
+    strength: float
+    pairs: tuple[tuple[str, str, str], ...]
+
+
+def plan_lora(lora_path: str | Path, strength: float, shapes: Mapping[str, tuple[int, ...]],
+              name_of: Callable[[str], str | None] = lambda target: target) -> LoraPlan:
+    """Match a LoRA file's pairs to the tensors ``shapes`` describes (name -> (out, in) of the weight).
+
+    ``name_of`` maps a target (``<path>.weight``, the LoRA file's naming) to the tensor name it adapts, or to
+    None for a target the caller deliberately does not hold (e.g. the text connectors, which sit under the
+    transformer's prefix but are loaded elsewhere): those pairs are skipped. Any other pair that matches no
+    tensor, or (at a non-zero strength) whose shapes do not fit it, is an error naming it."""
     header = read_header(lora_path)
     targets = lora_targets(header.tensors)
     if not targets:
         raise CheckpointError(f"{header.path}: no '*.lora_A.weight' / '*.lora_B.weight' pairs: not a LoRA file")
-    targets = {t: ab for t, ab in targets.items() if not t.startswith(tuple(ignore_prefixes))}
-    unmatched = sorted(ab[0] for t, ab in targets.items() if t not in weights)
+    pairs, unmatched, bad = [], [], []
+    for target, (ka, kb) in targets.items():
+        name = name_of(target)
+        if name is None:
+            continue
+        if name not in shapes:
+            unmatched.append(ka)
+            continue
+        a, b, w = header.tensors[ka].shape, header.tensors[kb].shape, tuple(shapes[name])
+        if len(a) != 2 or len(b) != 2 or a[0] != b[1] or (b[0], a[1]) != w:
+            bad.append(f"{ka} {a} / {kb} {b} vs weight {target} {w}")
+            continue
+        pairs.append((name, ka, kb))
     if unmatched:
         raise CheckpointError(
             f"{header.path}: {len(unmatched)} LoRA tensor pair(s) match no weight of the model, e.g. "
-            + ", ".join(unmatched[:5]) + " (is this LoRA made for this checkpoint?)")
-    out = dict(weights)
-    if strength == 0 or not targets:
-        return out
-    bad = []
-    for target, (ka, kb) in targets.items():
-        w = weights[target]
-        a_info, b_info = header.tensors[ka].shape, header.tensors[kb].shape
-        if (len(a_info) != 2 or len(b_info) != 2 or a_info[0] != b_info[1]
-                or (b_info[0], a_info[1]) != tuple(w.shape)):
-            bad.append(f"{ka} {a_info} / {kb} {b_info} vs weight {target} {tuple(w.shape)}")
-            continue
-        ab = load_tensors(header, [ka, kb], mx.float32)
-        delta = (ab[kb] * strength) @ ab[ka]  # float32, then back to the weight's dtype
-        out[target] = (w.astype(mx.float32) + delta).astype(w.dtype)
-    if bad:
+            + ", ".join(sorted(unmatched)[:5]) + " (is this LoRA made for this checkpoint?)")
+    if bad and strength != 0:
         raise CheckpointError(f"{header.path}: LoRA shapes do not fit the weights they adapt (B @ A must be "
                               "(out, in)): " + "; ".join(bad[:5]))
-    return out
+    return LoraPlan(header, float(strength), tuple(pairs))
+
+
+def apply_lora(tensors: dict[str, mx.array], plan: LoraPlan,
+               quantization: tuple[int, int] | None = None) -> dict[str, mx.array]:
+    """``W += strength * B @ A`` (in float32, stored back in W's dtype) into the plan's tensors that are among
+    ``tensors`` (in place; returns it). A weight held affine-quantised (its ``.scales`` beside it, ``quantization``
+    its (bits, group_size)) is dequantised, adapted and quantised again: one more rounding."""
+    if plan.strength == 0:
+        return tensors
+    for name, ka, kb in plan.pairs:
+        if name not in tensors:
+            continue
+        ab = load_tensors(plan.header, [ka, kb], mx.float32)
+        delta = (ab[kb] * plan.strength) @ ab[ka]
+        w = tensors[name]
+        stem = name[: -len(".weight")]
+        if stem + ".scales" in tensors:
+            if quantization is None:
+                raise CheckpointError(f"{name}: quantised, but its bits / group size are not known")
+            bits, group_size = quantization
+            scales, biases = tensors[stem + ".scales"], tensors[stem + ".biases"]
+            full = mx.dequantize(w, scales, biases, group_size=group_size, bits=bits).astype(mx.float32)
+            wq, s, b = mx.quantize(full + delta, group_size, bits)
+            tensors[name], tensors[stem + ".scales"], tensors[stem + ".biases"] = (
+                wq, s.astype(scales.dtype), b.astype(biases.dtype))
+        elif not mx.issubdtype(w.dtype, mx.floating):
+            raise CheckpointError(f"{name}: a packed quantised weight read without its scales")
+        else:
+            tensors[name] = (w.astype(mx.float32) + delta).astype(w.dtype)
+    return tensors
+
+
+def fuse_lora(weights: dict[str, mx.array], lora_path: str | Path, strength: float = 1.0, *,
+              ignore_prefixes: tuple[str, ...] = ()) -> dict[str, mx.array]:
+    """``weights`` (float tensors named like the LoRA's targets: checkpoint names relative to
+    ``model.diffusion_model.``) with the LoRA fused in; returns a new dict (unchanged tensors are shared).
+
+    ``ignore_prefixes``: target paths the caller deliberately does not hold; LoRA pairs for them are
+    skipped. Any other pair that matches no weight, or whose shapes do not fit it, is an error.
+    Loaders fuse through their weight source (models/weights/source.py), which plans and applies LoRAs
+    with the same two functions on module-named tensors."""
+    ignore = tuple(ignore_prefixes)
+    plan = plan_lora(lora_path, strength, {k: tuple(v.shape) for k, v in weights.items()},
+                     lambda t: None if t.startswith(ignore) else t)
+    return apply_lora(dict(weights), plan)

@@ -13,11 +13,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ltx2.spec.errors import BadInputError
+
 MANIFEST = "manifest.json"
 FORMAT = "ltx2.converted"
 
 
-class ManifestError(ValueError):
+class ManifestError(BadInputError):
     """A folder that is not (or no longer) a complete `ltx2 convert` output."""
 
 

@@ -39,6 +39,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ltx2.spec.errors import BadInputError
+
 from .quantize import quantized_nbytes  # the one byte count of a quantised matrix (float32 scales)
 
 PRECISIONS = ("float32", "bfloat16", "q8", "q4")
@@ -48,7 +50,7 @@ DEFAULT_GROUP_SIZE = 64
 F32, BF16 = 4, 2
 
 
-class WeightsModeError(ValueError):
+class WeightsModeError(BadInputError):
     """A weights_mode parameter that names no supported precision / streaming choice."""
 
 

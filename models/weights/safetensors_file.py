@@ -15,6 +15,8 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from ltx2.spec.errors import BadInputError
+
 from . import fp8
 
 # safetensors dtype tag -> numpy dtype of the stored bytes (bf16 / fp8 are read as raw bits)
@@ -25,7 +27,7 @@ _STORED = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BadInputError):
     """A weight file is unreadable, truncated, or does not hold what the caller needs."""
 
 

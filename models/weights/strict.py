@@ -1,4 +1,4 @@
-"""Strict loading of a sanitized weight dict into an MLX module."""
+"""Strict loading of a module-named weight dict into an MLX module."""
 
 from __future__ import annotations
 
