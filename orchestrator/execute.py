@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ltx2.spec.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_DOES_NOT_FIT, Ltx2Error
+
 from .cache_keys import plan_keys
 from .executor import Executor, LocalExecutor, StageInvocation, StageRun
 from .graph import Stage
@@ -67,16 +69,14 @@ class RunManifest:
         tmp.replace(path)
 
 
-class RunFailed(Exception):
+class RunFailed(Ltx2Error):
+    """A stage failed (or could not fit): ``code`` is its exit code, and the exit code `ltx2 run` passes on
+    when it is bad input (2) or does not fit (75); anything else is 1."""
+
     def __init__(self, stage: str, message: str, code: int, manifest: RunManifest):
         super().__init__(message)
         self.stage, self.code, self.manifest = stage, code, manifest
-
-
-class RunFailed(Exception):
-    def __init__(self, stage: str, message: str, code: int, manifest: RunManifest):
-        super().__init__(message)
-        self.stage, self.code, self.manifest = stage, code, manifest
+        self.exit_code = code if code in (EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT) else EXIT_BUG
 
 
 def dependents(stages: list[Stage], names: set[str]) -> set[str]:

@@ -136,9 +136,9 @@ def run_dag(tasks: Sequence[Task], budget: int, executor: Executor, *,
             t, h, _, out = running.pop(n)
             out.run = h.wait()
             out.ended = clock()
-            if not out.run.ok and result.failed is None:
+            finish(t, out)  # on_finish may still find it failed (e.g. its output is missing)
+            if not out.ok and result.failed is None:
                 result.failed = out
-            finish(t, out)
         if ended and running:
             lim = limits({n: r for n, (_, _, r, _) in running.items()})
             for n, (_, h, _, _) in running.items():

@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ltx2.models.tiny import ensure_tiny_model
+from ltx2.orchestrator.execute import RunFailed, run_job
 from ltx2.orchestrator.executor import Executor, LocalExecutor, StageHandle, StageInvocation
 from ltx2.orchestrator.job import load_job
+from ltx2.orchestrator.planner import plan_job
 from ltx2.orchestrator.scheduler import Task, run_dag
 
 from fake_executor import FakeExecutor, FakeHandle, StageWritingExecutor
@@ -115,6 +118,11 @@ def test_an_error_cancels_the_running_stages() -> None:
 
 # ----------------------------------------------------------------------------- run_job through the seam
 
+@pytest.fixture(scope="module")
+def tiny() -> None:
+    ensure_tiny_model()  # planning reads the weight headers
+
+
 def job_at(folder: Path, **changes):
     job = yaml.safe_load(EXAMPLE.read_text())
     job.update(output=str(folder / "out.mp4"), work_dir=str(folder / "work"), **changes)
@@ -123,12 +131,7 @@ def job_at(folder: Path, **changes):
     return load_job(folder / "job.yaml")
 
 
-def test_run_job_goes_through_the_executor(tmp_path) -> None:
-    from ltx2.models.tiny import ensure_tiny_model
-    from ltx2.orchestrator.execute import run_job
-    from ltx2.orchestrator.planner import plan_job
-
-    ensure_tiny_model()
+def test_run_job_goes_through_the_executor(tiny, tmp_path) -> None:
     job = job_at(tmp_path)
     plans = plan_job(job).plans
     ex = StageWritingExecutor()
@@ -154,11 +157,7 @@ def test_run_job_goes_through_the_executor(tmp_path) -> None:
     assert on_disk["keys"] == {s.name: s.key for s in manifest.stages} and on_disk["store"] == str(store)
 
 
-def test_run_job_stops_at_a_failed_stage(tmp_path) -> None:
-    from ltx2.models.tiny import ensure_tiny_model
-    from ltx2.orchestrator.execute import RunFailed, run_job
-
-    ensure_tiny_model()
+def test_run_job_stops_at_a_failed_stage(tiny, tmp_path) -> None:
 
     class FailingDecode(StageWritingExecutor):
         def submit(self, inv, on_event=None):
@@ -178,7 +177,6 @@ def test_run_job_stops_at_a_failed_stage(tmp_path) -> None:
 def _budgets(tmp_path: Path) -> tuple[dict[str, int], int, int]:
     """Estimates of a 768x512x121 untiled job (decode needs much more than vocode), a budget that holds
     decode and vocode together and one that holds each stage alone but not those two together."""
-    from ltx2.orchestrator.planner import plan_job
 
     job = job_at(tmp_path / "probe", width=768, height=512, frames=121, tiling="off", memory_budget="64GB")
     est = {n: p.total for n, p in plan_job(job).plans.items() if p.total is not None}
@@ -188,11 +186,7 @@ def _budgets(tmp_path: Path) -> tuple[dict[str, int], int, int]:
 
 
 @pytest.mark.parametrize("together", [True, False])
-def test_decode_and_vocode_overlap_only_when_the_budget_holds_both(tmp_path, together) -> None:
-    from ltx2.models.tiny import ensure_tiny_model
-    from ltx2.orchestrator.execute import run_job
-
-    ensure_tiny_model()
+def test_decode_and_vocode_overlap_only_when_the_budget_holds_both(tiny, tmp_path, together) -> None:
     est, both, alone = _budgets(tmp_path)
     job = job_at(tmp_path / "run", width=768, height=512, frames=121, tiling="off",
                  memory_budget=both if together else alone)
@@ -211,10 +205,9 @@ def test_decode_and_vocode_overlap_only_when_the_budget_holds_both(tmp_path, tog
 
 
 @pytest.mark.slow
-def test_a_real_render_runs_decode_and_vocode_together_or_apart_by_the_budget(tmp_path) -> None:
+def test_a_real_render_runs_decode_and_vocode_together_or_apart_by_the_budget(tiny, tmp_path) -> None:
     """Stage processes on this machine: at 4 GB decode and vocode overlap; rerun (forced) with a budget that
     fits every stage alone but not those two together, they run one after the other."""
-    from ltx2.orchestrator.planner import plan_job
 
     small = dict(width=384, height=256, frames=33, tiling="off")
     job = job_at(tmp_path, **small)  # memory_budget 4GB, as the example
@@ -254,3 +247,20 @@ def test_local_executor_cancels_a_stage(tmp_path) -> None:
     h.cancel()  # at once: killed before it gets anywhere
     run = h.wait(timeout=60)
     assert run is not None and run.returncode < 0 and "stopped" in run.message
+
+
+def test_a_stage_that_exits_0_without_its_output_fails_the_run(tiny, tmp_path) -> None:
+    class ForgetfulVocode(StageWritingExecutor):
+        def submit(self, inv, on_event=None):
+            h = super().submit(inv, on_event)
+            if inv.stage == "vocode":
+                out = Path(inv.args[inv.args.index("--out") + 1])
+                out.rmdir()  # exits 0, writes nothing
+            return h
+
+    ex = ForgetfulVocode()
+    with pytest.raises(RunFailed) as err:
+        run_job(job_at(tmp_path), "job", executor=ex)
+    assert err.value.stage == "vocode" and "without writing" in str(err.value)
+    assert "export" not in [i.stage for i in ex.invocations]
+    assert not (tmp_path / "work" / "audio.zarr").is_symlink()

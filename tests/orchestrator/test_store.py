@@ -11,6 +11,8 @@ import yaml
 
 from ltx2.artifacts_schema import ArtifactLock
 from ltx2.artifacts_schema.content_store import ContentStore
+from ltx2.models.tiny import ensure_tiny_model
+from ltx2.orchestrator.execute import run_job
 from ltx2.orchestrator.gc import GcError, collect
 from ltx2.orchestrator.job import JobError, load_job, parse_job
 from ltx2.orchestrator.store import store_root
@@ -178,9 +180,6 @@ def test_gc_refuses_when_a_manifest_cannot_be_read(tmp_path) -> None:
 
 def test_a_run_registers_its_work_folder_and_lists_its_keys(tmp_path) -> None:
     """Through a fake executor (no render): what gc relies on is written before anything runs."""
-    from ltx2.models.tiny import ensure_tiny_model
-    from ltx2.orchestrator.execute import run_job
-
     ensure_tiny_model()
     job = load_job(write_job(tmp_path))
     m = run_job(job, "job", executor=StageWritingExecutor())
