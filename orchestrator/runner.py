@@ -124,6 +124,7 @@ class StageProcess:
         self.events: list[dict] = []
         self.pid: int | None = None
         self.cancelled = False
+        self._reaped = False  # once waited for, its pid may belong to another process: never signal it
         self._t0 = 0.0
         self._reader: threading.Thread | None = None
 
@@ -152,7 +153,7 @@ class StageProcess:
     def kill(self, cancelled: bool = True) -> None:
         """End the stage (and anything it started) now."""
         self.cancelled = self.cancelled or cancelled
-        if self.pid is None:
+        if self.pid is None or self._reaped:
             return
         try:
             os.killpg(self.pid, signal.SIGKILL)
@@ -169,6 +170,7 @@ class StageProcess:
             while True:
                 pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
                 if pid:
+                    self._reaped = True
                     break
                 limit = self.limit
                 if limit is not None and not killed_rss:
@@ -184,6 +186,7 @@ class StageProcess:
                 os.wait4(self.pid, 0)
             except ChildProcessError:
                 pass
+            self._reaped = True
             raise
         returncode = os.waitstatus_to_exitcode(status)
         if self._reader is not None:
