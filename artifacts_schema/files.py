@@ -6,6 +6,7 @@ crash); ``NAME.zarr.lock`` is the lock file runs take before writing it.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import uuid
@@ -96,3 +97,69 @@ def replace_dir(src: Path, dst: Path) -> None:
     fsync_dir(dst.parent)
     if aside is not None:
         remove_tree(aside)
+
+
+def _temp_name(path: Path) -> Path:
+    # unique per process and call: two runs placing the same name never share a temporary
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+def replace_with_symlink(link: Path, target: Path) -> None:
+    """Make ``link`` a symlink to ``target`` atomically (a new link renamed over the old name).
+
+    A real directory at ``link`` (a work folder from before the store) is removed first: rename(2)
+    cannot put a link in place of a directory."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_dir() and not link.is_symlink():
+        remove_tree(link)
+    tmp = _temp_name(link)
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def place_file(src: Path, dst: Path) -> None:
+    """Put the file ``src`` at ``dst`` atomically: a hard link when both are on one filesystem, else a copy
+    (to a temporary name first, so ``dst`` is never seen half written)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(dst)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:  # another filesystem, or links not allowed there
+            shutil.copyfile(src, tmp)
+            fsync_file(tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(dst.parent)
+
+
+def copy_tree_into(src: Path, dst: Path, move: bool = False) -> None:
+    """Put the finished directory ``src`` at the new name ``dst`` (which must not exist): copied under a
+    temporary name, then renamed, so ``dst`` is never seen half written. With ``move``, ``src`` is renamed
+    instead when both are on one filesystem (else copied, then removed)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if move:
+        try:
+            os.rename(src, dst)
+            fsync_dir(dst.parent)
+            return
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+    tmp = _temp_name(dst)
+    try:
+        shutil.copytree(src, tmp, symlinks=False)
+        fsync_tree(tmp)
+        os.rename(tmp, dst)
+    except BaseException:
+        remove_tree(tmp)
+        raise
+    fsync_dir(dst.parent)
+    if move:
+        remove_tree(src)

@@ -91,3 +91,18 @@ def _describe_holder(fd: int) -> str:
 def lock_artifact(path: str | Path, timeout: float | None = None) -> ArtifactLock:
     """Take the lock on the artifact at ``path`` (use as a context manager, or call release())."""
     return ArtifactLock(path, timeout=timeout).acquire()
+
+
+def is_locked(path: str | Path) -> bool:
+    """True when a process holds the lock on the artifact at ``path`` (creates no lock file)."""
+    try:
+        fd = os.open(lock_path(path), os.O_RDWR)
+    except FileNotFoundError:
+        return False  # whoever locks it creates the file first
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock this probe took
+    return False

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def one_render() -> list[dict]:
     with tempfile.TemporaryDirectory() as d:
         job = yaml.safe_load((ROOT / "examples" / "tiny.yaml").read_text())
-        job.update(output=f"{d}/out.mp4", work_dir=f"{d}/work")
+        job.update(output=f"{d}/out.mp4", work_dir=f"{d}/work", store=f"{d}/store")  # fresh: nothing reused
         (Path(d) / "job.yaml").write_text(yaml.safe_dump(job))
         subprocess.run([sys.executable, "-m", "ltx2.cli.main", "run", f"{d}/job.yaml"], check=True,
                        capture_output=True)

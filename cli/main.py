@@ -7,6 +7,7 @@ import typer
 from ltx2.cli.parity import parity
 from ltx2.cli.inspect import inspect
 from ltx2.cli.convert import convert
+from ltx2.cli.gc import gc
 from ltx2.cli.plan import plan
 from ltx2.cli.run import run
 from ltx2.cli.stage import stage
@@ -21,6 +22,7 @@ app.command("plan")(plan)
 app.command("inspect")(inspect)
 app.add_typer(weights_app, name="weights")
 app.command("convert")(convert)
+app.command("gc")(gc)
 
 
 @app.callback()

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from ltx2.cli.run import _gb, load_job_or_exit
 from ltx2.models.tiny import ensure_tiny_model
-from ltx2.orchestrator.execute import cached_state
+from ltx2.orchestrator.store import open_store, reuse_state
 from ltx2.orchestrator.graph import plan_keys
 from ltx2.orchestrator.job import parse_memory_size
 from ltx2.orchestrator.planner import plan_job
@@ -43,6 +43,7 @@ def plan(job_file: Path = typer.Argument(..., help="the job (YAML)"),
     stages = job_plan.stages
     keys = plan_keys(stages)
     work = Path(job.work_dir)
+    store = open_store(job)
     frames = f"{job.frames}" + (f" -> {job.output_frames} at {job.output_fps:g} fps" if job.temporal_upscale else "")
     table = Table(title=f"{job_file}: {job.pipeline} pipeline, {job.width}x{job.height}x{frames}, "
                         f"budget {_gb(job_plan.budget)} per stage")
@@ -52,7 +53,7 @@ def plan(job_file: Path = typer.Argument(..., help="the job (YAML)"),
     refused = []
     for st in stages:
         out = st.output_path(work)
-        ok, why = cached_state(st, work, keys[st.name])
+        ok, why = reuse_state(store, st, work, keys[st.name])
         upstream = any(i in {s.output for s in stages if s.name in will_run} for i in st.inputs)
         if ok and not upstream:
             state = "[cyan]cached[/]"

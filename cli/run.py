@@ -89,4 +89,4 @@ def run(
             raise typer.Exit(130) from None
     reused = sum(s.status == "reused" for s in manifest.stages)
     console.print(f"wrote [bold]{job.output}[/] ({reused} of {len(manifest.stages)} stages reused; "
-                  f"manifest {Path(job.work_dir) / 'manifest.json'})")
+                  f"manifest {Path(job.work_dir) / 'manifest.json'}; artifacts in {manifest.store})")

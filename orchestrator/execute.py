@@ -1,30 +1,36 @@
-"""Running a job: plan, reuse what is cached, run the rest as stage processes, record a manifest.
+"""Running a job: plan, reuse what is stored, run the rest as stage processes, record a manifest.
 
-Every stage output is locked while it is checked or computed, so two `ltx2 run` on one work
-folder never write the same artifact: the second waits, then finds it cached and reuses it.
-A cached artifact is reused only if it opens, verifies (hashes) and carries the planned key;
-anything else is recomputed. A partial left by a killed denoise/refine/decode is continued by the
-stage itself.
+Every stage output lives in the content-addressed store under its cache key (see ``store``); the work
+folder holds named links to what the run used, its logs and ``manifest.json``. The stages run through an
+:class:`~.executor.Executor` (by default this machine's processes) as the scheduler (``scheduler``)
+lets them: as soon as their inputs exist, several at once when the memory budget holds them all.
+
+Every store entry is locked while it is checked or computed, so two `ltx2 run` (of one job or of two
+that share a stage) never write the same artifact: the second waits, then finds it made and reuses it.
+A stored artifact is reused only if it opens, verifies (hashes) and carries the planned key; anything
+else is recomputed. A partial left by a killed denoise/refine/decode is continued by the stage itself.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ltx2.artifacts_schema import ArtifactLock
 from ltx2.models.tiny import ensure_tiny_model
-from ltx2.stages.base import cached_state as stage_cached_state
+from ltx2.spec.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_DOES_NOT_FIT, Ltx2Error
 
+from .executor import Executor, LocalExecutor, StageInvocation, StageRun
 from .graph import Stage, plan_keys
 from .job import Job
 from .planner import plan_job
-from .runner import StageRun, run_stage
+from .scheduler import Outcome, Task, run_dag
+from .store import claim, entry_path, open_store, publish, reuse_state
+
+__all__ = ["StageRecord", "RunManifest", "RunFailed", "run_job", "dependents", "stage_args"]
 
 
 @dataclass
@@ -41,30 +47,35 @@ class StageRecord:
     choice: dict | None = None  # what the memory planner chose (weights_mode / tiling), as in the stage's params
     choice_label: str = ""
     streaming: dict | None = None  # streamed weights: load seconds, passes, steps, seconds per step (measured)
+    started: float | None = None  # seconds since the run began when the stage was started (None: not run)
+    ended: float | None = None  # seconds since the run began when it was seen finished
 
 
 @dataclass
 class RunManifest:
     job: str
     output: str
-    stages: list[StageRecord] = field(default_factory=list)
+    stages: list[StageRecord] = field(default_factory=list)  # in plan order
+    store: str = ""  # the store folder the keys live in
+    keys: dict[str, str] = field(default_factory=dict)  # every planned stage -> its key (what `ltx2 gc` keeps)
+    started_at: float | None = None  # the run's start, seconds since the epoch (stage times count from it)
 
     def write(self, path: Path) -> None:
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two runs on one folder: no shared temp
-        tmp.write_text(json.dumps({"job": self.job, "output": self.output,
+        tmp.write_text(json.dumps({"job": self.job, "output": self.output, "store": self.store,
+                                   "started_at": self.started_at, "keys": self.keys,
                                    "stages": [asdict(s) for s in self.stages]}, indent=1))
         tmp.replace(path)
 
 
-class RunFailed(Exception):
+class RunFailed(Ltx2Error):
+    """A stage failed (or could not fit): ``code`` is its exit code, and the exit code `ltx2 run` passes on
+    when it is bad input (2) or does not fit (75); anything else is 1."""
+
     def __init__(self, stage: str, message: str, code: int, manifest: RunManifest):
         super().__init__(message)
         self.stage, self.code, self.manifest = stage, code, manifest
-
-
-def cached_state(stage: Stage, work: Path, key: str) -> tuple[bool, str]:
-    """(reusable, why not) for a planned stage's output."""
-    return stage_cached_state(stage.definition, stage.output_path(work), key)
+        self.exit_code = code if code in (EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT) else EXIT_BUG
 
 
 def dependents(stages: list[Stage], names: set[str]) -> set[str]:
@@ -78,28 +89,49 @@ def dependents(stages: list[Stage], names: set[str]) -> set[str]:
     return out
 
 
-def stage_args(stage: Stage, work: Path, key: str, budget: int) -> list[str]:
-    args = ["--out", str(stage.output_path(work)), "--cache-key", key, "--budget", str(budget),
+def stage_args(stage: Stage, out: Path, inputs: dict[str, Path], key: str, budget: int) -> list[str]:
+    """`ltx2 stage NAME` arguments: its output and input paths (store entries, inputs by artifact name, given
+    to their ports), key, budget, params, weights."""
+    args = ["--out", str(out), "--cache-key", key, "--budget", str(budget),
             "--params-json", json.dumps(stage.params.key_material())]
-    for a in stage.input_args(work):
-        args += ["--in", a]
+    for port, names in stage.ports.items():
+        for name in (names if isinstance(names, tuple) else (names,)):
+            args += ["--in", f"{port}={inputs[name]}"]
     for role, path in stage.weights.items():
         args += ["--weights", f"{role}={path}"]
     return args
 
 
-def _discard(out: Path) -> None:
-    for p in (out, Path(str(out) + ".partial")):
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
+def _record(st: Stage, key: str, plan, run: StageRun, out: Outcome) -> StageRecord:
+    plan_ev = next((e for e in run.events if e.get("event") == "plan"), {})
+    est = sum(plan_ev.get(k, 0) for k in ("weights_bytes", "activations_bytes", "baseline_bytes")) \
+        if plan_ev else None
+    resumed = next((e for e in run.events if e.get("event") == "resumed"), None)
+    note = run.message or (f"resumed at step {resumed['step']} of {resumed['total']}" if resumed else "")
+    done = next((e for e in run.events if e.get("event") == "done"), {})
+    status = "failed" if not run.ok else "reused" if done.get("reused") else "computed"
+    if done.get("reused"):
+        note = "made meanwhile by another run"
+    rec = StageRecord(st.name, key, status, round(run.wall_s, 3), run.peak_rss, est, note)
+    rec.run_s, rec.io_s = done.get("run_s"), done.get("io_s")
+    rec.choice, rec.choice_label = plan.choice or None, plan.label if plan.choice else ""
+    stream = next((e for e in run.events if e.get("event") == "streaming"), None)
+    if stream:
+        rec.streaming = {k: stream.get(k) for k in ("load_s", "passes", "blocks", "bytes_read", "steps",
+                                                    "s_per_step")}
+    rec.started = None if out.started is None else round(out.started, 6)
+    rec.ended = None if out.ended is None else round(out.ended, 6)
+    return rec
 
 
 def run_job(job: Job, job_name: str, force: set[str] = frozenset(),
             on_stage: Callable[[str, str, dict], None] | None = None,
-            on_event: Callable[[dict], None] | None = None) -> RunManifest:
-    """Run ``job``; ``on_stage(name, state, info)`` reports reused / running / done / failed."""
+            on_event: Callable[[dict], None] | None = None,
+            executor: Executor | None = None) -> RunManifest:
+    """Run ``job``; ``on_stage(name, state, info)`` reports reused / running / done / failed.
+
+    Stages run on ``executor`` (default: :class:`LocalExecutor`, this machine's processes)."""
+    t_begin = time.monotonic()
     if job.model == "tiny":
         ensure_tiny_model()
     job_plan = plan_job(job)  # the memory planner's choices are part of each stage's params (and key)
@@ -111,8 +143,8 @@ def run_job(job: Job, job_name: str, force: set[str] = frozenset(),
     keys = plan_keys(stages)
     forced = dependents(stages, set(force))
     work = Path(job.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    manifest = RunManifest(job_name, str(job.output))
+    store = open_store(job)
+    manifest = RunManifest(job_name, str(job.output), store=str(store.root), keys=dict(keys), started_at=time.time())
     report = on_stage or (lambda *a: None)
     # refuse before running anything: a bad input or refused config found while planning (exit 2), or a stage
     # that has to run and cannot fit its budget in any way (exit 75)
@@ -121,52 +153,67 @@ def run_job(job: Job, job_name: str, force: set[str] = frozenset(),
         raise RunFailed(p.name, p.bad_input, 2, manifest)
     for st in stages:
         p = job_plan.plans[st.name]
-        if not p.fits and (st.name in forced or not cached_state(st, work, keys[st.name])[0]):
+        if not p.fits and (st.name in forced or not reuse_state(store, st, work, keys[st.name])[0]):
             msg = f"{st.name} does not fit the {job_plan.budget / 2**30:.2f} GB memory budget: {p.note}"
             report(st.name, "failed", {"message": msg, "code": 75})
             raise RunFailed(st.name, msg, 75, manifest)
-    for st in stages:
-        plan = job_plan.plans[st.name]
-        out = st.output_path(work)
-        key = keys[st.name]
-        # The lock covers the check and any discard; the stage process takes it again for its whole
-        # run, so a concurrent run (or an orphan of a killed one) never writes the same artifact.
-        with ArtifactLock(out, timeout=None):
-            ok, why = cached_state(st, work, key)
-            if ok and st.name not in forced:
-                manifest.stages.append(StageRecord(st.name, key, "reused", choice=plan.choice or None,
-                                                   choice_label=plan.label if plan.choice else ""))
-                report(st.name, "reused", {})
-                continue
-            if st.name in forced or why.startswith("unusable") or why == "made from other inputs":
-                _discard(out)
-        report(st.name, "running", {"why": "forced" if st.name in forced else why})
-        t0 = time.monotonic()
-        run: StageRun = run_stage(st.name, stage_args(st, work, key, job.memory_budget),
-                                  work / "logs" / f"{st.name}.log", budget_bytes=job.memory_budget,
-                                  on_event=on_event)
-        plan_ev = next((e for e in run.events if e.get("event") == "plan"), {})
-        est = sum(plan_ev.get(k, 0) for k in ("weights_bytes", "activations_bytes", "baseline_bytes")) \
-            if plan_ev else None
-        resumed = next((e for e in run.events if e.get("event") == "resumed"), None)
-        note = run.message or (f"resumed at step {resumed['step']} of {resumed['total']}" if resumed else "")
-        done = next((e for e in run.events if e.get("event") == "done"), {})
-        status = "failed" if not run.ok else "reused" if done.get("reused") else "computed"
-        if done.get("reused"):
-            note = "made meanwhile by another run"
-        rec = StageRecord(st.name, key, status, round(time.monotonic() - t0, 3), run.peak_rss, est, note)
-        rec.run_s, rec.io_s = done.get("run_s"), done.get("io_s")
-        rec.choice, rec.choice_label = plan.choice or None, plan.label if plan.choice else ""
-        stream = next((e for e in run.events if e.get("event") == "streaming"), None)
-        if stream:
-            rec.streaming = {k: stream.get(k) for k in ("load_s", "passes", "blocks", "bytes_read", "steps",
-                                                        "s_per_step")}
-        manifest.stages.append(rec)
+    work.mkdir(parents=True, exist_ok=True)
+    store.register(work)  # `ltx2 gc` keeps what this work folder's manifest names
+    order = {st.name: i for i, st in enumerate(stages)}
+    by_name = {st.name: st for st in stages}
+    producer = {st.output: st.name for st in stages}
+    records: dict[str, StageRecord] = {}
+    why_running: dict[str, str] = {}
+
+    def save() -> None:
+        manifest.stages = sorted(records.values(), key=lambda r: order[r.name])
         manifest.write(work / "manifest.json")
-        if not run.ok:
-            report(st.name, "failed", {"message": run.message, "code": run.returncode})
-            raise RunFailed(st.name, run.message, run.returncode, manifest)
-        report(st.name, "done", {"wall_s": rec.wall_s, "peak_rss": rec.peak_rss, "estimated": est,
-                                 "note": rec.note, "choice": rec.choice_label, "streaming": rec.streaming})
-    manifest.write(work / "manifest.json")
+
+    save()  # the planned keys are on record before anything runs: a concurrent gc keeps them
+
+    def prepare(st: Stage) -> StageInvocation | None:
+        key, plan = keys[st.name], job_plan.plans[st.name]
+        c = claim(store, st, work, key, st.name in forced)
+        if c.reused:
+            records[st.name] = StageRecord(st.name, key, "reused", note=c.why, choice=plan.choice or None,
+                                           choice_label=plan.label if plan.choice else "")
+            save()
+            report(st.name, "reused", {})
+            return None
+        why_running[st.name] = "forced" if st.name in forced else c.why
+        inputs = {i: entry_path(store, by_name[producer[i]], keys[producer[i]]) if i in producer else work / i
+                  for i in st.inputs}
+        args = stage_args(st, entry_path(store, st, key), inputs, key, job.memory_budget)
+        return StageInvocation(st.name, tuple(args), work / "logs" / f"{st.name}.log",
+                               budget_bytes=job.memory_budget, requirement=plan.total)
+
+    def started(task: Task, inv: StageInvocation) -> None:
+        report(task.name, "running", {"why": why_running[task.name]})
+
+    def finished(task: Task, out: Outcome) -> None:
+        if out.run is None:
+            return  # reused: recorded by prepare()
+        st, key = by_name[task.name], keys[task.name]
+        rec = _record(st, key, job_plan.plans[st.name], out.run, out)
+        if out.run.ok and not entry_path(store, st, key).exists():
+            rec.status, rec.note = "failed", f"{st.name} ended without writing {entry_path(store, st, key)}"
+            out.run.returncode, out.run.message = 1, rec.note
+        if rec.status != "failed":
+            publish(store, st, work, key)
+        records[st.name] = rec
+        save()
+        if rec.status == "failed":
+            report(st.name, "failed", {"message": out.run.message, "code": out.run.returncode})
+        else:
+            report(st.name, "done", {"wall_s": rec.wall_s, "peak_rss": rec.peak_rss, "estimated": rec.estimated_bytes,
+                                     "note": rec.note, "choice": rec.choice_label, "streaming": rec.streaming})
+
+    tasks = [Task(st.name, tuple(producer[i] for i in st.inputs if i in producer), lambda st=st: prepare(st))
+             for st in stages]
+    result = run_dag(tasks, job_plan.budget, executor or LocalExecutor(), on_start=started, on_finish=finished,
+                     on_event=on_event, clock=lambda: time.monotonic() - t_begin)
+    save()
+    if result.failed is not None:
+        run = result.failed.run
+        raise RunFailed(result.failed.name, run.message, run.returncode, manifest)
     return manifest

@@ -406,6 +406,7 @@ class Job(BaseModel):
     # relative paths start at the job file's folder; defaults follow the job file's name (<name>.mp4)
     output: Path = Field(Path("output.mp4"), validate_default=True)
     work_dir: Path = Field(Path("work"), validate_default=True)
+    store: Path | None = None  # the shared artifact store; left out: $LTX2_STORE, else ~/.cache/ltx2/store
     memory_budget: Annotated[int, Field(default_factory=default_memory_budget)]
 
     @model_validator(mode="before")
@@ -509,7 +510,7 @@ class Job(BaseModel):
             raise _rule("is a folder", "give a file path ending in .mp4")
         return p
 
-    @field_validator("work_dir")
+    @field_validator("work_dir", "store")
     @classmethod
     def _work_dir(cls, v: Path, info: ValidationInfo) -> Path:
         p = _resolve(v, info)

@@ -107,59 +107,110 @@ def _rss_tree(p: psutil.Process) -> int:
         return 0
 
 
+class StageProcess:
+    """One stage process: started by ``start()``, watched by ``wait()`` until it exits.
+
+    ``limit`` is the RSS the watchdog allows (None: no watch); it may be changed while the stage runs
+    (the scheduler lowers it when another stage starts beside this one, raises it when that one ends).
+    ``kill()`` may be called from another thread: the stage dies, its partial artifact stays resumable.
+    """
+
+    def __init__(self, name: str, args: list[str], log_path: Path, budget_bytes: int | None = None,
+                 on_event: Callable[[dict], None] | None = None, poll_s: float = 0.1,
+                 env: dict[str, str] | None = None):
+        self.name, self.args, self.log_path = name, list(args), Path(log_path)
+        self.limit = budget_bytes
+        self.on_event, self.poll_s, self.env = on_event, poll_s, env
+        self.events: list[dict] = []
+        self.pid: int | None = None
+        self.cancelled = False
+        self._reaped = False  # once waited for, its pid may belong to another process: never signal it
+        self._t0 = 0.0
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> StageProcess:
+        r, w = os.pipe()
+        cmd = stage_command(self.name, [*self.args, "--progress-fd", str(w)])
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._t0 = time.monotonic()
+        try:
+            with open(self.log_path, "ab") as log:
+                log.write(f"$ {' '.join(cmd)}\n".encode())
+                log.flush()
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, pass_fds=(w,),
+                                        env={**stage_env(self.env), "LTX2_PARENT_PID": str(os.getpid())},
+                                        start_new_session=True)
+        except BaseException:
+            os.close(r)
+            raise
+        finally:
+            os.close(w)
+        self.pid = proc.pid
+        self._reader = threading.Thread(target=_read_progress, args=(r, self.events, self.on_event), daemon=True)
+        self._reader.start()
+        return self
+
+    def kill(self, cancelled: bool = True) -> None:
+        """End the stage (and anything it started) now."""
+        self.cancelled = self.cancelled or cancelled
+        if self.pid is None or self._reaped:
+            return
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def wait(self) -> StageRun:
+        """Watch the stage until it exits; its StageRun (exit code, wall time, peak RSS, events, message)."""
+        if self.pid is None:
+            raise RuntimeError(f"stage {self.name} was not started")
+        ps = psutil.Process(self.pid)
+        killed_rss, killed_limit = 0, 0
+        try:
+            while True:
+                pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
+                if pid:
+                    self._reaped = True
+                    break
+                limit = self.limit
+                if limit is not None and not killed_rss:
+                    rss = _rss_tree(ps)
+                    if rss > limit:
+                        killed_rss, killed_limit = rss, limit
+                        self.kill(cancelled=False)
+                time.sleep(self.poll_s)
+        except KeyboardInterrupt:
+            # Ctrl-C: stop the stage too (its partial artifact stays resumable), then re-raise
+            self.kill()
+            try:
+                os.wait4(self.pid, 0)
+            except ChildProcessError:
+                pass
+            self._reaped = True
+            raise
+        returncode = os.waitstatus_to_exitcode(status)
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        wall = time.monotonic() - self._t0
+        peak = int(rusage.ru_maxrss) * (1 if sys.platform == "darwin" else 1024)
+        name, log_path = self.name, self.log_path
+        run = StageRun(name, returncode, wall, peak, killed_for_memory=bool(killed_rss), events=self.events)
+        if killed_rss:
+            run.message = (f"{name} was killed at {_size(killed_rss)}, over its {_size(killed_limit)} budget: "
+                           "lower its tile size or raise memory_budget in the job")
+        elif self.cancelled and returncode != 0:
+            run.message = f"{name} was stopped after {wall:.1f} s (another stage failed, or the run was interrupted)"
+        elif returncode < 0:
+            run.message = (f"{name} died from signal {signal.Signals(-returncode).name} after {wall:.1f} s "
+                           f"(peak {_size(peak)}); see {log_path}")
+        elif returncode != 0:
+            errs = [e.get("message", "") for e in self.events if e.get("event") == "error"]
+            run.message = errs[-1] if errs else f"{name} exited with code {returncode}; see {log_path}"
+        return run
+
+
 def run_stage(name: str, args: list[str], log_path: Path, budget_bytes: int | None = None,
               on_event: Callable[[dict], None] | None = None, poll_s: float = 0.1,
               env: dict[str, str] | None = None) -> StageRun:
-    """Run `ltx2 stage NAME ARGS --progress-fd N`, logging stdout+stderr to ``log_path``."""
-    r, w = os.pipe()
-    cmd = stage_command(name, [*args, "--progress-fd", str(w)])
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    events: list[dict] = []
-    t0 = time.monotonic()
-    with open(log_path, "ab") as log:
-        log.write(f"$ {' '.join(cmd)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, pass_fds=(w,),
-                                env={**stage_env(env), "LTX2_PARENT_PID": str(os.getpid())},
-                                start_new_session=True)
-    os.close(w)
-    reader = threading.Thread(target=_read_progress, args=(r, events, on_event), daemon=True)
-    reader.start()
-    ps = psutil.Process(proc.pid)
-    killed_rss = 0
-    status = None
-    rusage = None
-    try:
-        while True:
-            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if budget_bytes is not None and not killed_rss:
-                rss = _rss_tree(ps)
-                if rss > budget_bytes:
-                    killed_rss = rss
-                    os.killpg(proc.pid, signal.SIGKILL)
-            time.sleep(poll_s)
-    except KeyboardInterrupt:
-        # Ctrl-C: stop the stage too (its partial artifact stays resumable), then re-raise
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-            os.wait4(proc.pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-        raise
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    reader.join(timeout=5)
-    wall = time.monotonic() - t0
-    peak = int(rusage.ru_maxrss) * (1 if sys.platform == "darwin" else 1024)
-    run = StageRun(name, proc.returncode, wall, peak, killed_for_memory=bool(killed_rss), events=events)
-    if killed_rss:
-        run.message = (f"{name} was killed at {_size(killed_rss)}, over its {_size(budget_bytes)} budget: "
-                       "lower its tile size or raise memory_budget in the job")
-    elif run.returncode < 0:
-        run.message = (f"{name} died from signal {signal.Signals(-run.returncode).name} after {wall:.1f} s "
-                       f"(peak {_size(peak)}); see {log_path}")
-    elif run.returncode != 0:
-        errs = [e.get("message", "") for e in events if e.get("event") == "error"]
-        run.message = errs[-1] if errs else f"{name} exited with code {run.returncode}; see {log_path}"
-    return run
+    """Run `ltx2 stage NAME ARGS --progress-fd N` to its end, logging stdout+stderr to ``log_path``."""
+    return StageProcess(name, args, log_path, budget_bytes, on_event, poll_s, env).start().wait()

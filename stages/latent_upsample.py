@@ -14,7 +14,6 @@ import mlx.core as mx
 from ltx2.models.upsampler import (UPSAMPLER_KEYMAP, UpsamplerConfig, UpsamplerConfigError, load_latent_statistics, load_upsampler,
                                    upsample_latent)
 from ltx2.models.upsampler.memory import activation_bytes
-from ltx2.models.weights import read_header
 from ltx2.models.weights.source import open_source
 from ltx2.models.weights.identify import slot_problem
 

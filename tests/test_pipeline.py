@@ -108,13 +108,15 @@ def test_killed_denoise_resumes_to_identical_latents(rendered, tmp_path):
     env = {**os.environ, "LTX2_TEST_STEP_DELAY": "1.5"}
     proc = subprocess.Popen([sys.executable, "-m", "ltx2.cli.main", "run", str(job)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    partial = work / "stage1.zarr.partial"
+    store = Path(os.environ["LTX2_STORE"])  # this test's own store: stage 1's partial is the only one in it
+    partial = None
     deadline = time.time() + 120
     step = 0
     while time.time() < deadline and step < 1:
         time.sleep(0.2)
-        attrs = partial / "zarr.json"
-        if attrs.exists():
+        partial = next(iter(store.glob("*/*.zarr.partial")), None)
+        attrs = partial / "zarr.json" if partial is not None else None
+        if attrs is not None and attrs.exists():
             try:
                 prog = json.loads(attrs.read_text())["attributes"].get("progress")
                 step = prog["step"] if prog else 0
