@@ -51,8 +51,8 @@ class FakeExecutor:
 
 
 class StageWritingExecutor:
-    """Stands in for the stage processes: writes a placeholder at --out (a folder, or a video with its
-    sidecar), records every invocation, and reports a fixed peak. Completes each stage on its second poll."""
+    """Stands in for the stage processes: writes a placeholder at --out (a folder, or a file output - the video,
+    the preview - with its sidecar), records every invocation, and reports a fixed peak. Completes each stage on its second poll."""
 
     def __init__(self):
         self.invocations: list[StageInvocation] = []
@@ -61,9 +61,9 @@ class StageWritingExecutor:
         self.invocations.append(inv)
         args = list(inv.args)
         out, key = Path(args[args.index("--out") + 1]), args[args.index("--cache-key") + 1]
-        if out.suffix == ".mp4":
+        if out.suffix in (".mp4", ".png"):
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(b"video " + key.encode())
+            out.write_bytes(b"file " + key.encode())
             out.with_name(out.name + ".ltx2.json").write_text(json.dumps({"cache_key": key}))
         else:
             out.mkdir(parents=True)

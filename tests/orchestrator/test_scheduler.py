@@ -137,22 +137,24 @@ def test_run_job_goes_through_the_executor(tiny, tmp_path) -> None:
     ex = StageWritingExecutor()
     manifest = run_job(job, "job", executor=ex)
     names = [i.stage for i in ex.invocations]
-    assert names == ["text-encode", "denoise", "upscale", "refine", "decode", "vocode", "export"]
+    assert names == ["text-encode", "denoise", "upscale", "refine", "decode", "vocode", "export", "preview"]
     store = Path(os.environ["LTX2_STORE"])
     for inv in ex.invocations:
-        assert inv.requirement == plans[inv.stage].total  # the planner's estimate (None for export)
+        assert inv.requirement == plans[inv.stage].total  # the planner's estimate
         assert inv.log_path == tmp_path / "work" / "logs" / f"{inv.stage}.log"
         out = Path(inv.args[inv.args.index("--out") + 1])
         assert out.parent.parent == store  # written into the store, under its key
     assert {s.status for s in manifest.stages} == {"computed"}
     assert all(s.peak_rss == 1 and s.started is not None and s.ended >= s.started for s in manifest.stages)
     # the work folder links each artifact into the store; the video is delivered at the job's output
-    for st in manifest.stages[:-1]:
+    for st in manifest.stages[:-2]:
         link = tmp_path / "work" / {"text-encode": "text", "denoise": "stage1", "upscale": "upscaled",
                                     "refine": "latents", "decode": "frames", "vocode": "audio"}[st.name]
         link = link.with_suffix(".zarr")
         assert link.is_symlink() and Path(os.readlink(link)) == store / st.key[:2] / f"{st.key}.zarr"
-    assert (tmp_path / "out.mp4").read_bytes() == b"video " + manifest.stages[-1].key.encode()
+    keys = {s.name: s.key for s in manifest.stages}
+    assert (tmp_path / "out.mp4").read_bytes() == b"file " + keys["export"].encode()
+    assert (tmp_path / "out.preview.png").read_bytes() == b"file " + keys["preview"].encode()
     on_disk = json.loads((tmp_path / "work" / "manifest.json").read_text())
     assert on_disk["keys"] == {s.name: s.key for s in manifest.stages} and on_disk["store"] == str(store)
 
@@ -223,7 +225,7 @@ def test_a_real_render_runs_decode_and_vocode_together_or_apart_by_the_budget(ti
     ltx2("run", str(tmp_path / "job.yaml"), "--force", "decode", "--force", "vocode")
     m = json.loads((tmp_path / "work" / "manifest.json").read_text())
     s = {r["name"]: r for r in m["stages"]}
-    assert {n for n, r in s.items() if r["status"] == "computed"} == {"decode", "vocode", "export"}
+    assert {n for n, r in s.items() if r["status"] == "computed"} == {"decode", "vocode", "export", "preview"}
     assert s["vocode"]["started"] >= s["decode"]["ended"]
 
 

@@ -52,7 +52,7 @@ def test_seed_a_then_b_then_a_reruns_nothing_the_third_time(tmp_path) -> None:
     write_job(tmp_path, seed=1)
     r = ltx2("run", str(job))
     assert set(statuses(tmp_path).values()) == {"reused"}, statuses(tmp_path)  # export included
-    assert "7 of 7 stages reused" in " ".join(r.stdout.split())
+    assert "8 of 8 stages reused" in " ".join(r.stdout.split())
     assert manifest(tmp_path)["keys"] == keys_a
     assert (tmp_path / "out.mp4").read_bytes() == first
     # the work folder's names point at seed 1's artifacts again
@@ -186,4 +186,4 @@ def test_a_run_registers_its_work_folder_and_lists_its_keys(tmp_path) -> None:
     store = ContentStore(os.environ["LTX2_STORE"])
     assert [w for _, w in store.refs()] == [(tmp_path / "work").resolve()]
     report = collect(store, dry_run=True)
-    assert report.removed == [] and report.kept == len(m.stages) == 7
+    assert report.removed == [] and report.kept == len(m.stages) == 8
