@@ -1,6 +1,6 @@
 """LTX-2 transformer: config refusals, strict and selective loading, x0, perturbation batching, chunking.
 
-Numerical equality with the official model is covered by tests/test_parity.py (transformer_ltx2).
+Numerical equality with the official model is covered by tests/models/test_parity.py (transformer_ltx2).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ltx2.models.transformer import loader as loader_mod
 from ltx2.models.transformer.attention import DEFAULT_QUERY_CHUNK
 from ltx2.models.weights import CheckpointError
 
-SEED0 = Path(__file__).parent / "fixtures" / "seed0"
+SEED0 = Path(__file__).parents[1] / "fixtures" / "seed0"
 TINY = SEED0 / "transformer_ltx2.safetensors"
 TINY23 = SEED0 / "transformer_ltx23.safetensors"
 PREFIX = "model.diffusion_model."
