@@ -58,7 +58,9 @@ def example_render(tmp_path_factory: pytest.TempPathFactory) -> Path:
             job = yaml.safe_load(EXAMPLE.read_text())
             job.update(output=str(folder / "out.mp4"), work_dir=str(folder / "work"))
             (folder / "job.yaml").write_text(yaml.safe_dump(job))
-            ltx2("run", str(folder / "job.yaml"))
+            # its own artifact store where the orchestrator keeps one ($LTX2_STORE): never a store another
+            # test or session could have filled, so every stage of this render is computed
+            ltx2("run", str(folder / "job.yaml"), env={"LTX2_STORE": str(folder / "store")})
             (folder / "rendered").touch()
     return folder
 
