@@ -25,7 +25,7 @@ from ltx2.orchestrator.job import load_job
 from ltx2.orchestrator.planner import plan_job
 
 GB = 1 << 30
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def ltx2(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -164,6 +164,7 @@ def tiny_run(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_manifest_records_the_choice_and_the_measured_peak(tiny_run):
     m = json.loads((tiny_run / "work" / "manifest.json").read_text())
     recs = {s["name"]: s for s in m["stages"]}
@@ -176,6 +177,7 @@ def test_manifest_records_the_choice_and_the_measured_peak(tiny_run):
     assert "0 of 6 stages will run" in cli("plan", str(tiny_run / "job.yaml")).output
 
 
+@pytest.mark.slow
 def test_a_streamed_stage_writes_what_the_resident_stage_wrote(tiny_run, tmp_path):
     """The denoise stage run by hand with streamed weights gives the artifact the resident run gave.
 

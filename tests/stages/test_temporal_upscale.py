@@ -2,7 +2,7 @@
 
 N frames at fps -> 2N-1 frames at 2*fps (F latent frames -> 2F-1), refine at the new rate, the audio latent
 carried through. What is tested here is the wiring (job rules, graph, stage, artifacts, mp4), not the
-network: its parity with the reference is tests/test_parity.py (fixture upsampler_temporal_x2).
+network: its parity with the reference is tests/models/test_parity.py (fixture upsampler_temporal_x2).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ltx2.stages.registry import stage_def
 from support import ltx2
 from test_pipeline import clone, statuses, write_job
 
-SEED0 = Path(__file__).parent / "fixtures" / "seed0"
+SEED0 = Path(__file__).parents[1] / "fixtures" / "seed0"
 FRAMES, FPS = 9, 24.0  # examples/tiny.yaml: two-stage, 192x128, 9 frames at 24 fps
 
 
@@ -63,6 +63,7 @@ def _mp4(path: Path) -> dict:
 
 
 # ============================================================================ the render
+@pytest.mark.slow
 def test_run_doubles_the_frame_rate_over_the_same_time(rendered, baseline):
     t2, base = _mp4(rendered / "out.mp4"), _mp4(baseline / "out.mp4")
     assert (t2["frames"], t2["fps"]) == (2 * FRAMES - 1, 2 * FPS) == (17, 48.0)
@@ -80,6 +81,7 @@ def test_run_doubles_the_frame_rate_over_the_same_time(rendered, baseline):
     assert {n for n, s in b.items() if s == "reused"} == {"text-encode", "denoise", "upscale"}
 
 
+@pytest.mark.slow
 def test_latents_between_stages_have_2f_minus_1_frames(rendered):
     work = rendered / "work"
     up, t2 = open_artifact(work / "upscaled.zarr"), open_artifact(work / "upscaled_t2.zarr", verify=True)
@@ -96,6 +98,7 @@ def test_latents_between_stages_have_2f_minus_1_frames(rendered):
     assert t2.shape("audio") == refined.shape("audio")
 
 
+@pytest.mark.slow
 def test_stage_output_is_the_upsampler_applied_to_its_input(rendered, tiny):
     """Un-normalise with the checkpoint's statistics, run the temporal network, normalise: what the stage wrote."""
     from ltx2.models.upsampler import load_latent_statistics, load_upsampler
@@ -113,6 +116,7 @@ def test_stage_output_is_the_upsampler_applied_to_its_input(rendered, tiny):
     assert not np.allclose(got[:, :, ::2], open_artifact(work / "upscaled.zarr").read_numpy("video"), atol=1e-2)
 
 
+@pytest.mark.slow
 def test_stage_by_hand_writes_what_the_run_wrote(rendered, tmp_path):
     work = rendered / "work"
     ltx2("stage", "temporal-upscale", "--in", str(work / "upscaled.zarr"), "--out", str(tmp_path / "t2.zarr"))
@@ -123,6 +127,7 @@ def test_stage_by_hand_writes_what_the_run_wrote(rendered, tmp_path):
     assert mine.cache_key == ref.cache_key  # by hand, the key the orchestrator computed
 
 
+@pytest.mark.slow
 def test_stage_refuses_a_text_artifact_and_a_spatial_upsampler(rendered, tiny, tmp_path):
     work = rendered / "work"
     r = ltx2("stage", "temporal-upscale", "--in", str(work / "text.zarr"), "--out", str(tmp_path / "a.zarr"),
@@ -140,6 +145,7 @@ def test_stage_refuses_a_text_artifact_and_a_spatial_upsampler(rendered, tiny, t
     assert not [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")]  # refused before writing
 
 
+@pytest.mark.slow
 def test_plan_knows_the_stage_and_finds_it_cached(rendered):
     out = " ".join(ltx2("plan", str(rendered / "job.yaml")).stdout.split())
     assert "temporal-upscale" in out and "upscaled_t2.zarr" in out and "9 -> 17 at 48 fps" in out, out

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from ltx2.cli.main import app
 
-SEED0 = Path(__file__).parent / "fixtures" / "seed0"
+SEED0 = Path(__file__).parents[1] / "fixtures" / "seed0"
 
 
 def test_parity_table_and_not_implemented_rows():

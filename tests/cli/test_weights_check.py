@@ -15,7 +15,7 @@ from ltx2.models.tiny import ensure_tiny_model
 from ltx2.models.weights import identify as ident
 from ltx2.orchestrator.job import JobError, parse_job
 
-SEED0 = Path(__file__).parent / "fixtures" / "seed0"
+SEED0 = Path(__file__).parents[1] / "fixtures" / "seed0"
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 from ltx2.parity import CHECKS, fixture_names, run_fixture
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 SETS = sorted(p for p in FIXTURES.iterdir() if p.is_dir() and any(p.glob("*.npz")))
 CASES = [(s, n) for s in SETS for n in fixture_names(s) if n in CHECKS]
 

@@ -95,12 +95,14 @@ def plain(tiny, tmp_path_factory) -> Path:
     return render(tmp_path_factory.mktemp("plain"), model_files(tiny))
 
 
-def test_official_files_named_in_the_job_render_like_the_embedded_model(plain, tmp_path):
-    embedded = latents(render(tmp_path / "embedded", "tiny"))
+@pytest.mark.slow
+def test_official_files_named_in_the_job_render_like_the_embedded_model(plain, example_render):
+    embedded = latents(example_render / "work")  # render(folder, "tiny"), shared with test_pipeline
     for got, want in zip(latents(plain), embedded):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.slow
 def test_user_loras_with_strengths_equal_the_loras_fused_beforehand(tiny, tmp_path):
     """Two LoRAs at 0.7 and -0.4 through `model.loras` == the same deltas added to the checkpoint in numpy.
 
@@ -160,6 +162,7 @@ def test_a_lora_for_another_model_is_refused_before_anything_runs(tiny, tmp_path
     assert not (tmp_path / "work").exists()
 
 
+@pytest.mark.slow
 def test_an_fp8_checkpoint_renders_as_its_dequantised_twin(tiny, tmp_path):
     """Every float weight of the checkpoint stored as scaled fp8 (both official scale spellings) and the
     biases cast-only: the render equals that of a bf16 file holding the dequantised values (the official
@@ -182,6 +185,7 @@ def test_an_fp8_checkpoint_renders_as_its_dequantised_twin(tiny, tmp_path):
     assert rel(got, np.asarray(open_artifact(twin / "audio.zarr").read("waveform"), np.float32)) < 1e-2
 
 
+@pytest.mark.slow
 def test_a_converted_folder_serves_every_stage(tiny, tmp_path):
     """`ltx2 convert` (float) named as model.converted: every stage reads its converted file and the render
     equals the official files'; 8-bit: the transformer and text encoder quantised, a close render."""
@@ -211,6 +215,7 @@ def test_a_converted_folder_serves_every_stage(tiny, tmp_path):
     assert r.returncode != 0 and "model.converted" in r.stdout + r.stderr and "manifest.json" in r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_gemma_single_file_layout_encodes_like_the_sharded_folder(tiny, plain, tmp_path):
     """The Gemma folder as one model.safetensors (keys model.language_model.*, the newer transformers layout)
     gives the same text artifact as the official two-shard folder."""

@@ -1,4 +1,4 @@
-"""Latent upsampler config refusal and strict loading (numerics: tests/test_parity.py)."""
+"""Latent upsampler config refusal and strict loading (numerics: tests/models/test_parity.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from safetensors.numpy import load_file, save_file
 from ltx2.models.upsampler import UpsamplerConfig, UpsamplerConfigError, load_upsampler
 from ltx2.models.weights import CheckpointError, read_header
 
-FIXTURE = Path(__file__).parent / "fixtures" / "seed0" / "upsampler_x2.safetensors"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "seed0" / "upsampler_x2.safetensors"
 
 OFFICIAL_X2 = {"_class_name": "LatentUpsampler", "in_channels": 128, "mid_channels": 1024, "num_blocks_per_stage": 4,
                "dims": 3, "spatial_upsample": True, "temporal_upsample": False, "spatial_scale": 2.0,

@@ -13,7 +13,7 @@ import yaml
 from ltx2.orchestrator.job import (DEFAULT_NEGATIVE_PROMPT, Job, JobError, ModelFiles, default_memory_budget,
                                    load_job, official_stg_blocks, official_steps, parse_job, parse_memory_size)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_safetensors(path: Path, metadata: dict | None = None) -> Path:

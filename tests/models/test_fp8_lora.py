@@ -1,6 +1,6 @@
 """fp8 checkpoints load through every loader (scales consumed, strictness kept), and LoRAs fuse as W + s * B @ A.
 
-Parity with the official fp8 and LoRA code is in tests/test_parity.py (fixtures transformer_fp8_cast,
+Parity with the official fp8 and LoRA code is in tests/models/test_parity.py (fixtures transformer_fp8_cast,
 transformer_fp8_scaled, transformer_lora); these tests cover the layouts and failure modes around it.
 """
 
@@ -23,7 +23,7 @@ from ltx2.models.weights import CheckpointError, load_tensors, read_header
 
 from support import fp8_pair, write_raw
 
-SEED0 = Path(__file__).parent / "fixtures" / "seed0"
+SEED0 = Path(__file__).parents[1] / "fixtures" / "seed0"
 
 
 def same_params(a, b) -> None:

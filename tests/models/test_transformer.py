@@ -1,6 +1,6 @@
 """LTX-2 transformer: config refusals, strict and selective loading, x0, perturbation batching, chunking.
 
-Numerical equality with the official model is covered by tests/test_parity.py (transformer_ltx2).
+Numerical equality with the official model is covered by tests/models/test_parity.py (transformer_ltx2).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ltx2.models.transformer.streaming import TransformerWeights
 from ltx2.models.weights import CheckpointError
 from ltx2.models.weights import source as source_mod
 
-SEED0 = Path(__file__).parent / "fixtures" / "seed0"
+SEED0 = Path(__file__).parents[1] / "fixtures" / "seed0"
 TINY = SEED0 / "transformer_ltx2.safetensors"
 TINY23 = SEED0 / "transformer_ltx23.safetensors"
 PREFIX = "model.diffusion_model."

@@ -18,7 +18,7 @@ from ltx2.models.text import gemma as gemma_mod
 from ltx2.models.weights import source as source_mod
 from ltx2.models.weights import CheckpointError, read_header
 
-SEED0 = Path(__file__).parent / "fixtures" / "seed0"
+SEED0 = Path(__file__).parents[1] / "fixtures" / "seed0"
 GEMMA_FILE = SEED0 / "gemma3_tiny.safetensors"
 WORDS = "a red fox jumps over the lazy dog at night".split()
 

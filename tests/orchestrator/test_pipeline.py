@@ -1,6 +1,7 @@
 """The staged pipeline end to end on the embedded tiny model: run, cache, resume, bad artifacts, locks.
 
-One full render (module fixture) is shared; each test copies its work folder when it changes things.
+One full render (the session fixture example_render, tests/conftest.py) is shared; each test copies its work
+folder when it changes things.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from ltx2.artifacts_schema import open_artifact
 
 from support import EXAMPLE, ltx2
 
+pytestmark = pytest.mark.slow  # every test here renders, or reads a render
+
+
 def write_job(folder: Path, **changes) -> Path:
     job = yaml.safe_load(EXAMPLE.read_text())
     job.update(output=str(folder / "out.mp4"), work_dir=str(folder / "work"), **changes)
@@ -37,10 +41,8 @@ def statuses(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("render")
-    ltx2("run", str(write_job(folder)))
-    return folder
+def rendered(example_render) -> Path:
+    return example_render  # write_job(folder) run by `ltx2 run`, once per session (tests/conftest.py)
 
 
 def clone(src: Path, dst: Path, **changes) -> Path:

@@ -16,7 +16,7 @@ from ltx2.models.audio_vae import (AudioConfigError, AudioProcessor, AudioVAECon
 from ltx2.models.vocoder import VocoderConfig, VocoderConfigError, kaiser_sinc_filter, load_vocoder
 from ltx2.models.weights import CheckpointError, read_header
 
-FIX = Path(__file__).parent / "fixtures" / "seed0"
+FIX = Path(__file__).parents[1] / "fixtures" / "seed0"
 
 
 def _rewrite(src: Path, dst: Path, drop: str | None = None, config: dict | None = None,

@@ -20,7 +20,7 @@ from ltx2.models.video_vae import (DecodeDoesNotFit, KeyNoise, SpatialTiling, Te
                                    load_video_encoder, plan_tiles)
 from ltx2.models.weights import CheckpointError
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 TSC = FIXTURES / "seed0" / "video_vae_timestep_cond"
 
 

@@ -24,7 +24,7 @@ from ltx2.models.weights import CheckpointError
 from ltx2.models.weights.modes import CANDIDATES, WeightsMode, WeightsModeError
 from ltx2.stages.memory import gemma_held, transformer_held
 
-FIXTURE = Path(__file__).parent / "fixtures" / "seed0" / "transformer_ltx2.safetensors"  # float32 file
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "seed0" / "transformer_ltx2.safetensors"  # float32 file
 
 
 @pytest.fixture(scope="module")

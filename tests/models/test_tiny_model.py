@@ -27,7 +27,7 @@ from ltx2.models.weights import CheckpointError, load_tensors, read_header
 from ltx2.models.weights.lora import fuse_lora
 from ltx2.orchestrator.job import TINY_FILES, official_stg_blocks, official_steps
 
-FIXTURES = Path(__file__).parent / "fixtures" / "seed0"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "seed0"
 PROMPT = "A red fox trots through fresh snow at dawn, its breath steaming; birdsong and crunching snow."
 # examples/tiny.yaml: two-stage, 192x128 (stage 1 at 96x64), 9 frames at 24 fps
 WIDTH, HEIGHT, FRAMES, FPS = 192, 128, 9, 24.0
