@@ -22,7 +22,7 @@ STORED: dict[str, np.dtype] = {
 
 
 def _mx():
-    import mlx.core as mx
+    import mlx.core as mx  # lazy: artifacts are numpy and zarr; MLX is needed only to convert MLX arrays
     return mx
 
 

@@ -32,7 +32,7 @@ def convert(
 
     One component at a time, the transformer and Gemma one block at a time: peak memory stays near one
     block. Point a stage's weights at the files listed in OUT/manifest.json."""
-    # lazy: MLX and every network load here, not when the CLI starts
+    # lazy: every network (and zarr) load here, not when the CLI starts
     from ltx2.models.weights.conversion import convert_checkpoint, parse_lora
 
     console = Console(width=140, stderr=False)

@@ -13,7 +13,7 @@ from rich.table import Table
 def inspect(path: Path = typer.Argument(..., help="an artifact folder (NAME.zarr, or NAME.zarr.partial)"),
             as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")) -> None:
     """Describe an artifact and verify its hashes (exit 1 if it is partial, invalid or corrupted)."""
-    from ltx2.artifacts_schema import summarize
+    from ltx2.artifacts_schema import summarize  # lazy: zarr loads for `ltx2 inspect` only, not at CLI start
 
     s = summarize(path, verify=True)
     if as_json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlx.core as mx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -18,8 +19,6 @@ def parity(
     """Run each implemented component in float32 on the fixtures in DIR and print relative errors."""
     if not directory.is_dir():
         raise typer.BadParameter(f"{directory} is not a folder of fixtures", param_hint="DIR")
-    import mlx.core as mx
-
     mx.set_default_device(mx.cpu)  # parity is a float32 reference check; CPU is exact enough everywhere
     results = run_all(directory, only or None)
     if not results:

@@ -10,17 +10,30 @@ milliseconds.
 
 from __future__ import annotations
 
+import json
+from functools import partial
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ltx2.models.weights.identify import (CHECKPOINT, GEMMA, LORA, UNREADABLE, UPSAMPLER, FileReport, gb, identify,
-                                          lora_fit_problems, looks_like_gemma_folder)
+from ltx2.models.weights import read_header
+from ltx2.models.weights.identify import (CHECKPOINT, GEMMA, LORA, UNREADABLE, UPSAMPLER, FileReport, Readers, gb,
+                                          identify, lora_fit_problems, looks_like_gemma_folder)
+from ltx2.spec.layout import TEXT_PROJECTION, TRANSFORMER
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Inspect weight files (headers only): what they are and whether they are complete.")
+
+
+def readers() -> Readers:
+    """Which stages read a part: the stage registry's answer, listed in the order the pipelines run them."""
+    # lazy: the recipes and the registry load every stage module (zarr, PyAV, Pillow); `ltx2` starts without them
+    from ltx2.orchestrator.recipes import RECIPES
+    from ltx2.stages.registry import readers_of
+
+    return partial(readers_of, order=tuple(dict.fromkeys(node.stage for nodes in RECIPES.values() for node in nodes)))
 
 
 def expand(paths: list[Path]) -> list[Path]:
@@ -43,8 +56,6 @@ def _dtypes(counts) -> str:
 
 def cross_check(reports: list[FileReport]) -> None:
     """Problems that only show with several files: each added to the report it concerns."""
-    from ltx2.models.weights import read_header
-
     ckpts = [r for r in reports if r.kind == CHECKPOINT and not any(p.startswith("truncated") for p in r.problems)]
     for ck in ckpts:
         h = read_header(ck.path)
@@ -52,14 +63,14 @@ def cross_check(reports: list[FileReport]) -> None:
             if r.kind == LORA and r.ok:
                 r.problems += [f"against {ck.path.name}: {p}" for p in lora_fit_problems(r.path, ck.path)]
             elif r.kind == UPSAMPLER and r.ok:
-                key = "model.diffusion_model.patchify_proj.weight"
+                key = TRANSFORMER + "patchify_proj.weight"
                 want = h.tensors[key].shape[1] if key in h.tensors else None
                 got = _in_channels(r)
                 if want is not None and got is not None and want != got:
                     r.problems.append(f"against {ck.path.name}: upsamples {got}-channel latents, the checkpoint's "
                                       f"video latents have {want} channels")
             elif r.kind == GEMMA and r.info.get("hidden_size"):
-                proj = h.tensors.get("text_embedding_projection.aggregate_embed.weight")
+                proj = h.tensors.get(TEXT_PROJECTION + "aggregate_embed.weight")
                 hid, layers = r.info["hidden_size"], r.info.get("num_layers")
                 if proj is not None and layers is not None and proj.shape[1] != hid * (layers + 1):
                     r.problems.append(f"against {ck.path.name}: its text projection takes {proj.shape[1]} features, "
@@ -67,10 +78,6 @@ def cross_check(reports: list[FileReport]) -> None:
 
 
 def _in_channels(rep: FileReport) -> int | None:
-    import json
-
-    from ltx2.models.weights import read_header
-
     try:
         return int(read_header(rep.path).config().get("in_channels", 128))
     except (ValueError, TypeError, json.JSONDecodeError):
@@ -100,7 +107,8 @@ def check(paths: list[Path] = typer.Argument(..., help="weight files and/or fold
                                                          "of .safetensors files)")) -> None:
     """Say what each weight file is and whether it is complete, reading headers only. Exit 1 on any problem."""
     console = Console(width=160)
-    reports = [identify(p) if p.exists() else
+    stages = readers()
+    reports = [identify(p, readers=stages) if p.exists() else
                FileReport(p, UNREADABLE, "does not exist", problems=["no such file or folder"]) for p in expand(paths)]
     cross_check(reports)
     for rep in reports:

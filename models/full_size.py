@@ -21,7 +21,9 @@ import os
 from pathlib import Path
 
 from . import layouts
+from .text import gemma
 from .tiny import configs as tiny
+from .tiny import ensure_tiny_model
 
 SYNTHETIC = {"ltx2_synthetic": "header-only"}
 
@@ -94,8 +96,6 @@ def lora_layout(checkpoint: dict[str, tuple[int, ...]], rank: int = LORA_RANK) -
 
 def gemma_layout() -> dict[str, tuple[int, ...]]:
     """The gemma-3-12b-it shards' tensors: the language model (original key names) and the vision tower."""
-    from .text import gemma
-
     layout = layouts.shapes(gemma.to_checkpoint(gemma.GemmaEncoder(gemma.GemmaConfig.from_config(gemma_config()))))
     v, mlp = GEMMA_VISION["hidden_size"], GEMMA_VISION["intermediate_size"]
     vt = "vision_tower.vision_model."
@@ -173,8 +173,6 @@ def write_full_size_model(folder: Path, dtype: str = "BF16") -> dict[str, Path]:
                                                                 "weight_map": weight_map}, indent=1))
     (g / "config.json").write_text(json.dumps(gemma_config(), indent=1))
     # a tokenizer so the folder is complete (the tiny model's: these files are for planning, never for encoding)
-    from .tiny import ensure_tiny_model
-
     tiny_gemma = ensure_tiny_model()["gemma"]
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         if (tiny_gemma / name).is_file():

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from ltx2.spec.layout import TRANSFORMER
+
 from .audio_vae import AudioDecoder, AudioEncoder, AudioVAEConfig
 from .audio_vae import loading as audio_loading
 from .text import embeddings as text_embeddings
@@ -61,7 +63,7 @@ def lora_layout(checkpoint: dict[str, tuple[int, ...]], num_layers: int, rank: i
         paths = [f"transformer_blocks.{i}.{a}.{p}" for a in LORA_ATTENTIONS for p in ("to_q", "to_k", "to_v", "to_out.0")]
         paths += [f"transformer_blocks.{i}.{p}" for p in LORA_FF]
         for path in paths:
-            o, n = checkpoint[f"model.diffusion_model.{path}.weight"]
+            o, n = checkpoint[f"{TRANSFORMER}{path}.weight"]
             out[f"diffusion_model.{path}.lora_A.weight"] = (rank, n)
             out[f"diffusion_model.{path}.lora_B.weight"] = (o, rank)
     return out

@@ -53,6 +53,7 @@ from ltx2.spec.layout import CONVERTED_ROLES, TINY_FILES
 from ltx2.spec.versions import official_stg_blocks, official_steps
 from ltx2.stages.export import Params as ExportParams
 from ltx2.stages.params import AudioGuidance, Guidance, StreamGuidance, VideoGuidance
+from ltx2.stages.registry import readers_of
 
 __all__ = ["Job", "JobError", "ModelFiles", "LoraFile", "CONVERTED_ROLES", "DecodeTiling", "Guidance",
            "VideoGuidance", "AudioGuidance", "StreamGuidance",
@@ -163,7 +164,8 @@ def _weight_file(what: str, slot: str | None = None):
         if p.suffix != ".safetensors":
             raise _rule("is not a .safetensors file", f"give the path of {what}")
         if slot is not None:
-            bad = slot_problem(p, slot, checkpoint=info.data.get("checkpoint") if slot == "lora" else None)
+            bad = slot_problem(p, slot, checkpoint=info.data.get("checkpoint") if slot == "lora" else None,
+                               readers=readers_of)
             if bad:
                 raise _rule(*bad)
         return p
@@ -180,7 +182,7 @@ def _gemma_folder(v: Path, info: ValidationInfo) -> Path:
         raise _rule("is not a folder", f"give the path of {what}")
     if not any(p.glob("*.safetensors")) and not any(p.glob("**/*.safetensors")):
         raise _rule("holds no .safetensors weights", f"give the path of {what}")
-    bad = slot_problem(p, "gemma")
+    bad = slot_problem(p, "gemma", readers=readers_of)
     if bad:
         raise _rule(*bad)
     return p
@@ -252,7 +254,7 @@ class ModelFiles(BaseModel):
         if ckpt is None:
             return v
         for i, lora in enumerate(v):
-            bad = slot_problem(lora.path, "lora", checkpoint=ckpt)
+            bad = slot_problem(lora.path, "lora", checkpoint=ckpt, readers=readers_of)
             if bad:
                 raise _rule(f"item {i + 1} ({lora.path.name}) {bad[0]}", bad[1])
         return v

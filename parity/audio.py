@@ -7,6 +7,9 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from ltx2.models.audio_vae import AudioProcessor, load_audio_decoder, load_audio_encoder
+from ltx2.models.vocoder import load_vocoder
+
 from . import NETWORK_TOL, ParityResult, compare, load_fixture
 
 # The oracle runs the waveform front-end with the real LTX-2 settings, whatever the tiny VAE's config says.
@@ -14,8 +17,6 @@ PROCESSOR_SETTINGS = dict(sample_rate=16000, mel_bins=64, hop_length=160, n_fft=
 
 
 def check_audio_vae(directory: Path, name: str) -> list[ParityResult]:
-    from ltx2.models.audio_vae import AudioProcessor, load_audio_decoder, load_audio_encoder
-
     z = load_fixture(directory, name)
     weights = Path(directory) / f"{name}.safetensors"
     encoder = load_audio_encoder(weights)
@@ -32,8 +33,6 @@ def check_audio_vae(directory: Path, name: str) -> list[ParityResult]:
 
 
 def check_vocoder(directory: Path, name: str) -> list[ParityResult]:
-    from ltx2.models.vocoder import load_vocoder
-
     z = load_fixture(directory, name)
     vocoder = load_vocoder(Path(directory) / f"{name}.safetensors")
     wav = vocoder(mx.array(z["in_mel"]))

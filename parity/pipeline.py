@@ -20,6 +20,12 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from ltx2.models.transformer import load_transformer
+from ltx2.models.upsampler import LatentStatistics, load_upsampler, upsample_latent
+from ltx2.stages.denoising import Conditioning, Sampler, TokenState
+from ltx2.stages.sampling import (GuiderParams, audio_positions, ltx2_sigmas, noise_latent, patchify_audio,
+                                  patchify_video, unpatchify_audio, unpatchify_video, video_positions)
+
 from . import PIPELINE_TOL, SCHEDULE_TOL, ParityResult, compare, load_fixture
 
 
@@ -36,12 +42,6 @@ def _weights_dir(directory: Path) -> Path:
 
 
 def check_pipeline(directory: Path, name: str) -> list[ParityResult]:
-    from ltx2.models.transformer import load_transformer
-    from ltx2.models.upsampler import LatentStatistics, load_upsampler, upsample_latent
-    from ltx2.stages.denoising import Conditioning, Sampler, TokenState
-    from ltx2.stages.sampling import (GuiderParams, audio_positions, ltx2_sigmas, noise_latent, patchify_audio,
-                                      patchify_video, unpatchify_audio, unpatchify_video, video_positions)
-
     z = load_fixture(directory, name)
     wd = _weights_dir(directory)
     model = load_transformer(wd / "transformer_ltx2.safetensors")

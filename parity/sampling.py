@@ -8,34 +8,35 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from ltx2.stages import sampling
+from ltx2.stages.sampling import GuiderParams, guide, guided_x0, plan_passes
+
 from . import SCHEDULE_TOL, ParityResult, compare, load_fixture
 
 
 def _schedule_value(key: str):
     """Recompute one array of the schedules_positions fixture from its name (None: name not understood)."""
-    from ltx2.stages import sampling as s
-
     if key == "distilled_sigmas":
-        return s.distilled_sigmas(1)
+        return sampling.distilled_sigmas(1)
     if key == "stage2_distilled_sigmas":
-        return s.distilled_sigmas(2)
+        return sampling.distilled_sigmas(2)
     m = re.fullmatch(r"ltx2_sigmas_steps(\d+)_(default_tokens|nostretch|latent(\d+)x(\d+)x(\d+))", key)
     if m:
         steps = int(m[1])
         if m[2] == "default_tokens":
-            return s.ltx2_sigmas(steps)
+            return sampling.ltx2_sigmas(steps)
         if m[2] == "nostretch":
-            return s.ltx2_sigmas(steps, stretch=False)
-        return s.ltx2_sigmas(steps, tokens=int(m[3]) * int(m[4]) * int(m[5]))
+            return sampling.ltx2_sigmas(steps, stretch=False)
+        return sampling.ltx2_sigmas(steps, tokens=int(m[3]) * int(m[4]) * int(m[5]))
     m = re.fullmatch(r"video_positions_F(\d+)H(\d+)W(\d+)_fps(\d+)", key)
     if m:
-        return np.array(s.video_positions(int(m[1]), int(m[2]), int(m[3]), fps=float(m[4])))
+        return np.array(sampling.video_positions(int(m[1]), int(m[2]), int(m[3]), fps=float(m[4])))
     m = re.fullmatch(r"audio_latent_shape_(\d+)f_fps(\d+)", key)
     if m:
-        return np.array(s.audio_latent_shape(int(m[1]), float(m[2])).shape)
+        return np.array(sampling.audio_latent_shape(int(m[1]), float(m[2])).shape)
     m = re.fullmatch(r"audio_positions_T(\d+)", key)
     if m:
-        return np.array(s.audio_positions(int(m[1])))
+        return np.array(sampling.audio_positions(int(m[1])))
     return None
 
 
@@ -53,8 +54,6 @@ def check_schedules(directory: Path, name: str) -> list[ParityResult]:
 
 
 def _params(p: np.ndarray, blocks: np.ndarray | None = None):
-    from ltx2.stages.sampling import GuiderParams
-
     stg = () if blocks is None else (None if list(blocks) == [-1] else tuple(int(b) for b in blocks))
     return GuiderParams(cfg_scale=float(p[0]), stg_scale=float(p[1]), rescale_scale=float(p[2]),
                         modality_scale=float(p[3]), skip_step=int(p[4]) if len(p) > 4 else 0, stg_blocks=stg)
@@ -69,8 +68,6 @@ def _pass_id(p) -> str:
 
 
 def check_guidance(directory: Path, name: str) -> list[ParityResult]:
-    from ltx2.stages.sampling import guide, guided_x0, plan_passes
-
     z = load_fixture(directory, name)
     results = []
     n_cases = len([k for k in z if re.fullmatch(r"case\d+_out", k)])

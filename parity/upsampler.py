@@ -7,12 +7,12 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from ltx2.models.upsampler import LatentStatistics, load_upsampler, upsample_latent
+
 from . import NETWORK_TOL, ParityResult, compare, load_fixture
 
 
 def check_upsampler(directory: Path, name: str) -> list[ParityResult]:
-    from ltx2.models.upsampler import LatentStatistics, load_upsampler, upsample_latent
-
     z = load_fixture(directory, name)
     model = load_upsampler(Path(directory) / f"{name}.safetensors")
     lat = mx.array(z["in_latent"])  # (B, C, F, H, W), the reference layout

@@ -19,14 +19,14 @@ from ltx2.models.weights.identify import slot_problem
 
 from .contract import BadInput, MemoryPlan, StageError
 from .memory import COMPUTE_BYTES, weight_bytes
-from .registry import PredictedOutput, StageContext
+from .registry import PredictedOutput, StageContext, readers_of
 
 
 def check_upsampler(ctx: StageContext, role: str) -> None:
     """Refuse (bad input) an upsampler file of the wrong kind for ``role`` (``spatial_upsampler`` or
     ``temporal_upsampler``), before anything is loaded: headers only."""
     path = ctx.weights[role]
-    bad = slot_problem(path, role)
+    bad = slot_problem(path, role, readers=readers_of)
     if bad:
         raise BadInput(f"{ctx.stage.name}: {role} weights {path} {bad[0]}; {bad[1]} (--weights {role}=PATH)")
 

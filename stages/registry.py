@@ -15,8 +15,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import mlx.core as mx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ltx2.artifacts_schema import ArtifactWriter, Producer
+from ltx2.spec.layout import CHECKPOINT_PARTS
 
 from .contract import BadInput, MemoryPlan, Progress
 
@@ -179,3 +181,24 @@ def stage_names() -> tuple[str, ...]:
         if isinstance(stage, StageDef):
             names.append(stage.name)
     return tuple(sorted(names))
+
+
+def readers_of(*, prefixes: Sequence[str] = (), role: str | None = None,
+               order: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The stages that read checkpoint keys under ``prefixes`` (their declared checkpoint part holds one of
+    them: spec.layout's prefixes, where a key belongs to the longest prefix it starts with, so two prefix
+    sets share keys exactly when they share a prefix) or the weight file of ``role`` (declared, or matched
+    by an optional pattern: ``lora.1`` by ``lora.*``). In ``order`` (stage names, e.g. the order a pipeline
+    runs them; stages it leaves out come last), else in registry order. What ``weights check`` reports."""
+    wanted = set(prefixes)
+    found = []
+    for name in stage_names():
+        st = stage_def(name)
+        parts = [part for part in st.weights.values() if part is not None]
+        if any(wanted & set(CHECKPOINT_PARTS[part]) for part in parts) or (role is not None and (
+                role in st.weights or any(fnmatchcase(role, pattern) for pattern in st.optional_weights))):
+            found.append(name)
+    if order is not None:
+        rank = {name: i for i, name in enumerate(order)}
+        found.sort(key=lambda name: rank.get(name, len(rank)))
+    return tuple(found)

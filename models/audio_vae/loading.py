@@ -12,6 +12,8 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from ltx2.spec.layout import AUDIO_DECODER, AUDIO_ENCODER, AUDIO_STATISTICS
+
 from ..weights.halves import merge_halves
 from ..weights.keymap import CONV, KeyMap, LayoutRule, Rename, Root
 from ..weights.source import WeightSource, open_source
@@ -19,7 +21,8 @@ from .config import AudioVAEConfig
 from .decoder import AudioDecoder
 from .encoder import AudioEncoder
 
-STATS_PREFIX = "audio_vae.per_channel_statistics."
+STATS_PREFIX = AUDIO_STATISTICS
+HALF_PREFIXES = {"encoder": AUDIO_ENCODER, "decoder": AUDIO_DECODER}
 
 
 def _keymap(half: str) -> KeyMap:
@@ -27,7 +30,7 @@ def _keymap(half: str) -> KeyMap:
     names become attribute names, and every 4-D tensor is a Conv2d weight (the attention 1x1 projections too),
     PyTorch (out, in, kh, kw) -> MLX (out, kh, kw, in)."""
     return KeyMap(network=f"audio_vae.{half}",
-                  roots=(Root(f"audio_vae.{half}.", ""), Root(STATS_PREFIX, "per_channel_statistics.")),
+                  roots=(Root(HALF_PREFIXES[half], ""), Root(STATS_PREFIX, "per_channel_statistics.")),
                   renames=(Rename("std-of-means", "std_of_means"), Rename("mean-of-means", "mean_of_means")),
                   layouts=(LayoutRule(CONV, ndims=(4,)),), parts=(f"audio_{half}",),
                   describe="an LTX-2 checkpoint with an audio VAE")

@@ -18,6 +18,7 @@ import math
 
 import mlx.core as mx
 import numpy as np
+import soxr
 
 from .config import AudioVAEConfig
 
@@ -69,8 +70,6 @@ def resample_waveform(waveform: np.ndarray, sr_in: int, sr_out: int) -> np.ndarr
     """Resample (..., samples) float audio from ``sr_in`` to ``sr_out`` Hz with libsoxr (very high quality)."""
     if sr_in == sr_out:
         return np.asarray(waveform, dtype=np.float32)
-    import soxr  # imported here: only inputs at another rate need it
-
     x = np.asarray(waveform, dtype=np.float32)
     lead = x.shape[:-1]
     chans = x.reshape(-1, x.shape[-1]).T  # soxr wants (frames, channels)

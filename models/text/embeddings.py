@@ -17,15 +17,16 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ltx2.spec.errors import BadInputError
+from ltx2.spec.layout import AUDIO_CONNECTOR, TEXT_PROJECTION, VIDEO_CONNECTOR
 
 from ..weights import CheckpointError
 from ..weights.keymap import KeyMap, Root
 from ..weights.source import WeightSource, open_source
 from . import connector as conn
 
-FEATURES_PREFIX = "text_embedding_projection.aggregate_embed."
-VIDEO_CONNECTOR_PREFIX = "model.diffusion_model.video_embeddings_connector."
-AUDIO_CONNECTOR_PREFIX = "model.diffusion_model.audio_embeddings_connector."
+FEATURES_PREFIX = TEXT_PROJECTION + "aggregate_embed."
+VIDEO_CONNECTOR_PREFIX = VIDEO_CONNECTOR
+AUDIO_CONNECTOR_PREFIX = AUDIO_CONNECTOR
 
 # LTX-2.3 (22B) text-path options (FeatureExtractorV2: per-token RMS norm, separate video/audio projections
 # with bias, projection before the connector). Their presence in the config marks a 2.3 checkpoint.

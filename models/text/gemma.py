@@ -17,7 +17,11 @@ layers ourselves:
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
+import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +30,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ltx2.spec.errors import BadInputError
+from ltx2.spec.layout import GEMMA_LM_PREFIXES
 
 from ..weights.keymap import KeyMap, Root
 from ..weights.source import OfficialSource, WeightSource, open_source
@@ -40,11 +45,6 @@ def _import_mlx_lm_gemma3():
     the modules loaded under it are then dropped from ``sys.modules`` (this module keeps its own
     references), so a later ``import mlx_lm`` loads the real package, whole, as usual.
     """
-    import importlib
-    import importlib.util
-    import sys
-    import types
-
     if "mlx_lm" in sys.modules:
         return importlib.import_module("mlx_lm.models.gemma3_text"), importlib.import_module("mlx_lm.models.rope_utils")
     spec = importlib.util.find_spec("mlx_lm")
@@ -210,11 +210,8 @@ class GemmaEncoder(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------------
 # weights
 # ---------------------------------------------------------------------------------------------------------------------
-# Where the language model lives in the known Gemma-3 exports, most specific first:
-#   original google/gemma-3 (and the fixture):  language_model.model.*
-#   transformers >= 4.52 Gemma3ForConditionalGeneration:  model.language_model.*
-#   text-only Gemma3ForCausalLM:  model.*
-LM_PREFIXES = ("language_model.model.", "model.language_model.", "model.")
+# Where the language model lives in the known Gemma-3 exports, most specific first (spec.layout)
+LM_PREFIXES = GEMMA_LM_PREFIXES
 # with the bare "model." prefix a file could still hold other towers; never read those
 _OTHER_TOWERS = ("model.vision_tower.", "model.multi_modal_projector.", "model.language_model.")
 

@@ -107,7 +107,7 @@ def ensure_tiny_model(root: Path | None = None) -> dict[str, Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the installed folder is an ordinary one
     try:
-        from .generator import generate  # MLX is imported only when there is something to generate
+        from .generator import generate  # lazy: the networks (and mlx-lm) load only to generate
 
         generate(tmp, TINY_FILES)
         manifest = {"version": TINY_VERSION, "model_version": MODEL_VERSION, "files": _sizes(tmp),

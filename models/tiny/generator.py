@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from .. import layouts
+from ..text import gemma
 from . import configs
 from .configs import MODEL_VERSION, TINY_VERSION
 from .tokenizer import build_tokenizer, special_tokens_map, tokenizer_config
@@ -41,8 +42,6 @@ def lora_layout(checkpoint: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, 
 
 
 def gemma_layout(config: dict) -> dict[str, tuple[int, ...]]:
-    from ..text import gemma
-
     return layouts.shapes(gemma.to_checkpoint(gemma.GemmaEncoder(gemma.GemmaConfig.from_config(config))))
 
 

@@ -8,15 +8,17 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from ltx2.spec.layout import TRANSFORMER, nested_prefixes
+
 from ..weights.keymap import KeyMap, Rename, Root
 from ..weights.source import WeightSource, open_source
 from .config import TransformerConfig
 from .model import LTX2Transformer
 
-PREFIX = "model.diffusion_model."
+PREFIX = TRANSFORMER
 # The text embeddings connectors sit under the transformer's prefix in the checkpoint but belong
 # to the text-encoding stage; this loader never reads them.
-FOREIGN_PREFIXES = (PREFIX + "video_embeddings_connector.", PREFIX + "audio_embeddings_connector.")
+FOREIGN_PREFIXES = nested_prefixes((PREFIX,))
 
 # checkpoint key -> LTX2Transformer parameter name (layouts are the same on both sides: Linear weights only)
 TRANSFORMER_KEYMAP = KeyMap(

@@ -15,10 +15,11 @@ import mlx.core as mx
 from ltx2.models.weights import CheckpointError
 from ltx2.models.weights.keymap import KeyMap, Root
 from ltx2.models.weights.source import WeightSource, open_source
+from ltx2.spec.layout import VIDEO_STATISTICS
 
 from .model import LatentUpsampler
 
-STATS_PREFIX = "vae.per_channel_statistics."
+STATS_PREFIX = VIDEO_STATISTICS
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,16 @@ from ltx2.models.weights import CheckpointError
 from ltx2.models.weights.halves import merge_halves
 from ltx2.models.weights.keymap import CONV, KeyMap, LayoutRule, Root
 from ltx2.models.weights.source import WeightSource, open_source
+from ltx2.spec.layout import VIDEO_DECODER, VIDEO_ENCODER, VIDEO_STATISTICS
 
 from .config import VideoVAEConfig
 from .decoder import VideoDecoder
 from .encoder import VideoEncoder
 
 # Real checkpoints may carry more statistics under vae.per_channel_statistics.*; the VAE uses these two.
-STATS_KEYS = ("vae.per_channel_statistics.std-of-means", "vae.per_channel_statistics.mean-of-means")
+STATS_KEYS = (VIDEO_STATISTICS + "std-of-means", VIDEO_STATISTICS + "mean-of-means")
 STATS_NAMES = ("per_channel_statistics.std_of_means", "per_channel_statistics.mean_of_means")
+HALF_PREFIXES = {"encoder": VIDEO_ENCODER, "decoder": VIDEO_DECODER}
 
 
 def _keymap(half: str) -> KeyMap:
@@ -27,8 +29,8 @@ def _keymap(half: str) -> KeyMap:
     official names, so only the statistics' hyphens change, and every convolution weight, (O, I, kt, kh, kw)
     in PyTorch, moves to MLX's (O, kt, kh, kw, I)."""
     return KeyMap(network=f"video VAE {half}",
-                  roots=(Root(f"vae.{half}.", ""),) + tuple(Root(k, n, exact=True) for k, n in zip(STATS_KEYS,
-                                                                                                   STATS_NAMES)),
+                  roots=(Root(HALF_PREFIXES[half], ""),) + tuple(Root(k, n, exact=True) for k, n in zip(STATS_KEYS,
+                                                                                                        STATS_NAMES)),
                   layouts=(LayoutRule(CONV, ndims=(5,)),), parts=(f"video_{half}",),
                   describe="an LTX-2 checkpoint with a video VAE")
 

@@ -7,12 +7,14 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from ltx2.spec.layout import VOCODER
+
 from ..weights.keymap import CONV, CONV_TRANSPOSE, FLAT_FILTER, KeyMap, LayoutRule, Root
 from ..weights.source import WeightSource, open_source
 from .config import VocoderConfig
 from .generator import Vocoder
 
-PREFIX = "vocoder."
+PREFIX = VOCODER
 
 # checkpoint key -> Vocoder name: names are kept (``vocoder.`` removed), layouts change
 VOCODER_KEYMAP = KeyMap(

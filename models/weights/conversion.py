@@ -31,13 +31,14 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from ltx2.artifacts_schema.keys import weight_identity
 from ltx2.spec.errors import BadInputError
 
 from ..networks import NETWORKS
 from ..text.embeddings import embeddings_build
 from ..text.gemma import GEMMA_KEYMAP
 from ..transformer.loader import TRANSFORMER_KEYMAP
-from .converted import DTYPES, FORMAT, FORMAT_VERSION, ConvertedWriter, _identity, dtype_name
+from .converted import DTYPES, FORMAT, FORMAT_VERSION, ConvertedWriter, dtype_name
 from .manifest import MANIFEST
 from .quantize import check_quantization, quantize_module
 from .safetensors_file import CheckpointError, read_header
@@ -126,19 +127,19 @@ def _blockwise_source(part: str, src: OfficialSource, blocks: str, identity: dic
             gc.collect()
 
     nbytes, dtypes = _stored(src)
-    loras_meta = [{"file": p.name, "identity": _identity(p), "strength": s} for p, s in src.loras]
+    loras_meta = [{"file": p.name, "identity": weight_identity(p), "strength": s} for p, s in src.loras]
     return PartSource(part, cfg, {}, identity, nbytes, dtypes, skeleton, fill, loras_meta)
 
 
 def transformer_source(checkpoint: Path, loras: list[tuple[Path, float]] = ()) -> PartSource:
     # every LoRA pair is checked against the transformer when the source opens, before anything is written
     src = OfficialSource(checkpoint, TRANSFORMER_KEYMAP, loras)
-    return _blockwise_source("transformer", src, "transformer_blocks.", {"checkpoint": _identity(checkpoint)})
+    return _blockwise_source("transformer", src, "transformer_blocks.", {"checkpoint": weight_identity(checkpoint)})
 
 
 def gemma_source(gemma: Path) -> PartSource:
     src = OfficialSource(Path(gemma), GEMMA_KEYMAP)
-    return _blockwise_source("gemma", src, "model.layers.", {"gemma": _identity(gemma)})
+    return _blockwise_source("gemma", src, "model.layers.", {"gemma": weight_identity(gemma)})
 
 
 def _loaded_source(part: str, path: Path, role: str = "checkpoint") -> PartSource:
@@ -156,7 +157,8 @@ def _loaded_source(part: str, path: Path, role: str = "checkpoint") -> PartSourc
         gc.collect()
 
     nbytes, dtypes = _stored(src)
-    return PartSource(part, src.config(), build, {role: _identity(path)}, nbytes, dtypes, lambda: net.build(src), fill)
+    return PartSource(part, src.config(), build, {role: weight_identity(path)}, nbytes, dtypes, lambda: net.build(src),
+                      fill)
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -291,10 +293,11 @@ def convert_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, gemma: st
         "format": FORMAT, "format_version": FORMAT_VERSION, "model_version": model_version,
         "bits": bits, "group_size": group_size if bits is not None else None,
         "quantize_embeddings": bool(quantize_embeddings) if bits is not None else None,
-        "sources": {k: {"file": str(Path(v).resolve()), "identity": _identity(v)}
+        "sources": {k: {"file": str(Path(v).resolve()), "identity": weight_identity(v)}
                     for k, v in (("checkpoint", checkpoint), ("gemma", gemma), ("upsampler", upsampler))
                     if v is not None},
-        "loras": [{"file": str(Path(p).resolve()), "strength": float(s), "identity": _identity(p)} for p, s in loras],
+        "loras": [{"file": str(Path(p).resolve()), "strength": float(s), "identity": weight_identity(p)}
+                  for p, s in loras],
         "roles": roles,
         "files": {r.name: {"parts": r.parts, "bytes": r.bytes, "source_bytes": r.source_bytes,
                            "quantized_layers": r.quantized_layers, "bits": r.bits, "dtype": r.dtype}

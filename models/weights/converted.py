@@ -215,6 +215,8 @@ def quantize_like(module: nn.Module, names: Iterable[str], bits: int | None, gro
 
 
 def _identity(path: str | Path) -> dict:
+    # lazy: the artifacts_schema package loads zarr, which `weights check` and job validation (this module is
+    # on their import path, through the loaders) do not otherwise need
     from ltx2.artifacts_schema.keys import weight_identity
 
     return weight_identity(path)

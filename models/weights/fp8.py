@@ -21,13 +21,16 @@ stray key; :func:`dequantize` applies the scale on read, in float32, before the 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 import mlx.core as mx
 
-if TYPE_CHECKING:  # the header types live in safetensors_file, which imports this module
-    from .safetensors_file import TensorInfo
+# a header's record of one tensor (safetensors_file.TensorInfo, whose module imports this one): a dataclass
+# with ``scale`` and ``scale_key`` fields
+Info = TypeVar("Info")
 
 E4M3_MAX = 448.0  # largest finite float8_e4m3fn value
 
@@ -49,13 +52,13 @@ def companion_parent(key: str) -> tuple[str, str] | None:
     return None
 
 
-def fold_scales(tensors: dict[str, "TensorInfo"]) -> tuple[dict[str, "TensorInfo"], dict[str, "TensorInfo"]]:
+def fold_scales(tensors: Mapping[str, Info]) -> tuple[dict[str, Info], dict[str, Info]]:
     """Split a raw header's tensors into (parameters with their weight scales attached, companions consumed).
 
     A scale whose tensor is absent stays a tensor of its own, so strict loading reports it as unexpected
     rather than it vanishing silently."""
     params = dict(tensors)
-    consumed: dict[str, TensorInfo] = {}
+    consumed: dict[str, Info] = {}
     for key, info in tensors.items():
         found = companion_parent(key)
         if found is None or found[0] not in tensors:
@@ -68,17 +71,23 @@ def fold_scales(tensors: dict[str, "TensorInfo"]) -> tuple[dict[str, "TensorInfo
     return params, consumed
 
 
-def dequantize(values: mx.array, scale: mx.array, key: str = "") -> mx.array:
-    """``values`` (the stored numbers, float32) times their per-tensor (or per-output-row) scale, in float32."""
+def scale_misfit(shape: tuple[int, ...], scale_shape: tuple[int, ...]) -> str | None:
+    """Why a weight scale of ``scale_shape`` cannot scale a tensor of ``shape``; None if it can (one scale per
+    tensor, or one per output row)."""
+    size = math.prod(scale_shape)
+    if size == 1 or (len(shape) >= 1 and size == shape[0] and len(scale_shape) <= 2):
+        return None
+    return (f"fp8 scale of shape {tuple(scale_shape)} does not fit a tensor of shape {tuple(shape)} (expected one "
+            "scale per tensor or per output row)")
+
+
+def dequantize(values: mx.array, scale: mx.array) -> mx.array:
+    """``values`` (the stored numbers, float32) times their per-tensor (or per-output-row) scale, in float32
+    (a scale that fits: :func:`scale_misfit`)."""
     scale = scale.astype(mx.float32)
     if scale.size == 1:
         return values * scale.reshape(())
-    if values.ndim >= 1 and scale.size == values.shape[0] and scale.ndim <= 2:
-        return values * scale.reshape((values.shape[0],) + (1,) * (values.ndim - 1))
-    from .safetensors_file import CheckpointError
-
-    raise CheckpointError(f"{key}: fp8 scale of shape {tuple(scale.shape)} does not fit a tensor of shape "
-                          f"{tuple(values.shape)} (expected one scale per tensor or per output row)")
+    return values * scale.reshape((values.shape[0],) + (1,) * (values.ndim - 1))
 
 
 def quantize(w: mx.array) -> tuple[mx.array, mx.array]:

@@ -6,8 +6,9 @@ of file, its parts with their sizes and the stages that read them, facts worth s
 tensors, missing shards or tokenizer, an unexpected layout, an LTX-2.3 config). :func:`slot_problem` says why a
 file does not belong in a job's model slot (an upsampler given as the checkpoint, a truncated download...).
 
-The key prefixes below are the loaders' own (tests check they agree); they are repeated here so that job
-validation, which calls this, does not import the networks.
+The checkpoint's components and their key prefixes are spec.layout's. Which stage reads what is the stage
+registry's, a layer above this one: callers pass it in as ``readers`` (stages.registry.readers_of), asked
+with what each part is (its checkpoint key prefixes, or the weight role of the file).
 """
 
 from __future__ import annotations
@@ -15,43 +16,37 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
+
+from ltx2.models.transformer.config import TransformerConfig
+from ltx2.models.upsampler.config import UpsamplerConfig
+from ltx2.spec.layout import (CHECKPOINT_PARTS, CHECKPOINT_PREFIXES, COMPONENTS, GEMMA_LM_PREFIXES, TRANSFORMER,
+                              lora_role, nested_prefixes)
 
 from . import fp8
+from .lora import LORA_PREFIX, lora_targets
 from .safetensors_file import CheckpointError, SafetensorsHeader, read_header
 
 CHECKPOINT, UPSAMPLER, LORA, GEMMA, GEMMA_SHARD, CONVERTED, UNKNOWN, UNREADABLE = (
     "checkpoint", "latent upsampler", "LoRA", "Gemma folder", "Gemma shard", "converted", "unknown", "unreadable")
 
-TRANSFORMER_PREFIX = "model.diffusion_model."
-CONNECTOR_PREFIXES = ("model.diffusion_model.video_embeddings_connector.",
-                      "model.diffusion_model.audio_embeddings_connector.")
-# (part, key prefixes, stages that read it); the transformer part excludes the connectors under its prefix
-CHECKPOINT_PARTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
-    ("transformer", (TRANSFORMER_PREFIX,), ("denoise", "refine")),
-    ("text connectors", CONNECTOR_PREFIXES, ("text-encode",)),
-    ("text projection", ("text_embedding_projection.",), ("text-encode",)),
-    ("video VAE encoder", ("vae.encoder.",), ()),
-    ("video VAE decoder", ("vae.decoder.",), ("decode",)),
-    ("video VAE statistics", ("vae.per_channel_statistics.",), ("upscale", "temporal-upscale", "decode")),
-    ("audio VAE encoder", ("audio_vae.encoder.",), ()),
-    ("audio VAE decoder", ("audio_vae.decoder.",), ("vocode",)),
-    ("audio VAE statistics", ("audio_vae.per_channel_statistics.",), ("vocode",)),
-    ("vocoder", ("vocoder.",), ("vocode",)),
-)
-# parts of a converted file (models/weights/converted.py) -> stages that read them
-CONVERTED_READERS = {"transformer": ("denoise", "refine"), "gemma": ("text-encode",),
-                     "text_embeddings": ("text-encode",), "video_decoder": ("decode",), "video_encoder": (),
-                     "audio_decoder": ("vocode",), "vocoder": ("vocode",), "upsampler": ("upscale",)}
-# job slot of a latent upsampler -> the stage that reads it (see upsampler_slot)
-UPSAMPLER_READERS = {"spatial_upsampler": ("upscale",), "temporal_upsampler": ("temporal-upscale",)}
-GEMMA_LM_PREFIXES = ("language_model.model.", "model.language_model.", "model.")
+TRANSFORMER_PREFIX = TRANSFORMER
+CONNECTOR_PREFIXES = nested_prefixes((TRANSFORMER,))  # under the transformer's prefix, not the transformer's
 GEMMA_OTHER_PREFIXES = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.",
                         "model.multi_modal_projector.", "language_model.lm_head.")
 LTX23_TRANSFORMER_FLAGS = ("apply_gated_attention", "cross_attention_adaln", "caption_proj_before_connector",
                            "connector_apply_gated_attention")
 LORA_SUFFIXES = (".lora_A.weight", ".lora_B.weight")
+
+
+class Readers(Protocol):
+    """The stages that read checkpoint keys under ``prefixes`` or the file of weight role ``role``
+    (stages.registry.readers_of)."""
+
+    def __call__(self, *, prefixes: Sequence[str] = (), role: str | None = None) -> tuple[str, ...]: ...
 
 
 @dataclass
@@ -60,7 +55,17 @@ class Part:
     tensors: int
     nbytes: int
     dtypes: Counter
-    readers: tuple[str, ...]
+    prefixes: tuple[str, ...] = ()  # what it is: the checkpoint keys it holds (or was made from)...
+    role: str | None = None  # ...or the weight role of the file it is (gemma, spatial_upsampler, lora.1...)
+    readers: tuple[str, ...] = ()  # the stages that read it
+
+
+def _part(name: str, header: SafetensorsHeader, keys, readers: Readers, *, prefixes: tuple[str, ...] = (),
+          role: str | None = None) -> Part:
+    """The part ``name`` made of ``keys``, with the stages that read what it is."""
+    keys = list(keys)
+    return Part(name, len(keys), _bytes(header, keys), _dtypes(header, keys), prefixes, role,
+                readers(prefixes=prefixes, role=role) if prefixes or role else ())
 
 
 @dataclass
@@ -146,19 +151,20 @@ def _ltx23_options(cfg: dict) -> list[str]:
     return found
 
 
-def _checkpoint(header: SafetensorsHeader, rep: FileReport) -> None:
+def _checkpoint(header: SafetensorsHeader, rep: FileReport, readers: Readers) -> None:
     rep.kind = CHECKPOINT
     keys = list(header.tensors)
     assigned: set[str] = set()
     missing_read, missing_unread = [], []
-    for name, prefixes, readers in CHECKPOINT_PARTS:
-        ks = [k for k in keys if k.startswith(prefixes)
-              and not (name == "transformer" and k.startswith(CONNECTOR_PREFIXES))]
+    for name, prefixes in COMPONENTS.items():
+        inner = nested_prefixes(prefixes)  # keys of another component (the connectors under the transformer's)
+        ks = [k for k in keys if k.startswith(prefixes) and not k.startswith(inner)]
         assigned.update(ks)
+        part = _part(name, header, ks, readers, prefixes=prefixes)
         if ks:
-            rep.parts.append(Part(name, len(ks), _bytes(header, ks), _dtypes(header, ks), readers))
-        elif readers:
-            missing_read.append((name, prefixes, readers))
+            rep.parts.append(part)
+        elif part.readers:
+            missing_read.append((name, prefixes, part.readers))
         else:
             missing_unread.append(name)
     for name, prefixes, readers in missing_read:
@@ -184,11 +190,10 @@ def _checkpoint(header: SafetensorsHeader, rep: FileReport) -> None:
                             + " (this port implements the LTX-2 19B layout)")
     tcfg = cfg.get("transformer")
     if isinstance(tcfg, dict) and not ltx23:
-        from ltx2.models.transformer.config import TransformerConfig  # lazy: job validation stays light
-
         try:
             c = TransformerConfig.from_config(tcfg)
-            blocks = {int(m.group(1)) for k in keys for m in [re.match(r"model\.diffusion_model\.transformer_blocks\.(\d+)\.", k)] if m}
+            block = re.compile(re.escape(TRANSFORMER) + r"transformer_blocks\.(\d+)\.")
+            blocks = {int(m.group(1)) for k in keys for m in [block.match(k)] if m}
             rep.info["num_layers"] = c.num_layers
             rep.facts.append(f"transformer: {c.num_layers} blocks, video {c.num_attention_heads} x "
                              f"{c.attention_head_dim} = {c.inner_dim} wide, audio {c.audio_num_attention_heads} x "
@@ -247,15 +252,12 @@ def upsampler_slot(cfg: dict) -> str | None:
     return None
 
 
-def _upsampler(header: SafetensorsHeader, cfg: dict, rep: FileReport) -> None:
+def _upsampler(header: SafetensorsHeader, cfg: dict, rep: FileReport, readers: Readers) -> None:
     rep.kind = UPSAMPLER
-    keys = list(header.tensors)
     slot = upsampler_slot(cfg)
     rep.info["slot"] = slot
-    readers = UPSAMPLER_READERS.get(slot, ())
-    rep.parts.append(Part("latent upsampler", len(keys), _bytes(header, keys), _dtypes(header, keys), readers))
-    from ltx2.models.upsampler.config import UpsamplerConfig  # lazy: job validation stays light
-
+    part = _part("latent upsampler", header, header.tensors, readers, role=slot)
+    rep.parts.append(part)
     try:
         c = UpsamplerConfig.from_config(cfg)
     except ValueError as e:
@@ -274,8 +276,8 @@ def _upsampler(header: SafetensorsHeader, cfg: dict, rep: FileReport) -> None:
     rep.info["what"] = what
     rep.title = f"latent upsampler, {what}"
     rep.facts.append(f"{c.in_channels} latent channels, {c.mid_channels} wide, {c.num_blocks_per_stage} res blocks "
-                     "per stage" + (f"; the {readers[0]} stage also reads the video VAE statistics from the checkpoint"
-                                    if readers else ""))
+                     "per stage" + (f"; the {part.readers[0]} stage also reads the video VAE statistics from the "
+                                    "checkpoint" if part.readers else ""))
     if slot == "temporal_upsampler":
         rep.facts.append("read when a job sets temporal_upscale: true (model.temporal_upsampler); no official "
                          "pipeline uses it, this project's design")
@@ -289,12 +291,10 @@ def _pattern(module: str) -> str:
     return re.sub(r"transformer_blocks\.\d+\.", "", module)
 
 
-def _lora(header: SafetensorsHeader, rep: FileReport) -> None:
-    from .lora import LORA_PREFIX, lora_targets
-
+def _lora(header: SafetensorsHeader, rep: FileReport, readers: Readers) -> None:
     rep.kind = LORA
     keys = list(header.tensors)
-    rep.parts.append(Part("LoRA", len(keys), _bytes(header, keys), _dtypes(header, keys), ("denoise", "refine")))
+    rep.parts.append(_part("LoRA", header, keys, readers, role=lora_role(0)))  # as a job's own LoRA
     try:
         targets = lora_targets(keys)
     except CheckpointError as e:
@@ -345,7 +345,7 @@ def _gemma_config_facts(cfg: dict, rep: FileReport) -> None:
         rep.problems.append(f"config.json model_type={model_type!r}: LTX-2 needs a Gemma-3 text encoder")
 
 
-def _gemma_folder(path: Path) -> FileReport:
+def _gemma_folder(path: Path, readers: Readers) -> FileReport:
     rep = FileReport(path, GEMMA)
     cfg_path = path / "config.json"
     if cfg_path.is_file():
@@ -415,9 +415,10 @@ def _gemma_folder(path: Path) -> FileReport:
         rep.problems.append("no Gemma-3 language model in the shards (no *embed_tokens.weight under "
                             f"{' / '.join(GEMMA_LM_PREFIXES)})")
     if lm_keys:
-        rep.parts.append(Part("language model", sum(lm_keys.values()), lm_bytes, lm_keys, ("text-encode",)))
+        rep.parts.append(Part("language model", sum(lm_keys.values()), lm_bytes, lm_keys, role="gemma",
+                              readers=readers(role="gemma")))
     if other_keys:
-        rep.parts.append(Part("vision tower, projector", sum(other_keys.values()), other_bytes, other_keys, ()))
+        rep.parts.append(Part("vision tower, projector", sum(other_keys.values()), other_bytes, other_keys))
     shards = f"{len(files)} shard{'s' if len(files) != 1 else ''}" + (" (per the index)" if weight_map else "")
     rep.title = f"Gemma-3 text encoder folder, {shards}"
     return rep
@@ -428,9 +429,8 @@ def _is_gemma_shard(path: Path) -> bool:
         h = read_header(path)
     except CheckpointError:
         return False
-    checkpoint = tuple(p for _, ps, _ in CHECKPOINT_PARTS for p in ps)
-    return "format" not in h.metadata and any(k.startswith(GEMMA_LM_PREFIXES) and not k.startswith(checkpoint)
-                                              for k in h.tensors)
+    return "format" not in h.metadata and any(
+        k.startswith(GEMMA_LM_PREFIXES) and not k.startswith(CHECKPOINT_PREFIXES) for k in h.tensors)
 
 
 def looks_like_gemma_folder(path: Path) -> bool:
@@ -450,33 +450,42 @@ def looks_like_gemma_folder(path: Path) -> bool:
 
 # ----------------------------------------------------------------------------- converted files
 
-def _converted(header: SafetensorsHeader, rep: FileReport) -> None:
+def _made_from(name: str, prefix: str, slot: str | None) -> tuple[tuple[str, ...], str | None]:
+    """What converted part ``name`` (stored under ``prefix``) stands for: (the official checkpoint key prefixes
+    it was made from, or the weight role of the file it replaces)."""
+    if name in ("gemma", "upsampler"):
+        return (), ("gemma" if name == "gemma" else slot)
+    if prefix in CHECKPOINT_PREFIXES:  # a network stored under its official prefix (the transformer, the VAEs...)
+        return (prefix,), None
+    return CHECKPOINT_PARTS.get(name, ()), None  # text_embeddings: the projection and the connectors together
+
+
+def _converted(header: SafetensorsHeader, rep: FileReport, readers: Readers) -> None:
     rep.kind = CONVERTED
     try:
         parts = json.loads(header.metadata.get("parts", "{}"))
     except ValueError as e:
         rep.problems.append(f"converted file with unreadable 'parts' metadata ({e})")
         parts = {}
-    for name, p in sorted(parts.items(), key=lambda kv: -len(kv[1].get("prefix", ""))):
-        prefix = p.get("prefix", "")
-        ks = [k for k in header.tensors if k.startswith(prefix)
-              and not any(k.startswith(q["prefix"]) for n, q in parts.items()
-                          if n != name and len(q.get("prefix", "")) > len(prefix))]
-        bits = p.get("bits")
-        rep.parts.append(Part(name + (f" (q{bits}, group {p.get('group_size')})" if bits else f" ({p.get('dtype')})"),
-                              len(ks), _bytes(header, ks), _dtypes(header, ks), CONVERTED_READERS.get(name, ())))
-        for lo in p.get("loras") or []:
-            rep.facts.append(f"{name}: LoRA {Path(str(lo.get('file', '?'))).name} fused at strength {lo.get('strength')}")
     rep.info["parts"] = sorted(parts)
+    slot = None
     if "upsampler" in parts:  # its config metadata is the source upsampler's own
         try:
             cfg = header.config()
         except (CheckpointError, ValueError):
             cfg = {}
         rep.info["slot"] = slot = upsampler_slot(cfg if isinstance(cfg, dict) else {})
-        for part in rep.parts:
-            if part.name.startswith("upsampler "):
-                part.readers = UPSAMPLER_READERS.get(slot, ())
+    for name, p in sorted(parts.items(), key=lambda kv: -len(kv[1].get("prefix", ""))):
+        prefix = p.get("prefix", "")
+        ks = [k for k in header.tensors if k.startswith(prefix)
+              and not any(k.startswith(q["prefix"]) for n, q in parts.items()
+                          if n != name and len(q.get("prefix", "")) > len(prefix))]
+        bits = p.get("bits")
+        made_from, role = _made_from(name, prefix, slot)
+        rep.parts.append(_part(name + (f" (q{bits}, group {p.get('group_size')})" if bits else f" ({p.get('dtype')})"),
+                               header, ks, readers, prefixes=made_from, role=role))
+        for lo in p.get("loras") or []:
+            rep.facts.append(f"{name}: LoRA {Path(str(lo.get('file', '?'))).name} fused at strength {lo.get('strength')}")
     rep.info["short"] = "ltx2 converted file (" + ", ".join(sorted(parts)) + ")"
     rep.title = "ltx2 converted file: " + ", ".join(sorted(parts))
 
@@ -488,12 +497,13 @@ def _is_lora(keys: list[str]) -> bool:
     return n > 0 and n * 2 >= len(keys)
 
 
-def identify(path: str | Path) -> FileReport:
-    """Describe ``path`` (a safetensors file or a Gemma folder) from headers only."""
+def identify(path: str | Path, *, readers: Readers) -> FileReport:
+    """Describe ``path`` (a safetensors file or a Gemma folder) from headers only; ``readers`` says which stages
+    read a part (stages.registry.readers_of)."""
     path = Path(path)
     if path.is_dir():
         if looks_like_gemma_folder(path):
-            return _gemma_folder(path)
+            return _gemma_folder(path, readers)
         return FileReport(path, UNKNOWN, "a folder that is not a Gemma-3 text encoder folder",
                           problems=["not a Gemma folder: no model.safetensors.index.json, no Gemma config.json, "
                                     "no Gemma shards"])
@@ -515,19 +525,18 @@ def identify(path: str | Path) -> FileReport:
         cfg = {}
     cfg = cfg if isinstance(cfg, dict) else {}
     if header.metadata.get("format") == "ltx2.converted":
-        _converted(header, rep)
+        _converted(header, rep, readers)
     elif keys and _is_lora(keys):
-        _lora(header, rep)
-    elif any(k.startswith(tuple(p for _, ps, _ in CHECKPOINT_PARTS for p in ps)) for k in keys):
-        _checkpoint(header, rep)
+        _lora(header, rep, readers)
+    elif any(k.startswith(CHECKPOINT_PREFIXES) for k in keys):
+        _checkpoint(header, rep, readers)
     elif any(k in cfg for k in ("spatial_upsample", "temporal_upsample")) or cfg.get("_class_name") == \
             "LatentUpsampler" or {"initial_conv.weight", "final_conv.weight"} <= set(keys):
-        _upsampler(header, cfg, rep)
+        _upsampler(header, cfg, rep, readers)
     elif _lm_prefix(keys) is not None or any(k.startswith(GEMMA_LM_PREFIXES) for k in keys):
         single = "gemma_config" in header.metadata
         rep.kind = GEMMA if single else GEMMA_SHARD
-        rep.parts.append(Part("Gemma weights", len(keys), _bytes(header, keys), _dtypes(header, keys),
-                              ("text-encode",) if single else ()))
+        rep.parts.append(_part("Gemma weights", header, keys, readers, role="gemma" if single else None))
         rep.title = ("single-file Gemma-3 text encoder (config in the metadata)" if single else
                      "one shard of a Gemma-3 folder: give the folder (config.json, tokenizer, every shard)")
         if single:
@@ -567,11 +576,13 @@ def _described(rep: FileReport) -> str:
     return {CHECKPOINT: "an", UPSAMPLER: "a", LORA: "a", GEMMA_SHARD: ""}.get(rep.kind, "a") + " " + what
 
 
-def slot_problem(path: str | Path, slot: str, checkpoint: str | Path | None = None) -> tuple[str, str] | None:
+def slot_problem(path: str | Path, slot: str, checkpoint: str | Path | None = None, *,
+                 readers: Readers) -> tuple[str, str] | None:
     """(what is wrong, how to fix it) if ``path`` does not belong in the job slot ``slot`` (a key of SLOT_WANTS);
     None if it fits or cannot be told from its header (an unrecognised file is left to the loader). Given the
-    job's ``checkpoint``, a LoRA is also checked against it (every adapted weight present, shapes equal)."""
-    rep = identify(path)
+    job's ``checkpoint``, a LoRA is also checked against it (every adapted weight present, shapes equal).
+    ``readers``: as for :func:`identify` (the stages named in a problem)."""
+    rep = identify(path, readers=readers)
     want = SLOT_WANTS[slot]
     cut = next((p for p in rep.problems if p.startswith("truncated") or ": truncated" in p), None)
     if rep.kind == UNREADABLE:
@@ -617,7 +628,7 @@ def slot_problem(path: str | Path, slot: str, checkpoint: str | Path | None = No
                 f"give the path of {want}"
     if slot == "lora" and rep.problems:
         return f"is a damaged LoRA: {rep.problems[0]}", f"give the path of {want}"
-    if slot == "lora" and checkpoint is not None and identify(checkpoint).kind == CHECKPOINT:
+    if slot == "lora" and checkpoint is not None and identify(checkpoint, readers=readers).kind == CHECKPOINT:
         misfit = lora_fit_problems(path, checkpoint)
         if misfit:
             return (f"does not fit the checkpoint {Path(checkpoint).name}: {misfit[0]}",
@@ -627,8 +638,6 @@ def slot_problem(path: str | Path, slot: str, checkpoint: str | Path | None = No
 
 def lora_fit_problems(lora: str | Path, checkpoint: str | Path) -> list[str]:
     """Header-only: the LoRA's adapted weights that the checkpoint's transformer lacks or whose shapes differ."""
-    from .lora import lora_targets
-
     lh, ch = read_header(lora), read_header(checkpoint)
     ignore = tuple(p[len(TRANSFORMER_PREFIX):] for p in CONNECTOR_PREFIXES)
     problems = []

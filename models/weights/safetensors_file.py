@@ -152,8 +152,11 @@ def load_tensors(header: SafetensorsHeader, keys: list[str], dtype: mx.Dtype | N
         if info.scale is None:
             out[k] = read(k, info, dtype)
         else:  # scaled fp8: dequantise in float32, then the compute dtype (bf16 when none is asked for)
-            w = fp8.dequantize(read(k, info, mx.float32), read(info.scale_key, info.scale, mx.float32), k)
-            out[k] = w.astype(dtype or mx.bfloat16)
+            values, scale = read(k, info, mx.float32), read(info.scale_key, info.scale, mx.float32)
+            misfit = fp8.scale_misfit(tuple(values.shape), tuple(scale.shape))
+            if misfit:
+                raise CheckpointError(f"{k}: {misfit}")
+            out[k] = fp8.dequantize(values, scale).astype(dtype or mx.bfloat16)
     del mm
     return out
 

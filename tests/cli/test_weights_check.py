@@ -14,6 +14,8 @@ from ltx2.cli.main import app
 from ltx2.models.tiny import ensure_tiny_model
 from ltx2.models.weights import identify as ident
 from ltx2.orchestrator.job import JobError, parse_job
+from ltx2.spec.layout import CHECKPOINT_PARTS, COMPONENTS
+from ltx2.stages.registry import readers_of, stage_def, stage_names
 
 SEED0 = Path(__file__).parents[1] / "fixtures" / "seed0"
 
@@ -43,7 +45,7 @@ def check(*paths) -> tuple[int, str]:
 # ----------------------------------------------------------------------------- identify
 
 def test_each_kind_is_told_from_its_header(tiny):
-    ck = ident.identify(tiny["checkpoint"])
+    ck = ident.identify(tiny["checkpoint"], readers=readers_of)
     assert ck.kind == ident.CHECKPOINT and ck.ok, ck.problems
     assert ck.info["version"] == "LTX-2" and ck.info["num_layers"] == 2
     parts = {p.name: p for p in ck.parts}
@@ -52,25 +54,25 @@ def test_each_kind_is_told_from_its_header(tiny):
     assert parts["video VAE decoder"].readers == ("decode",) and parts["vocoder"].readers == ("vocode",)
     assert "upscale" in parts["video VAE statistics"].readers
     assert sum(p.tensors for p in ck.parts) == sum(ck.dtypes.values()) == 613  # every tensor in exactly one part
-    up = ident.identify(tiny["spatial_upsampler"])
+    up = ident.identify(tiny["spatial_upsampler"], readers=readers_of)
     assert (up.kind, up.info["mode"], up.info["spatial_scale"]) == (ident.UPSAMPLER, "spatial", 2.0)
-    lora = ident.identify(tiny["distilled_lora"])
+    lora = ident.identify(tiny["distilled_lora"], readers=readers_of)
     assert lora.kind == ident.LORA and lora.info["ranks"] == [4] and lora.info["targets"] == 56
-    gemma = ident.identify(tiny["gemma"])
+    gemma = ident.identify(tiny["gemma"], readers=readers_of)
     assert gemma.kind == ident.GEMMA and gemma.ok and gemma.info["tokenizer"] and gemma.info["num_layers"] == 3
-    shard = ident.identify(next(tiny["gemma"].glob("model-*.safetensors")))
+    shard = ident.identify(next(tiny["gemma"].glob("model-*.safetensors")), readers=readers_of)
     assert shard.kind == ident.GEMMA_SHARD and "give the folder" in shard.title
-    temporal = ident.identify(SEED0 / "upsampler_temporal_x2.safetensors")
+    temporal = ident.identify(SEED0 / "upsampler_temporal_x2.safetensors", readers=readers_of)
     assert temporal.info["mode"] == "temporal" and "temporal x2" in temporal.title
 
 
 def test_fp8_dtype_mix_and_ltx23_config_are_reported():
-    r = ident.identify(SEED0 / "transformer_fp8_scaled.safetensors")
+    r = ident.identify(SEED0 / "transformer_fp8_scaled.safetensors", readers=readers_of)
     assert r.dtypes == {"BF16": 214, "F8_E4M3": 56, "F32": 112}  # 56 weight_scale + 56 input_scale
     assert any("56 E4M3 tensors in blocks 1-2" in f and "weight_scale" in f for f in r.facts)
-    cast = ident.identify(SEED0 / "transformer_fp8_cast.safetensors")
+    cast = ident.identify(SEED0 / "transformer_fp8_cast.safetensors", readers=readers_of)
     assert any("cast-only" in f for f in cast.facts)
-    r23 = ident.identify(SEED0 / "transformer_ltx23.safetensors")  # header only: truncated as well
+    r23 = ident.identify(SEED0 / "transformer_ltx23.safetensors", readers=readers_of)  # header only: truncated as well
     assert r23.info["version"] == "LTX-2.3"
     assert any(p.startswith("LTX-2.3 config, not supported yet: apply_gated_attention=True") for p in r23.problems)
     assert r23.problems[0].startswith("truncated: 230 of 230 tensors")
@@ -88,6 +90,17 @@ def test_prefixes_agree_with_the_loaders():
     assert ident.GEMMA_LM_PREFIXES == gemma.LM_PREFIXES
     assert all(k.startswith("vae.per_channel_statistics.") for k in loading.STATS_KEYS)
     assert statistics.STATS_PREFIX == "vae.per_channel_statistics."
+
+
+def test_readers_are_the_registry_s_declarations():
+    for name in stage_names():
+        for role, part in stage_def(name).weights.items():
+            assert name in (readers_of(role=role) if part is None else readers_of(prefixes=CHECKPOINT_PARTS[part]))
+    assert readers_of(role="lora.2") == ("denoise", "refine") and readers_of(role="distilled_lora") == ("refine",)
+    assert readers_of(prefixes=COMPONENTS["video VAE encoder"]) == readers_of(role="nothing") == ()
+    assert readers_of(prefixes=COMPONENTS["text connectors"]) == ("text-encode",)  # not the transformer's
+    stats = COMPONENTS["video VAE statistics"]
+    assert readers_of(prefixes=stats, order=("upscale", "temporal-upscale")) == ("upscale", "temporal-upscale", "decode")
 
 
 # ----------------------------------------------------------------------------- the command
@@ -131,9 +144,9 @@ def test_check_names_each_problem_and_exits_1(tiny, tmp_path, case, expected):
 def test_variant_comes_from_the_metadata_or_says_where_it_came_from(tiny, tmp_path):
     named = tmp_path / "ltx-2-19b-distilled.safetensors"
     shutil.copy(tiny["checkpoint"], named)
-    assert ident.identify(named).info["variant"] == "distilled"
-    assert any("file name only" in f for f in ident.identify(named).facts)
-    assert ident.identify(tiny["checkpoint"]).info["variant"] == "unknown"
+    assert ident.identify(named, readers=readers_of).info["variant"] == "distilled"
+    assert any("file name only" in f for f in ident.identify(named, readers=readers_of).facts)
+    assert ident.identify(tiny["checkpoint"], readers=readers_of).info["variant"] == "unknown"
 
 
 # ----------------------------------------------------------------------------- job slots and `ltx2 plan`
@@ -211,5 +224,5 @@ def test_slot_checks_read_headers_only(tiny, tmp_path):
     raw[8 + n:] = b"\xff" * (len(raw) - 8 - n)
     p = tmp_path / "garbage.safetensors"
     p.write_bytes(bytes(raw))
-    assert ident.slot_problem(p, "checkpoint") is None
-    assert json.loads(json.dumps(ident.identify(p).info))["version"] == "LTX-2"
+    assert ident.slot_problem(p, "checkpoint", readers=readers_of) is None
+    assert json.loads(json.dumps(ident.identify(p, readers=readers_of).info))["version"] == "LTX-2"

@@ -22,7 +22,7 @@ from ltx2.models.weights import identify as ident
 from ltx2.orchestrator.graph import plan_stages, resolve_tiling
 from ltx2.orchestrator.recipes import RECIPES
 from ltx2.orchestrator.job import JobError, parse_job
-from ltx2.stages.registry import stage_def
+from ltx2.stages.registry import readers_of, stage_def
 
 from support import ltx2
 from test_pipeline import clone, statuses, write_job
@@ -230,13 +230,13 @@ def test_a_wrong_file_in_the_temporal_slot_is_refused(tiny, wrong, expected):
 
 def test_the_official_temporal_layout_fits_only_the_temporal_slot(tiny):
     for path in (SEED0 / "upsampler_temporal_x2.safetensors", tiny["temporal_upsampler"]):
-        rep = ident.identify(path)
+        rep = ident.identify(path, readers=readers_of)
         assert rep.info["slot"] == "temporal_upsampler" and rep.parts[0].readers == ("temporal-upscale",)
-        assert ident.slot_problem(path, "temporal_upsampler") is None
-        what, fix = ident.slot_problem(path, "spatial_upsampler")
+        assert ident.slot_problem(path, "temporal_upsampler", readers=readers_of) is None
+        what, fix = ident.slot_problem(path, "spatial_upsampler", readers=readers_of)
         assert "temporal x2" in what and fix.endswith("this file belongs under temporal_upsampler")
-    assert ident.slot_problem(tiny["spatial_upsampler"], "spatial_upsampler") is None
-    assert ident.identify(tiny["spatial_upsampler"]).parts[0].readers == ("upscale",)
+    assert ident.slot_problem(tiny["spatial_upsampler"], "spatial_upsampler", readers=readers_of) is None
+    assert ident.identify(tiny["spatial_upsampler"], readers=readers_of).parts[0].readers == ("upscale",)
 
 
 # ============================================================================ the tiny model
