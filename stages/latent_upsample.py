@@ -19,7 +19,7 @@ from ltx2.models.weights.identify import slot_problem
 
 from .contract import BadInput, MemoryPlan, StageError
 from .memory import COMPUTE_BYTES, weight_bytes
-from .registry import PredictedOutput, StageContext, readers_of
+from .registry import Port, PredictedOutput, StageContext, StageDef, StageParams, readers_of
 
 
 def check_upsampler(ctx: StageContext, role: str) -> None:
@@ -81,3 +81,15 @@ def predict_upsampled(ctx: StageContext, role: str) -> PredictedOutput:
         video = v[:3] + (v[3] * 2, v[4] * 2)
         facts = {"width": f["width"] * 2, "height": f["height"] * 2}
     return PredictedOutput({"video": video, "audio": lat.shape("audio")}, {**f, **facts})
+
+
+def upsampler_stage(name: str, role: str, params: type[StageParams], output_name: str, summary: str) -> StageDef:
+    """The declaration of an upsampling stage (upscale, temporal-upscale): the same hooks on its upsampler
+    ``role``; the checkpoint provides the video VAE's per-channel statistics (un-/re-normalisation)."""
+    return StageDef(
+        name=name, version=1, summary=summary, inputs={"latents": Port("latents")}, params=params,
+        output_kind="latents", output_name=output_name, weights={role: None, "checkpoint": "latent_statistics"},
+        check=lambda ctx: check_upsampler(ctx, role), estimate=lambda ctx: upsample_memory(ctx, role),
+        run=lambda ctx: upsample_to_artifact(ctx, role), predict=lambda ctx: predict_upsampled(ctx, role),
+        budget_fix="raise memory_budget",
+    )

@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from .latent_upsample import check_upsampler, predict_upsampled, upsample_memory, upsample_to_artifact
-from .registry import Port, StageDef, StageParams
+from .latent_upsample import upsampler_stage
+from .registry import StageParams
 
 
 class Params(StageParams):
@@ -22,13 +22,5 @@ class Params(StageParams):
                                              "(or set 2)")
 
 
-STAGE = StageDef(
-    name="temporal-upscale", version=1, summary="video latents x2 in time (F -> 2F-1 latent frames, 2x fps)",
-    inputs={"latents": Port("latents")}, params=Params, output_kind="latents", output_name="upscaled_t2.zarr",
-    weights={"temporal_upsampler": None, "checkpoint": "latent_statistics"},
-    check=lambda ctx: check_upsampler(ctx, "temporal_upsampler"),
-    estimate=lambda ctx: upsample_memory(ctx, "temporal_upsampler"),
-    run=lambda ctx: upsample_to_artifact(ctx, "temporal_upsampler"),
-    predict=lambda ctx: predict_upsampled(ctx, "temporal_upsampler"),
-    budget_fix="raise memory_budget",
-)
+STAGE = upsampler_stage("temporal-upscale", "temporal_upsampler", Params, "upscaled_t2.zarr",
+                        "video latents x2 in time (F -> 2F-1 latent frames, 2x fps)")
