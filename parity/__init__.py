@@ -23,6 +23,7 @@ CHECKS["audio_vae_attn"] = "audio:check_audio_vae"
 CHECKS["vocoder"] = "audio:check_vocoder"
 CHECKS["vocoder_amp"] = "audio:check_vocoder"
 CHECKS["transformer_ltx2"] = "transformer:check_transformer"
+CHECKS["transformer_ltx23"] = "transformer:check_transformer"
 CHECKS["gemma3_tiny"] = "text:check_gemma3"
 CHECKS["connector_ltx2"] = "text:check_connector"
 CHECKS["upsampler_x2"] = "upsampler:check_upsampler"
@@ -42,6 +43,8 @@ CHECKS["transformer_lora"] = "weights:check_lora"
 # same fixture names can mean other semantics there (e.g. transformer_ltx2 with the v1.2.0 A/V AdaLN timestep
 # rule), so they have their own table. Where 1.0.0 and v1.2.0 differ, v1.2.0 is the truth.
 CHECKS_V12: dict[str, str] = {}
+CHECKS_V12["transformer_ltx2"] = "transformer:check_transformer"
+CHECKS_V12["transformer_ltx23"] = "transformer:check_transformer"
 
 NETWORK_TOL = 1e-4
 PIPELINE_TOL = 1e-3

@@ -11,6 +11,10 @@ npz also holds the VAE statistics). The project ships those in tests/fixtures/se
 of any offset is checked against the right weights; without the project's fixtures, the set's own
 component fixtures are used (right for an offset-0 set). The decoded video is not compared: the VAE
 decoder has its own fixtures, and the committed copy drops that 2.6 MB array.
+
+ltx-core 1.0.0 made this fixture, but its audio<->video AdaLN rule (see parity/transformer.py) does not show here:
+every token of both streams runs at the step's one sigma (text-to-video, no conditioning), where the 1.0.0 and
+v1.2.0 rules give the same numbers, so every comparison is kept.
 """
 
 from __future__ import annotations

@@ -12,6 +12,15 @@ Fixtures (made by tests/fixtures/make_fixtures.py through the official packages)
 - both: ``bf16`` is the unquantised checkpoint; the distance to it is the error fp8 weights cost, within FP8_TOL.
 - ``transformer_lora``: two LoRAs with strengths. ``exact``: W + sum(s * B @ A) in float64: equal at the network
   tolerance. ``official``: the official fusion, which multiplies B @ A in bf16: within :data:`BF16_FUSION_TOL`.
+
+These fixtures exist only in the ltx-core 1.0.0 sets, and their inputs condition the first video latent frame, so
+every reference encodes 1.0.0's audio<->video AdaLN rule (scale/shift from the other stream's sigma), which this port
+no longer follows (v1.2.0: each token's own timestep; see parity/transformer.py). Under the v1.2.0 rule the exact
+references (``official_fp8_cast``, ``dequantised``, ``exact``, ``official``) move by 0.3-8%; only the loose fp8
+bounds (``bf16``, ``official_scaled_mm`` at FP8_TOL) would still hold. Dropping them would leave the LoRA fixture
+with nothing to compare and the fp8 ones with 6% bounds, so instead the rule's one input is replayed as 1.0.0 formed
+it (``denoise_av_rule_1_0_0``, in the check only): these fixtures keep testing what they are about, the weight
+formats, at their tolerances. The rule itself is checked on the v1.2.0 fixtures (transformer_ltx2/ltx23).
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import mlx.core as mx
 from . import NETWORK_TOL, ParityResult, compare, load_fixture
 from ltx2.models.transformer import load_transformer
 from ltx2.models.weights import CheckpointError, read_header
-from .transformer import _modality
+from .transformer import _modality, denoise_av_rule_1_0_0
 
 # E4M3 keeps 3 mantissa bits: rounding moves a value by at most 2^-4 of itself. Weights (or, on the official
 # fp8 matmul path, activations) rounded so cannot move an output by more than about that share.
@@ -47,7 +56,8 @@ def lora_files(directory: Path, name: str) -> list[Path]:
 
 def _x0s(path: Path, z: dict, loras=()) -> dict[str, mx.array]:
     model = load_transformer(path, dtype=mx.float32, loras=loras)
-    v, a = model.denoise(_modality(z, "video"), _modality(z, "audio"))
+    # the references were made with ltx-core 1.0.0's A/V AdaLN rule (see the module docstring)
+    v, a = denoise_av_rule_1_0_0(model, _modality(z, "video"), _modality(z, "audio"))
     return {"video": v, "audio": a}
 
 

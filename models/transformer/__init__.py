@@ -1,4 +1,4 @@
-"""The LTX-2 audio-video diffusion transformer (19B layout) in MLX."""
+"""The LTX-2 (19B) and LTX-2.3 (22B) audio-video diffusion transformer in MLX."""
 
 from .config import BlockConfig, TransformerConfig, TransformerConfigError
 from .loader import TRANSFORMER_KEYMAP, load_transformer

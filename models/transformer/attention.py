@@ -44,10 +44,12 @@ class Attention(nn.Module):
     """Attention from ``query_dim`` tokens onto ``context_dim`` tokens (self-attention when no context).
 
     Query/key RMS norms span all heads (one weight of size heads * head_dim), applied before RoPE.
+    ``gated`` (LTX-2.3): each head's output is scaled by 2 * sigmoid of a per-head logit read from the
+    query input (``to_gate_logits``), whichever path produced it (attention, or the STG value path).
     """
 
     def __init__(self, query_dim: int, heads: int, head_dim: int, context_dim: int | None = None,
-                 eps: float = 1e-6):
+                 eps: float = 1e-6, gated: bool = False):
         super().__init__()
         inner = heads * head_dim
         context_dim = query_dim if context_dim is None else context_dim
@@ -60,6 +62,16 @@ class Attention(nn.Module):
         self.q_norm = nn.RMSNorm(inner, eps=eps)
         self.k_norm = nn.RMSNorm(inner, eps=eps)
         self.to_out = nn.Linear(inner, query_dim)
+        if gated:
+            self.to_gate_logits = nn.Linear(query_dim, heads)
+
+    def _gate(self, x: mx.array, out: mx.array) -> mx.array:
+        """``out`` (B, T, heads * head_dim) with each head scaled by 2 * sigmoid(its logit from ``x``)."""
+        if "to_gate_logits" not in self:
+            return out
+        b, t, _ = out.shape
+        gates = 2.0 * mx.sigmoid(self.to_gate_logits(x))  # (B, T, heads)
+        return (out.reshape(b, t, self.heads, self.head_dim) * gates[..., None]).reshape(b, t, -1)
 
     def _heads(self, x: mx.array) -> mx.array:
         b, t, _ = x.shape
@@ -73,7 +85,7 @@ class Attention(nn.Module):
         context = x if context is None else context
         v = self.to_v(context)
         if value_only:
-            return self.to_out(v)
+            return self.to_out(self._gate(x, v))
         q = self._heads(self.q_norm(self.to_q(x)))
         k = self._heads(self.k_norm(self.to_k(context)))
         if rope is not None:
@@ -84,4 +96,4 @@ class Attention(nn.Module):
         out = out.transpose(0, 2, 1, 3).reshape(b, t, -1)
         if keep is not None:
             out = out * keep + v * (1 - keep)
-        return self.to_out(out)
+        return self.to_out(self._gate(x, out))

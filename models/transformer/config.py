@@ -1,8 +1,10 @@
-"""Shape and behaviour of the LTX-2 audio-video transformer, read from the checkpoint's own config.
+"""Shape and behaviour of the LTX-2 / LTX-2.3 audio-video transformer, read from the checkpoint's own config.
 
 The official single-file checkpoint carries ``__metadata__["config"]["transformer"]``; the tiny
-test checkpoints carry the same keys with small sizes, so one code path serves both. Options this
-port does not implement are refused by name instead of being silently ignored.
+test checkpoints carry the same keys with small sizes, so one code path serves both. The model
+version is read from the config's switches (LTX-2.3: ``apply_gated_attention``,
+``cross_attention_adaln``, ``caption_proj_before_connector``), never from a name. Options this port
+does not implement are refused by name instead of being silently ignored.
 """
 
 from __future__ import annotations
@@ -35,16 +37,15 @@ FIXED_OPTIONS: dict[str, Any] = {
     "use_middle_indices_grid": True,
 }
 
-# LTX-2.3 (22B) switches. Each changes the weights and the math (per-head attention gates, AdaLN on
-# the text cross-attention, the caption projection moved into the text encoder); this port
-# implements the LTX-2 (19B) layout only, so a checkpoint turning any of them on is refused. The
-# block-level ones travel in BlockConfig to where a block is built, which refuses them too.
-LTX23_FLAGS = (
-    "apply_gated_attention",
-    "cross_attention_adaln",
-    "caption_proj_before_connector",
-    "connector_apply_gated_attention",
-)
+# Options of later releases (LTX-2.5: a static prompt K/V table without the prompt AdaLN, feed-forwards
+# without biases, a learned keyframe embedding) whose math this port does not implement: key -> the
+# value every LTX-2 / 2.3 checkpoint has (absent means that value too).
+UNIMPLEMENTED_OPTIONS: dict[str, Any] = {
+    "use_prompt_adaln_single": True,
+    "ff_bias": True,
+    "audio_ff_bias": True,
+    "use_keyframes_abs_pos_embedding": False,
+}
 
 # Every backend the official code can pick computes the same softmax attention.
 ATTENTION_TYPES = ("default", "pytorch", "xformers", "flash_attention_3")
@@ -60,9 +61,7 @@ class BlockConfig:
     switches of the block. The resident, streamed and converted paths all build blocks from this.
 
     LTX-2 (19B) is the defaults: no attention gates, no AdaLN on the text cross-attention, biases on the
-    feed-forward Linears. The LTX-2.3 switches are carried here so a later release plugs in at the block
-    builder; until its math is implemented the builder refuses them (and ``TransformerConfig.from_config``
-    refuses a 2.3 checkpoint before that)."""
+    feed-forward Linears. LTX-2.3 (22B) turns on ``gated_attention`` and ``cross_attention_adaln``."""
 
     video_dim: int
     video_heads: int
@@ -73,7 +72,17 @@ class BlockConfig:
     eps: float = 1e-6
     gated_attention: bool = False  # LTX-2.3 apply_gated_attention: per-head gates on every attention
     cross_attention_adaln: bool = False  # LTX-2.3 cross_attention_adaln: AdaLN-modulated text cross-attention
-    ff_bias: bool = True  # the feed-forward Linears carry biases (as in LTX-2)
+    ff_bias: bool = True  # the feed-forward Linears carry biases (as in LTX-2 and 2.3)
+
+    @property
+    def adaln_params(self) -> int:
+        """Rows of the per-block AdaLN table: shift/scale/gate of self-attention and feed-forward, plus
+        shift/scale/gate of the text cross-attention's queries with cross-attention AdaLN."""
+        return adaln_params(self.cross_attention_adaln)
+
+
+def adaln_params(cross_attention_adaln: bool) -> int:
+    return 9 if cross_attention_adaln else 6
 
 
 @dataclass(frozen=True)
@@ -97,10 +106,14 @@ class TransformerConfig:
     timestep_scale_multiplier: float = 1000
     # the official default is 1 when the key is missing; every LTX-2 checkpoint sets 1000
     av_ca_timestep_scale_multiplier: float = 1
-    # block-level model-version switches (BlockConfig); from_config refuses the LTX-2.3 ones
+    # block-level model-version switches (BlockConfig)
     gated_attention: bool = False
     cross_attention_adaln: bool = False
     ff_bias: bool = True
+    # LTX-2 projects the text features (caption_channels wide) to each stream's width inside the
+    # transformer; LTX-2.3 does it on the text side (caption_proj_before_connector), so its contexts
+    # arrive at the stream widths
+    caption_projection: bool = True
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -110,6 +123,15 @@ class TransformerConfig:
     @property
     def audio_inner_dim(self) -> int:
         return self.audio_num_attention_heads * self.audio_attention_head_dim
+
+    @property
+    def prompt_adaln(self) -> bool:
+        """Model-level AdaLN from sigma that modulates the text keys/values (LTX-2.3's prompt_adaln_single)."""
+        return self.cross_attention_adaln
+
+    @property
+    def adaln_params(self) -> int:
+        return adaln_params(self.cross_attention_adaln)
 
     @property
     def block(self) -> BlockConfig:
@@ -131,13 +153,12 @@ class TransformerConfig:
         if not isinstance(cfg, dict):
             raise TransformerConfigError(f"transformer config must be a JSON object, got {type(cfg).__name__}")
 
-        on = [k for k in LTX23_FLAGS if cfg.get(k)]
-        if on:
+        later = [(k, cfg[k], v) for k, v in UNIMPLEMENTED_OPTIONS.items() if k in cfg and cfg[k] != v]
+        if later:
             raise TransformerConfigError(
-                "this checkpoint is an LTX-2.3 model: "
-                + ", ".join(f"{k}={cfg[k]!r}" for k in on)
-                + ". Only the LTX-2 (19B) transformer layout is implemented; use an LTX-2 checkpoint "
-                "(these options must be absent or false)")
+                "unsupported transformer config: "
+                + "; ".join(f"{k}={got!r} (only {want!r} is implemented)" for k, got, want in later)
+                + ". These are options of a later model version (LTX-2.5); LTX-2 and LTX-2.3 are implemented")
 
         bad = [(k, cfg.get(k), v) for k, v in FIXED_OPTIONS.items() if cfg.get(k) != v]
         if bad:
@@ -160,14 +181,16 @@ class TransformerConfig:
                                          "(only 'float64', the LTX-2 setting, is implemented)")
 
         d = cls.__dataclass_fields__
-        kw: dict[str, Any] = {"gated_attention": bool(cfg.get("apply_gated_attention", False)),
-                              "cross_attention_adaln": bool(cfg.get("cross_attention_adaln", False))}
+        switches = {"gated_attention": bool(cfg.get("apply_gated_attention", False)),
+                    "cross_attention_adaln": bool(cfg.get("cross_attention_adaln", False)),
+                    "caption_projection": not cfg.get("caption_proj_before_connector", False)}
+        kw: dict[str, Any] = dict(switches)
         for name in d:
-            if name in ("raw", "gated_attention", "cross_attention_adaln", "ff_bias") or name not in cfg:
+            if name in ("raw", "ff_bias") or name in switches or name not in cfg:
                 continue
             v = cfg[name]
             kw[name] = tuple(v) if isinstance(v, list) else v
-        if "caption_channels" not in cfg:
+        if switches["caption_projection"] and "caption_channels" not in cfg:
             raise TransformerConfigError("transformer config has no caption_channels: the LTX-2 transformer "
                                          "holds the caption projection and needs its input width")
         out = cls(**kw, raw=dict(cfg))

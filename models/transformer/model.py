@@ -1,4 +1,5 @@
-"""The LTX-2 audio-video diffusion transformer (19B layout): inputs -> blocks -> velocities / x0."""
+"""The LTX-2 audio-video diffusion transformer (LTX-2 19B and LTX-2.3 22B layouts): inputs -> blocks ->
+velocities / x0."""
 
 from __future__ import annotations
 
@@ -20,13 +21,15 @@ class ModalityInput:
     """One stream's input to the transformer (tokens already patchified).
 
     latent:     (B, T, C) noisy latent tokens.
-    sigma:      scalar or (B,): the step's noise level; conditions the *other* stream's
-                audio<->video cross-attention.
+    sigma:      scalar or (B,): the stream's noise level; gates the audio<->video cross-attention
+                writing into the *other* stream, and (LTX-2.3) drives this stream's prompt AdaLN.
     timesteps:  (B, T), (B, T, 1) or (B,)/(B, 1): per-token noise level, sigma * denoise mask
-                (0 for clean conditioning tokens such as an i2v first frame).
+                (0 for clean conditioning tokens such as an i2v first frame). Drives this stream's
+                AdaLN, including its scale/shift in the audio<->video cross-attention.
     positions:  (B, axes, T, 2) [start, end) of each token per axis (video: t, y, x; audio: t).
                 Only used when the forward call is not given precomputed ``PositionalTables``.
-    context:    (B, S, caption_channels) text features from the embeddings connector.
+    context:    (B, S, caption_channels) text features from the embeddings connector (LTX-2.3: already
+                projected to the stream's width on the text side).
     context_mask:   optional (B, S), 1 = attend, 0 = ignore.
     attention_mask: optional (B, T, T) in [0, 1]: self-attention strength (0 = blocked).
     enabled:    False: this stream's tokens pass through the blocks unchanged (a guidance
@@ -87,7 +90,10 @@ def _additive_self_mask(mask: mx.array | None, dtype) -> mx.array | None:
 
 
 class LTX2Transformer(nn.Module):
-    """LTX-2 audio-video DiT. Call with two ``ModalityInput``s; returns (video, audio) velocities."""
+    """LTX-2 / LTX-2.3 audio-video DiT. Call with two ``ModalityInput``s; returns (video, audio) velocities.
+
+    LTX-2.3 (``config.cross_attention_adaln`` / ``gated_attention``, ``caption_projection`` off): 9 AdaLN
+    rows per block, a prompt AdaLN of sigma per stream, per-head attention gates, and no caption projection."""
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
@@ -96,18 +102,25 @@ class LTX2Transformer(nn.Module):
         dv, da = c.inner_dim, c.audio_inner_dim
 
         self.patchify_proj = nn.Linear(c.in_channels, dv)
-        self.caption_projection = CaptionProjection(c.caption_channels, dv)
-        self.adaln_single = AdaLNSingle(dv, 6)
+        if c.caption_projection:
+            self.caption_projection = CaptionProjection(c.caption_channels, dv)
+        self.adaln_single = AdaLNSingle(dv, c.adaln_params)
         self.scale_shift_table = mx.zeros((2, dv))
         self.proj_out = nn.Linear(dv, c.out_channels)
 
         self.audio_patchify_proj = nn.Linear(c.audio_in_channels, da)
-        self.audio_caption_projection = CaptionProjection(c.caption_channels, da)
-        self.audio_adaln_single = AdaLNSingle(da, 6)
+        if c.caption_projection:
+            self.audio_caption_projection = CaptionProjection(c.caption_channels, da)
+        self.audio_adaln_single = AdaLNSingle(da, c.adaln_params)
         self.audio_scale_shift_table = mx.zeros((2, da))
         self.audio_proj_out = nn.Linear(da, c.audio_out_channels)
 
-        # audio<->video cross-attention conditioning, driven by the other stream's sigma
+        if c.prompt_adaln:  # text keys/values shift/scale from the stream's sigma
+            self.prompt_adaln_single = AdaLNSingle(dv, 2)
+            self.audio_prompt_adaln_single = AdaLNSingle(da, 2)
+
+        # audio<->video cross-attention conditioning: scale/shift from each token's own timestep, the gate
+        # from the other stream's sigma
         self.av_ca_video_scale_shift_adaln_single = AdaLNSingle(dv, 4)
         self.av_ca_audio_scale_shift_adaln_single = AdaLNSingle(da, 4)
         self.av_ca_a2v_gate_adaln_single = AdaLNSingle(dv, 1)
@@ -140,23 +153,30 @@ class LTX2Transformer(nn.Module):
         )
 
     # ------------------------------------------------------------------ forward pieces
-    def _stream(self, m: ModalityInput, other: ModalityInput, *, proj, caption, adaln, cross_adaln, gate_adaln,
-                rope: RopeTable, cross_rope: RopeTable) -> StreamState:
+    def _stream(self, m: ModalityInput, other: ModalityInput, *, proj, caption, adaln, prompt_adaln, cross_adaln,
+                gate_adaln, rope: RopeTable, cross_rope: RopeTable) -> StreamState:
         c = self.config
         x = proj(m.latent)
         b = x.shape[0]
         ts = mx.array(m.timesteps).reshape(b, -1) * c.timestep_scale_multiplier
         modulation, embedded = adaln(ts)
-        context = caption(m.context)
+        context = m.context if caption is None else caption(m.context)
+        prompt_mod = None
+        if prompt_adaln is not None:
+            own_sigma = mx.broadcast_to(mx.array(m.sigma, dtype=mx.float32).reshape(-1), (b,)).reshape(b, 1)
+            prompt_mod, _ = prompt_adaln(own_sigma * c.timestep_scale_multiplier)
+        # the v1.2.0 rule: each token's own timestep sets its scale/shift in the audio<->video attention
+        # (ltx-core 1.0.0 used the other stream's sigma for all tokens), the other stream's sigma the gate
+        cross_mod, _ = cross_adaln(ts)
         other_sigma = mx.broadcast_to(mx.array(other.sigma, dtype=mx.float32).reshape(-1), (b,)).reshape(b, 1)
-        cross_t = other_sigma * c.timestep_scale_multiplier
-        cross_mod, _ = cross_adaln(cross_t)
-        cross_gate, _ = gate_adaln(cross_t * (c.av_ca_timestep_scale_multiplier / c.timestep_scale_multiplier))
+        cross_gate, _ = gate_adaln(other_sigma * c.timestep_scale_multiplier
+                                   * (c.av_ca_timestep_scale_multiplier / c.timestep_scale_multiplier))
         return StreamState(
             x=x, context=context, context_mask=_additive_context_mask(m.context_mask, x.dtype),
             modulation=modulation, embedded_timestep=embedded, rope=rope, cross_rope=cross_rope,
             cross_modulation=cross_mod, cross_gate=cross_gate,
-            self_mask=_additive_self_mask(m.attention_mask, x.dtype), enabled=m.enabled)
+            self_mask=_additive_self_mask(m.attention_mask, x.dtype), enabled=m.enabled,
+            prompt_modulation=prompt_mod)
 
     def prepare(self, video: ModalityInput, audio: ModalityInput,
                 tables: PositionalTables | None = None) -> tuple[StreamState, StreamState]:
@@ -164,12 +184,18 @@ class LTX2Transformer(nn.Module):
             if video.positions is None or audio.positions is None:
                 raise ValueError("give positions in both ModalityInputs or precomputed PositionalTables")
             tables = self.positional_tables(video.positions, audio.positions)
-        vs = self._stream(video, audio, proj=self.patchify_proj, caption=self.caption_projection,
-                          adaln=self.adaln_single, cross_adaln=self.av_ca_video_scale_shift_adaln_single,
+        c = self.config
+        vs = self._stream(video, audio, proj=self.patchify_proj,
+                          caption=self.caption_projection if c.caption_projection else None,
+                          adaln=self.adaln_single, prompt_adaln=self.prompt_adaln_single if c.prompt_adaln else None,
+                          cross_adaln=self.av_ca_video_scale_shift_adaln_single,
                           gate_adaln=self.av_ca_a2v_gate_adaln_single, rope=tables.video,
                           cross_rope=tables.video_cross)
-        as_ = self._stream(audio, video, proj=self.audio_patchify_proj, caption=self.audio_caption_projection,
-                           adaln=self.audio_adaln_single, cross_adaln=self.av_ca_audio_scale_shift_adaln_single,
+        as_ = self._stream(audio, video, proj=self.audio_patchify_proj,
+                           caption=self.audio_caption_projection if c.caption_projection else None,
+                           adaln=self.audio_adaln_single,
+                           prompt_adaln=self.audio_prompt_adaln_single if c.prompt_adaln else None,
+                           cross_adaln=self.av_ca_audio_scale_shift_adaln_single,
                            gate_adaln=self.av_ca_v2a_gate_adaln_single, rope=tables.audio,
                            cross_rope=tables.audio_cross)
         return vs, as_

@@ -1,6 +1,7 @@
 """LTX-2 transformer: config refusals, strict and selective loading, x0, perturbation batching, chunking.
 
-Numerical equality with the official model is covered by tests/models/test_parity.py (transformer_ltx2).
+Numerical equality with the official model is covered by tests/models/test_parity.py and test_parity_v12.py
+(transformer_ltx2, transformer_ltx23); the LTX-2.3 paths (resident, streamed, converted) by test_transformer_ltx23.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ltx2.models.transformer import (ALL, LTX2Transformer, ModalityInput, Pertur
 from ltx2.models.transformer.attention import DEFAULT_QUERY_CHUNK
 from ltx2.models.transformer.block import AVTransformerBlock
 from ltx2.models.transformer.streaming import TransformerWeights
-from ltx2.models.weights import CheckpointError
+from ltx2.models.weights import CheckpointError, read_header
 from ltx2.models.weights import source as source_mod
 
 SEED0 = Path(__file__).parents[1] / "fixtures" / "seed0"
@@ -57,14 +58,22 @@ def model() -> LTX2Transformer:
 
 
 # ---------------------------------------------------------------------------------------- config
-def test_ltx23_checkpoint_is_refused_naming_its_flags():
-    with pytest.raises(TransformerConfigError) as e:
+def _tiny23_config() -> dict:
+    return read_header(TINY23).config()  # the committed 2.3 file is header-only (no tensor data)
+
+
+def test_ltx23_config_is_read_from_the_checkpoint_switches():
+    c = TransformerConfig.from_config(_tiny23_config())
+    assert (c.gated_attention, c.cross_attention_adaln, c.caption_projection, c.prompt_adaln) == (True, True, False,
+                                                                                                   True)
+    assert c.adaln_params == c.block.adaln_params == 9
+    assert (c.block.gated_attention, c.block.cross_attention_adaln) == (True, True)
+    two = TransformerConfig.from_config(_tiny_config())
+    assert (two.gated_attention, two.cross_attention_adaln, two.caption_projection, two.adaln_params) == (
+        False, False, True, 6)
+    # the committed 2.3 file is header-only: the config is accepted, the missing bytes are refused on read
+    with pytest.raises(CheckpointError, match="truncated"):
         load_transformer(TINY23)
-    msg = str(e.value)
-    assert "LTX-2.3" in msg
-    for flag in ("apply_gated_attention", "cross_attention_adaln", "caption_proj_before_connector",
-                 "connector_apply_gated_attention"):
-        assert flag in msg
 
 
 @pytest.mark.parametrize("key,value", [("qk_norm", "layer_norm"), ("share_ff", True), ("dropout", 0.1),
@@ -80,11 +89,44 @@ def test_unsupported_option_values_are_refused_by_name(key, value):
         TransformerConfig.from_config(cfg)
 
 
-def test_single_ltx23_flag_is_refused():
+@pytest.mark.parametrize("key,value", [("use_prompt_adaln_single", False), ("ff_bias", False),
+                                       ("audio_ff_bias", False), ("use_keyframes_abs_pos_embedding", True)])
+def test_later_version_options_are_refused_by_name(key, value):
+    cfg = _tiny23_config()
+    cfg["transformer"][key] = value
+    with pytest.raises(TransformerConfigError, match=f"{key}={value!r}.*LTX-2.5"):
+        TransformerConfig.from_config(cfg)
+    cfg["transformer"][key] = not value  # the value every LTX-2 / 2.3 checkpoint has is accepted
+    TransformerConfig.from_config(cfg)
+
+
+def test_each_ltx23_switch_changes_the_layout_on_its_own():
+    names = lambda c: {k: v.shape for k, v in tree_flatten(LTX2Transformer(c).parameters())}  # noqa: E731
+    base = TransformerConfig.from_config(_tiny_config())
+    plain = names(base)
     cfg = _tiny_config()
     cfg["transformer"]["apply_gated_attention"] = True
-    with pytest.raises(TransformerConfigError, match="apply_gated_attention=True"):
-        TransformerConfig.from_config(cfg)
+    gated = names(TransformerConfig.from_config(cfg))
+    # one (heads, width) gate per attention and block: 6 x 2 blocks, weight and bias
+    assert sorted(set(gated) - set(plain)) == sorted(
+        f"transformer_blocks.{i}.{a}.to_gate_logits.{w}" for i in (0, 1) for w in ("weight", "bias")
+        for a in ("attn1", "attn2", "audio_attn1", "audio_attn2", "audio_to_video_attn", "video_to_audio_attn"))
+    assert gated["transformer_blocks.0.audio_to_video_attn.to_gate_logits.weight"] == (2, 64)  # audio heads
+    cfg = _tiny_config()
+    cfg["transformer"]["cross_attention_adaln"] = True
+    adaln = names(TransformerConfig.from_config(cfg))
+    assert adaln["transformer_blocks.0.scale_shift_table"] == (9, 64) and adaln["adaln_single.linear.weight"] == (
+        9 * 64, 64)
+    assert adaln["transformer_blocks.1.prompt_scale_shift_table"] == (2, 64)
+    assert adaln["transformer_blocks.1.audio_prompt_scale_shift_table"] == (2, 32)
+    assert adaln["prompt_adaln_single.linear.weight"] == (128, 64)
+    assert adaln["audio_prompt_adaln_single.linear.weight"] == (64, 32)
+    cfg = _tiny_config()
+    cfg["transformer"]["caption_proj_before_connector"] = True
+    del cfg["transformer"]["caption_channels"]  # not needed when the text side projects
+    moved = names(TransformerConfig.from_config(cfg))
+    assert not [k for k in moved if "caption_projection" in k] and set(plain) - set(moved) == {
+        k for k in plain if "caption_projection" in k}
 
 
 def test_config_reads_sizes_from_metadata():
@@ -102,12 +144,12 @@ def test_blocks_are_built_from_one_block_config_carrying_the_version_flags():
     shapes = lambda m: {k: v.shape for k, v in tree_flatten(m.parameters())}  # noqa: E731
     # the resident model and the streamed / converted path's block builder build the same block
     assert shapes(TransformerWeights(TINY).new_block()) == shapes(LTX2Transformer(c).transformer_blocks[0])
-    # the LTX-2.3 switches reach the builder, which refuses them until their math exists
-    for flag in ("gated_attention", "cross_attention_adaln"):
-        with pytest.raises(TransformerConfigError, match=flag):
-            AVTransformerBlock(replace(b, **{flag: True}))
-        with pytest.raises(TransformerConfigError, match=flag):
-            LTX2Transformer(replace(c, **{flag: True}))
+    # the LTX-2.3 switches reach the block builder
+    blk = AVTransformerBlock(replace(b, gated_attention=True, cross_attention_adaln=True))
+    assert "to_gate_logits" in blk.attn1 and "to_gate_logits" in blk.video_to_audio_attn
+    assert blk.scale_shift_table.shape == (9, 64) and blk.audio_prompt_scale_shift_table.shape == (2, 32)
+    c23 = TransformerConfig.from_config(_tiny23_config())
+    assert shapes(AVTransformerBlock(c23.block)) == shapes(LTX2Transformer(c23).transformer_blocks[0])
     no_bias = AVTransformerBlock(replace(b, ff_bias=False))
     assert "bias" not in no_bias.ff.proj_in and "bias" not in no_bias.audio_ff.proj_out
     assert "bias" in AVTransformerBlock(b).ff.proj_in
