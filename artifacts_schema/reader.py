@@ -15,8 +15,8 @@ import numpy as np
 from . import dtypes
 from .errors import FIX_DELETE, FIX_RERUN, ArtifactError
 from .files import is_partial_name, partial_path
-from .kinds import KINDS, SCHEMA_NAME, SCHEMA_VERSION, KindSpec
 from .hashing import ATTRS_HASH, attrs_sha256
+from .kinds import KINDS, SCHEMA_NAME, SCHEMA_VERSION, KindSpec
 from .records import ArrayRecord, Producer
 from .store import open_array, read_group_attrs, read_time_range
 from .validate import content_problems, unknown_kind
