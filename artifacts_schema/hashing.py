@@ -10,11 +10,20 @@ Definition (what the recorded hashes mean):
 Per-block hashes let a reader verify a lazy time slice without reading the rest; the whole
 hash is what ``verify()`` and a full read check. Both are computed from the bytes as they are
 written, never by reading the store back (except to finish a resumed streamed array).
+
+The group attributes of a finished artifact (kind, producer, cache and input keys, params, facts,
+and the array records holding the hashes above) are covered by one more hash, ``attrs_sha256``:
+the sha256 of every other attribute written as JSON with sorted keys, no whitespace, ASCII only
+(``json.dumps(attrs, sort_keys=True, separators=(",", ":"), ensure_ascii=True)``). The JSON is
+taken after a round trip through JSON text, so it reads the same from the stored zarr.json as it
+did in the writer's hands (a tuple is a list, 24.0 stays 24.0 and 24 stays 24). A reader checks
+it on open: a changed fact (fps, say) is corruption, not a new value.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 
@@ -52,6 +61,16 @@ class BlockHasher:
     @property
     def sha256(self) -> str:
         return self._whole.hexdigest()
+
+
+ATTRS_HASH = "attrs_sha256"
+
+
+def attrs_sha256(attrs: dict) -> str:
+    """The hash of an artifact's group attributes, ``attrs_sha256`` itself left out (see above)."""
+    rest = json.loads(json.dumps({k: v for k, v in attrs.items() if k != ATTRS_HASH}, allow_nan=False))
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def hash_array(stored: np.ndarray, time_axis: int | None, chunk_time: int) -> tuple[str, list[str]]:

@@ -16,7 +16,8 @@ from typing import Callable
 
 SCHEMA_NAME = "ltx2.artifact"
 # Bump when the layout or a kind's required fields change; readers refuse other versions.
-SCHEMA_VERSION = 1
+# 2: the group attributes carry attrs_sha256 (hashing.py), checked on open.
+SCHEMA_VERSION = 2
 
 FLOATS = ("float32", "bfloat16", "float16")
 MASKS = ("bool", "uint8", "int32", "int64")

@@ -15,6 +15,7 @@ import numpy as np
 from . import dtypes
 from .errors import FIX_DELETE, FIX_RERUN, ArtifactError
 from .files import is_partial_name, partial_path
+from .hashing import ATTRS_HASH, attrs_sha256
 from .kinds import KINDS, SCHEMA_NAME, SCHEMA_VERSION, KindSpec
 from .records import ArrayRecord, Producer
 from .store import open_array, read_group_attrs, read_time_range
@@ -100,12 +101,27 @@ class Artifact:
         return start, stop
 
 
+def check_attrs_hash(path: Path, attrs: dict, rerun: str) -> None:
+    """Refuse attributes changed after the writer sealed them (a fact, a param, a key, an array record)."""
+    recorded = attrs.get(ATTRS_HASH)
+    fix = f"{FIX_DELETE} ({rerun})"
+    if not isinstance(recorded, str):
+        raise ArtifactError(path, f"has no {ATTRS_HASH} (the hash of its attributes; every finished artifact of "
+                            f"schema {SCHEMA_VERSION} records one): the artifact is corrupt", fix, "hash_mismatch")
+    got = attrs_sha256(attrs)
+    if got != recorded:
+        raise ArtifactError(path, f"its attributes (kind, producer, keys, params, facts, array records) hash to "
+                            f"{got[:16]}..., but {ATTRS_HASH} records {recorded[:16]}...: they were changed after "
+                            "it was written; the artifact is corrupt", fix, "hash_mismatch")
+
+
 def open_artifact(path: str | Path, kind: str | None = None, *, verify: bool = False) -> Artifact:
     """Open and validate the finished artifact at ``path`` (expecting ``kind`` if given).
 
     Refuses (ArtifactError) a missing or partial artifact, another schema or schema version,
-    another kind, missing arrays / attributes / facts, and (with verify=True, or on any read)
-    stored bytes that do not match their recorded sha256.
+    another kind, missing arrays / attributes / facts, array records pointing outside the artifact,
+    attributes that do not match their recorded ``attrs_sha256`` (always, on open: it is cheap), and
+    (with verify=True, or on any read) stored bytes that do not match their recorded sha256.
     """
     path = Path(path)
     if kind is not None and kind not in KINDS:
@@ -160,6 +176,7 @@ def open_artifact(path: str | Path, kind: str | None = None, *, verify: bool = F
             problems.append(f"no sha256 recorded for array '{rec.name}'")
     if problems:
         raise bad("; ".join(problems))
+    check_attrs_hash(path, attrs, rerun)
     for rec in records.values():
         open_array(path, rec)  # exists and matches the recorded shape / dtype / chunking
     art = Artifact(path=path, kind=found, schema_version=version, producer=producer, cache_key=attrs["cache_key"],

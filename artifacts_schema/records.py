@@ -71,10 +71,26 @@ class ArrayRecord:
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(where, f"the attrs entry for array '{name}' is malformed ({e!r})",
                                 "delete it and run again", "invalid") from e
+        for what, text, plain in (("name", rec.name, True), ("location", rec.location, False)):
+            if text and not is_inside(text, single=plain):
+                raise ArtifactError(where, f"array {what} {text!r} points outside the artifact (an array lives at a "
+                                    "relative path inside its artifact, without '.', '..' or empty parts)",
+                                    "delete it and run again", "invalid")
         if rec.time_axis is not None and not 0 <= rec.time_axis < len(rec.shape):
             raise ArtifactError(where, f"array '{name}' has time_axis {rec.time_axis} outside its rank "
                                 f"{len(rec.shape)}", "delete it and run again", "invalid")
         return rec
+
+
+def is_inside(text: str, single: bool = False) -> bool:
+    """True for a relative path that stays inside the folder it is joined to (``single``: one name, no '/').
+
+    Judged on the text alone (no '..', '.', empty or absolute parts), so a record can never lead a reader or
+    a resumed writer to another artifact's arrays or to a folder a cleanup would then delete."""
+    parts = text.split("/")
+    if single and len(parts) != 1:
+        return False
+    return "\\" not in text and all(p not in ("", ".", "..") for p in parts)
 
 
 @dataclass(frozen=True)

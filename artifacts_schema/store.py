@@ -58,6 +58,10 @@ def write_region(arr: zarr.Array, rec: ArrayRecord, start: int, data: np.ndarray
 def open_array(group_path: Path, rec: ArrayRecord, mode: str = "r") -> zarr.Array:
     """The zarr array of ``rec``, checked against what the group attrs say about it."""
     where = group_path
+    folder = (group_path / rec.path).resolve()
+    if not folder.is_relative_to(group_path.resolve()):  # a linked array folder: another artifact's bytes
+        raise ArtifactError(where, f"array '{rec.name}' is a link to {folder}, outside the artifact", FIX_DELETE,
+                            "invalid")
     try:
         arr = zarr.open_array(store=str(group_path / rec.path), mode=mode, zarr_format=3)
     except Exception as e:  # zarr raises several types for a missing / broken array

@@ -114,7 +114,8 @@ def summarize(path: str | Path, verify: bool = True) -> ArtifactSummary:
     try:
         art = open_artifact(path)
     except ArtifactError as e:
-        s.state, s.problem, s.hashes = "invalid", e.problem, "n/a (invalid)"
+        s.state, s.problem = "invalid", e.problem
+        s.hashes = f"mismatch: {e.problem}" if e.reason == "hash_mismatch" else "n/a (invalid)"
         try:
             _from_attrs(s, path, read_group_attrs(path))
         except ArtifactError:

@@ -1,7 +1,8 @@
 """Writing an artifact atomically, optionally resuming a partial one after a crash.
 
 Everything is written into ``NAME.zarr.partial/``; ``finalize()`` records the hashes, facts and
-a ``complete`` marker, then renames the directory to ``NAME.zarr``. Readers refuse partials.
+a ``complete`` marker, seals the attributes with their own hash (hashing.py), then renames the
+directory to ``NAME.zarr``. Readers refuse partials.
 
 Two ways to make progress durable, both through ``checkpoint(step, ...)``:
 
@@ -31,7 +32,7 @@ from . import dtypes
 from .errors import ArtifactError
 from .files import (fsync_dir, fsync_file, fsync_tree, is_partial_name, partial_path, remove_stray_temp_files,
                     remove_tree, replace_dir)
-from .hashing import BlockHasher, hash_array, sha256_of, take_time
+from .hashing import ATTRS_HASH, BlockHasher, attrs_sha256, hash_array, sha256_of, take_time
 from .kinds import KINDS, SCHEMA_NAME, SCHEMA_VERSION, ArraySpec, chunk_shape
 from .records import ArrayRecord, Producer, Progress, check_json
 from .store import (array_sha256_from_store, create_array, open_array, read_group_attrs, read_time_range,
@@ -243,8 +244,9 @@ class ArtifactWriter:
         for name, rec in final.items():
             if rec.sha256 is None:  # stream whose running hash was lost to a resume
                 rec.sha256 = array_sha256_from_store(self.partial, self._zarr(name), rec)
-        arrays = {n: r.to_json() for n, r in final.items()}
-        self._write_attrs({"facts": facts, "arrays": arrays, "complete": True}, sync=False)
+        body = {"facts": facts, "arrays": {n: r.to_json() for n, r in final.items()}, "complete": True}
+        body[ATTRS_HASH] = attrs_sha256({**self._header, **body})  # seals every attribute, not only the arrays
+        self._write_attrs(body, sync=False)
         remove_stray_temp_files(self.partial)
         fsync_tree(self.partial)
         replace_dir(self.partial, self.path)

@@ -6,6 +6,9 @@ output such as the video ``STORE/ab/abcd....mp4``); a key already there is reuse
 seed A -> B -> A runs nothing the third time and two jobs with one prompt share one text encoding.
 After a run uses an entry, ``work/NAME.zarr`` is a symlink to it (replaced atomically) and the job's
 ``output`` (and the preview) is a hard link to (or a copy of) the stored file, with its sidecar.
+A file output is reused only while it has the size and sha256 its sidecar recorded (stages/base.py): a
+damaged copy at the job's output is delivered again from the store, and a damaged store entry (a hard link
+edited in place damages both) is recomputed.
 
 Where the store is: the job's ``store:`` folder, else ``$LTX2_STORE``, else ``~/.cache/ltx2/store``.
 
@@ -155,7 +158,7 @@ def publish(store: ContentStore, stage: Stage, work: Path, key: str) -> None:
         return
     side = sidecar(named)
     if named.exists() and os.path.samefile(named, entry) and cached_state(stage, named, key)[0]:
-        return
+        return  # already delivered, and intact (its size and hash checked against its sidecar)
     side.unlink(missing_ok=True)  # the old sidecar must not vouch for a file being replaced
     place_file(entry, named)
     tmp = side.with_name(f"{side.name}.{os.getpid()}.tmp")

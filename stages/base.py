@@ -7,6 +7,7 @@ A stage module declares ``STAGE`` (stages/registry.py); this module is the same 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 import sys
@@ -28,29 +29,62 @@ from .registry import StageContext, StageDef, Timed, stage_def
 
 
 def sidecar(path: Path) -> Path:
-    """A file output's record (``NAME.ltx2.json``): its cache key, written after the file is in place."""
+    """A file output's record (``NAME.ltx2.json``): its cache key, size and sha256, written after the file is in
+    place."""
     return path.with_name(path.name + ".ltx2.json")
 
 
-def write_sidecar(ctx: StageContext) -> None:
-    """Record a finished file output's key (atomically: a half-written record never vouches for anything)."""
-    side = sidecar(ctx.out)
+def file_digest(path: Path) -> tuple[int, str]:
+    """(size in bytes, sha256) of a file, read once in 1 MiB blocks (a video is small next to a render)."""
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            size += len(block)
+    return size, h.hexdigest()
+
+
+def record_file(out: Path, cache_key: str, inputs: Mapping[str, str], params: Any) -> None:
+    """Write the record of the finished file ``out`` (atomically: a half-written record never vouches for
+    anything). Its size and sha256 let a later run tell the file is still the one made."""
+    size, sha = file_digest(out)
+    side = sidecar(out)
     tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(json.dumps({"cache_key": ctx.cache_key, "inputs": artifact_keys(ctx.inputs),
-                               "params": ctx.params.key_material()}, indent=1))
+    tmp.write_text(json.dumps({"cache_key": cache_key, "inputs": dict(inputs), "params": params, "size": size,
+                               "sha256": sha}, indent=1))
     os.replace(tmp, side)
 
 
+def write_sidecar(ctx: StageContext) -> None:
+    """Record a finished file output: its key, inputs, params, size and hash."""
+    record_file(ctx.out, ctx.cache_key, artifact_keys(ctx.inputs), ctx.params.key_material())
+
+
 def file_cached(out: Path, key: str) -> tuple[bool, str]:
-    """(reusable, why not) for a file output (export, preview), by its sidecar's key."""
+    """(reusable, why not) for a file output (export, preview): its sidecar carries ``key``, and the file still
+    has the size and sha256 recorded there (a truncated or edited video is never reused)."""
     side = sidecar(out)
     if not (out.exists() and side.exists()):
         return False, "not made yet"
     try:
-        ok = json.loads(side.read_text()).get("cache_key") == key
+        rec = json.loads(side.read_text())
     except (OSError, ValueError):
-        ok = False
-    return ok, "" if ok else "made from other inputs"
+        return False, f"unusable (its record {side.name} is unreadable): will recompute"
+    if not isinstance(rec, dict) or rec.get("cache_key") != key:
+        return False, "made from other inputs"
+    size, sha = rec.get("size"), rec.get("sha256")
+    if not isinstance(size, int) or isinstance(size, bool) or not isinstance(sha, str):
+        return False, f"unusable (its record {side.name} holds no size and sha256: an older build's): will recompute"
+    try:
+        now = out.stat().st_size
+        if now != size:  # cheap first: a truncated file needs no hashing
+            return False, f"unusable (damaged: {out.name} has {now} bytes, made with {size}): will recompute"
+        got = file_digest(out)[1]
+    except OSError as e:
+        return False, f"unusable ({out.name} is unreadable: {e.strerror or e}): will recompute"
+    if got != sha:
+        return False, f"unusable (damaged: {out.name} no longer hashes to the sha256 it was made with): will recompute"
+    return True, ""
 
 
 def cached_state(stage: StageDef, out: Path, key: str) -> tuple[bool, str]:

@@ -3,10 +3,10 @@ run_job that need no render."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ltx2.orchestrator.executor import StageInvocation, StageRun
+from ltx2.stages.base import record_file
 
 
 class FakeHandle:
@@ -64,7 +64,7 @@ class StageWritingExecutor:
         if out.suffix in (".mp4", ".png"):
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(b"file " + key.encode())
-            out.with_name(out.name + ".ltx2.json").write_text(json.dumps({"cache_key": key}))
+            record_file(out, key, {}, {})  # the sidecar a stage writes
         else:
             out.mkdir(parents=True)
         return FakeHandle(inv, 2, 0)

@@ -389,7 +389,7 @@ def _gemma_folder(path: Path, readers: Readers) -> FileReport:
         try:
             h = read_header(f)
         except CheckpointError as e:
-            rep.problems.append(str(e))
+            rep.problems.append(f"{f.name} {_UNREADABLE_SHARD} ({str(e).replace(f'{f}: ', '', 1)})")
             continue
         rep.size += h.size
         rep.dtypes.update(t.dtype for t in _all_tensors(h).values())
@@ -540,7 +540,10 @@ def identify(path: str | Path, *, readers: Readers) -> FileReport:
         rep.title = ("single-file Gemma-3 text encoder (config in the metadata)" if single else
                      "one shard of a Gemma-3 folder: give the folder (config.json, tokenizer, every shard)")
         if single:
-            _gemma_config_facts(json.loads(header.metadata["gemma_config"]), rep)
+            try:
+                _gemma_config_facts(json.loads(header.metadata["gemma_config"]), rep)
+            except ValueError as e:
+                rep.problems.append(f"its gemma_config metadata is not valid JSON ({e}): re-download it")
     else:
         rep.kind = UNKNOWN
         rep.title = "not an LTX-2 file this program recognises"
@@ -555,6 +558,7 @@ def identify(path: str | Path, *, readers: Readers) -> FileReport:
     return rep
 
 
+_UNREADABLE_SHARD = "is not a readable safetensors file"
 _DOWNLOAD_GAPS = ("no tokenizer.json", "missing shards", "the index lists", "model.safetensors.index.json is",
                   "truncated")
 
@@ -595,7 +599,7 @@ def slot_problem(path: str | Path, slot: str, checkpoint: str | Path | None = No
         if rep.kind != GEMMA:
             return f"is {_described(rep).strip()}, not a Gemma folder", f"give the path of {want}"
         # what an incomplete download shows; other problems (config, layout) are left to the loader's message
-        gaps = [p for p in rep.problems if p.startswith(_DOWNLOAD_GAPS) or ": truncated" in p]
+        gaps = [p for p in rep.problems if p.startswith(_DOWNLOAD_GAPS) or ": truncated" in p or _UNREADABLE_SHARD in p]
         if gaps:
             return "is an incomplete Gemma folder: " + "; ".join(gaps), f"give the path of {want}"
         return None

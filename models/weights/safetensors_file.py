@@ -8,6 +8,7 @@ tensors asked for, so no other tensor is ever touched.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +75,50 @@ class SafetensorsHeader:
         return json.loads(raw)
 
 
+_MAX_HEADER = 100 << 20  # the safetensors format caps its JSON header at 100 MB
+_REDOWNLOAD = "the file is damaged or not a safetensors file; re-download it (or give the right file)"
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "JSON null"
+    name = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "a JSON " + name.get(type(value), type(value).__name__)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _tensor_info(path: Path, key: str, entry: object, base: int) -> TensorInfo:
+    """One header entry, checked: a name maps to {dtype, shape, data_offsets} (begin <= end, byte count right)."""
+    def bad(problem: str) -> CheckpointError:
+        return CheckpointError(f"{path}: in the safetensors header, tensor {key!r} {problem}: {_REDOWNLOAD}")
+
+    if not isinstance(entry, dict):
+        raise bad(f"is described by {_json_type(entry)}, not an object with dtype, shape and data_offsets")
+    for field_name in ("dtype", "shape", "data_offsets"):
+        if field_name not in entry:
+            raise bad(f"has no {field_name}")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str):
+        raise bad(f"has dtype {dtype!r}, not a dtype name such as 'BF16'")
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        raise bad(f"has shape {shape!r}, not a list of sizes")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)
+            and offsets[0] <= offsets[1]):
+        raise bad(f"has data_offsets {offsets!r}, not [begin, end] byte offsets with begin <= end")
+    stored = _STORED.get(dtype)
+    if stored is not None:  # (another dtype is refused when read, naming it)
+        need = math.prod(shape) * np.dtype(stored).itemsize
+        if offsets[1] - offsets[0] != need:
+            raise bad(f"({dtype}, shape {shape}) needs {need} bytes but its data_offsets {offsets} span "
+                      f"{offsets[1] - offsets[0]}")
+    return TensorInfo(dtype, tuple(shape), base + offsets[0], base + offsets[1])
+
+
 def read_header(path: str | Path) -> SafetensorsHeader:
+    """The header of a safetensors file, checked (a damaged or foreign file raises CheckpointError naming it)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weight file")
@@ -86,16 +130,27 @@ def read_header(path: str | Path) -> SafetensorsHeader:
         (n,) = struct.unpack("<Q", head)
         if n > size - 8:
             raise CheckpointError(f"{path}: header claims {n} bytes but the file has {size}: truncated or not safetensors")
+        if n > _MAX_HEADER:
+            raise CheckpointError(f"{path}: header claims {n} bytes, more than the 100 MB safetensors allows: "
+                                  f"{_REDOWNLOAD}")
         try:
             header = json.loads(f.read(n))
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{path}: header is not valid JSON ({e}): not a safetensors file") from e
+        except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+            raise CheckpointError(f"{path}: header is not valid JSON ({e}): not a safetensors file; re-download it "
+                                  "(or give the right file)") from e
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: the safetensors header is {_json_type(header)}, not an "
+                              f"object naming each tensor's dtype, shape and data_offsets: {_REDOWNLOAD}")
     meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the safetensors header's __metadata__ is {_json_type(meta)}, not an object "
+                              f"of strings: {_REDOWNLOAD}")
+    for k, v in meta.items():
+        if not isinstance(v, str):
+            raise CheckpointError(f"{path}: the safetensors header's __metadata__ entry {k!r} is {_json_type(v)}, "
+                                  f"not a string (the format holds text only): {_REDOWNLOAD}")
     base = 8 + n
-    tensors = {}
-    for k, v in header.items():
-        b, e = v["data_offsets"]
-        tensors[k] = TensorInfo(v["dtype"], tuple(v["shape"]), base + b, base + e)
+    tensors = {k: _tensor_info(path, k, v, base) for k, v in header.items()}
     # A truncated file still has a readable header (config, names, shapes): the tensors past the end
     # are refused when read (load_tensors) or listed by ``truncated()`` for a header-only check.
     tensors, companions = fp8.fold_scales(tensors)

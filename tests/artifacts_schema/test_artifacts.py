@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from zarr.storage import LocalStore
 
-from ltx2.artifacts_schema import (ArtifactError, ArtifactLock, ArtifactWriter, Producer, lock_artifact, open_artifact,
-                                   partial_path, summarize)
+from ltx2.artifacts_schema import (SCHEMA_VERSION, ArtifactError, ArtifactLock, ArtifactWriter, Producer, lock_artifact,
+                                   open_artifact, partial_path, summarize)
 from ltx2.artifacts_schema.store import read_group_attrs
 
 PRODUCER = Producer("denoise", "1")
@@ -111,7 +111,7 @@ def test_round_trip_every_kind_bit_for_bit(tmp_path, kind, build):
     assert not partial_path(path).exists()
 
     art = open_artifact(path, kind, verify=True)
-    assert (art.kind, art.schema_version, art.producer) == (kind, 1, PRODUCER)
+    assert (art.kind, art.schema_version, art.producer) == (kind, SCHEMA_VERSION, PRODUCER)
     assert art.cache_key == "key-" + kind and art.input_keys == {"up": "k0"}
     assert art.params == {"seed": 7, "prompt": "a cat"} and art.facts == facts
     assert set(art.arrays) == set(arrays) and art.verified == set(arrays)
@@ -215,10 +215,10 @@ def test_unknown_schema_version_and_wrong_kind_are_refused_clearly(tmp_path):
     with pytest.raises(ArtifactError) as e:
         open_artifact(path, "frames")
     assert e.value.reason == "schema_version"
-    assert "unknown schema version 7 (this build reads 1)" in str(e.value)
+    assert f"unknown schema version 7 (this build reads {SCHEMA_VERSION})" in str(e.value)
     assert "re-run the stage that produces it (decode)" in str(e.value)
 
-    set_attrs(path, schema_version=1, schema="something.else")
+    set_attrs(path, schema_version=SCHEMA_VERSION, schema="something.else")
     with pytest.raises(ArtifactError, match="is not an ltx2 artifact"):
         open_artifact(path)
 
@@ -318,7 +318,7 @@ def test_finished_partial_whose_rename_was_cut_off_is_renamed_on_resume(tmp_path
 def test_summary_for_inspect(tmp_path):
     path = write_latents(tmp_path / "l.zarr", rand((1, 4, 3, 2, 2), 1, mx.bfloat16), rand((1, 8, 4, 16), 2))
     s = summarize(path)
-    assert (s.state, s.hashes, s.kind, s.schema_version) == ("complete", "verified", "latents", 1)
+    assert (s.state, s.hashes, s.kind, s.schema_version) == ("complete", "verified", "latents", SCHEMA_VERSION)
     assert s.producer == {"stage": "denoise", "version": "1"} and s.params == {"seed": 42, "steps": 8}
     assert s.input_keys == {"text": "tk", "noise": "nk"} and s.facts["sigma"] == 0.0
     video = {a.name: a for a in s.arrays}["video"]
