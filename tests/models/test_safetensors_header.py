@@ -17,6 +17,7 @@ from ltx2.models.tiny import ensure_tiny_model
 from ltx2.models.weights import CheckpointError, read_header
 from ltx2.models.weights import identify as ident
 from ltx2.orchestrator.job import JobError, parse_job
+from ltx2.stages.registry import readers_of
 
 from support import ltx2
 
@@ -80,7 +81,7 @@ def test_a_header_longer_than_safetensors_allows_is_refused_unread(tmp_path):
 @pytest.mark.parametrize("case", ["list", "no data_offsets", "metadata value not text"])
 def test_weights_check_reports_it_and_exits_1(tmp_path, case):
     p = raw_file(tmp_path / "ltx-2-19b-distilled.safetensors", BAD[case][0])
-    assert ident.identify(p).kind == ident.UNREADABLE
+    assert ident.identify(p, readers=readers_of).kind == ident.UNREADABLE
     r = CliRunner().invoke(app, ["weights", "check", str(p)], terminal_width=200)
     out = " ".join(r.output.split())
     assert r.exit_code == 1, out
@@ -114,7 +115,7 @@ def test_a_gemma_folder_with_a_damaged_shard_is_refused_before_any_stage(tmp_pat
     gemma = shutil.copytree(ensure_tiny_model()["gemma"], tmp_path / "gemma")
     shard = sorted(gemma.glob("model-*.safetensors"))[0]
     raw_file(shard, BAD["no data_offsets"][0])
-    rep = ident.identify(gemma)
+    rep = ident.identify(gemma, readers=readers_of)
     assert rep.kind == ident.GEMMA
     assert any(p.startswith(f"{shard.name} is not a readable safetensors file (") for p in rep.problems), rep.problems
     with pytest.raises(JobError) as e:
