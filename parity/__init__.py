@@ -42,6 +42,8 @@ CHECKS["transformer_lora"] = "weights:check_lora"
 # same fixture names can mean other semantics there (e.g. transformer_ltx2 with the v1.2.0 A/V AdaLN timestep
 # rule), so they have their own table. Where 1.0.0 and v1.2.0 differ, v1.2.0 is the truth.
 CHECKS_V12: dict[str, str] = {}
+CHECKS_V12["connector_ltx23"] = "text:check_connector"
+CHECKS_V12["vocoder_bwe"] = "audio:check_vocoder_bwe"
 
 NETWORK_TOL = 1e-4
 PIPELINE_TOL = 1e-3
