@@ -171,7 +171,7 @@ def _random_params(module, seed: int = 0) -> None:
 
 
 def test_ltx23_config_builds_the_v2_text_path_in_the_checkpoint_layout():
-    # the 1.0.0 file is header-only: building from its config and tensor shapes reads no tensor
+    # built from the header alone (config and tensor shapes)
     path = SEED0 / "connector_ltx23.safetensors"
     proc = build_embeddings_processor(source_mod.OfficialSource(path, TEXT_EMBEDDINGS_KEYMAP))
     fe = proc.feature_extractor
