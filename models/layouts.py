@@ -21,7 +21,7 @@ from .upsampler import LatentUpsampler, UpsamplerConfig
 from .upsampler import loader as upsampler_loader
 from .video_vae import VideoDecoder, VideoEncoder, VideoVAEConfig
 from .video_vae import loading as vae_loading
-from .vocoder import Vocoder, VocoderConfig
+from .vocoder import build_vocoder, vocoder_config
 from .vocoder import loading as vocoder_loading
 
 
@@ -37,13 +37,13 @@ def checkpoint_layout(cfg: dict, gemma_hidden: int, gemma_layers: int) -> dict[s
     regs = tcfg["connector_num_learnable_registers"]
     processor = text_embeddings.EmbeddingsProcessor(
         gemma_hidden, gemma_layers + 1, ConnectorConfig.from_config(tcfg, "video", regs),
-        ConnectorConfig.from_config(tcfg, "audio", regs))
+        ConnectorConfig.from_config(tcfg, "audio", regs), v2=text_embeddings.uses_v2(tcfg))
     layout.update(shapes(text_embeddings.to_checkpoint(processor)))
     vae = VideoVAEConfig.from_config(cfg)
     layout.update(shapes(vae_loading.to_checkpoint(encoder=VideoEncoder(vae), decoder=VideoDecoder(vae))))
     audio = AudioVAEConfig.from_config(cfg)
     layout.update(shapes(audio_loading.to_checkpoint(encoder=AudioEncoder(audio), decoder=AudioDecoder(audio))))
-    layout.update(shapes(vocoder_loading.to_checkpoint(Vocoder(VocoderConfig.from_config(cfg)))))
+    layout.update(shapes(vocoder_loading.to_checkpoint(build_vocoder(vocoder_config(cfg)))))
     return layout
 
 

@@ -22,7 +22,7 @@ from .upsampler import UPSAMPLER_KEYMAP, LatentUpsampler, load_upsampler
 from .upsampler.loader import upsampler_config
 from .video_vae import VIDEO_DECODER_KEYMAP, VIDEO_ENCODER_KEYMAP, VideoDecoder, VideoEncoder
 from .video_vae.loading import load_video_decoder, load_video_encoder, vae_config
-from .vocoder import VOCODER_KEYMAP, Vocoder, VocoderConfig, load_vocoder
+from .vocoder import VOCODER_KEYMAP, build_vocoder, load_vocoder, vocoder_config
 from .weights.converted import open_converted
 from .weights.keymap import KeyMap
 from .weights.source import ConvertedSource, WeightSource
@@ -43,7 +43,7 @@ NETWORKS: dict[str, Network] = {
     "video_encoder": Network(VIDEO_ENCODER_KEYMAP, lambda s: VideoEncoder(vae_config(s)), load_video_encoder),
     "audio_decoder": Network(AUDIO_DECODER_KEYMAP, lambda s: AudioDecoder(AudioVAEConfig.from_config(s.config())),
                              load_audio_decoder),
-    "vocoder": Network(VOCODER_KEYMAP, lambda s: Vocoder(VocoderConfig.from_config(s.config())), load_vocoder),
+    "vocoder": Network(VOCODER_KEYMAP, lambda s: build_vocoder(vocoder_config(s.config())), load_vocoder),
     "upsampler": Network(UPSAMPLER_KEYMAP, lambda s: LatentUpsampler(upsampler_config(s)), load_upsampler),
 }
 

@@ -26,6 +26,7 @@ CHECKS["transformer_ltx2"] = "transformer:check_transformer"
 CHECKS["transformer_ltx23"] = "transformer:check_transformer"
 CHECKS["gemma3_tiny"] = "text:check_gemma3"
 CHECKS["connector_ltx2"] = "text:check_connector"
+CHECKS["connector_ltx23"] = "text:check_connector"
 CHECKS["upsampler_x2"] = "upsampler:check_upsampler"
 CHECKS["upsampler_x2_rational"] = "upsampler:check_upsampler"
 CHECKS["upsampler_x1_5_rational"] = "upsampler:check_upsampler"
@@ -45,6 +46,8 @@ CHECKS["transformer_lora"] = "weights:check_lora"
 CHECKS_V12: dict[str, str] = {}
 CHECKS_V12["transformer_ltx2"] = "transformer:check_transformer"
 CHECKS_V12["transformer_ltx23"] = "transformer:check_transformer"
+CHECKS_V12["connector_ltx23"] = "text:check_connector"
+CHECKS_V12["vocoder_bwe"] = "audio:check_vocoder_bwe"
 
 NETWORK_TOL = 1e-4
 PIPELINE_TOL = 1e-3

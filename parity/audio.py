@@ -8,7 +8,7 @@ import mlx.core as mx
 import numpy as np
 
 from ltx2.models.audio_vae import AudioProcessor, load_audio_decoder, load_audio_encoder
-from ltx2.models.vocoder import load_vocoder
+from ltx2.models.vocoder import VocoderWithBWE, load_vocoder
 
 from . import NETWORK_TOL, ParityResult, compare, load_fixture
 
@@ -38,3 +38,19 @@ def check_vocoder(directory: Path, name: str) -> list[ParityResult]:
     wav = vocoder(mx.array(z["in_mel"]))
     mx.eval(wav)
     return [compare(name, "out_waveform", np.array(wav), z["out_waveform"], NETWORK_TOL)]
+
+
+def check_vocoder_bwe(directory: Path, name: str) -> list[ParityResult]:
+    """LTX-2.3's vocoder: the low-rate generator's waveform and the bandwidth-extended one."""
+    z = load_fixture(directory, name)
+    vocoder = load_vocoder(Path(directory) / f"{name}.safetensors")
+    if not isinstance(vocoder, VocoderWithBWE):
+        return [ParityResult(name, "-", None, None, "FAIL", "the fixture's config did not give a BWE vocoder")]
+    mel = mx.array(z["in_mel"])
+    low, wav = vocoder.low_rate(mel), vocoder(mel)
+    mx.eval(low, wav)
+    return [
+        compare(name, "intermediate_vocoder_24k", np.array(low), z["intermediate_vocoder_24k"], NETWORK_TOL),
+        compare(name, "out_waveform_48k", np.array(wav), z["out_waveform_48k"], NETWORK_TOL),
+        compare(name, "output_sampling_rate", vocoder.cfg.output_sampling_rate, 48000, 0.0),
+    ]

@@ -1,4 +1,4 @@
-"""Parity checks for the text path: Gemma-3 hidden states and the LTX-2 embeddings processor."""
+"""Parity checks for the text path: Gemma-3 hidden states and the LTX-2 / 2.3 embeddings processor."""
 
 from __future__ import annotations
 
@@ -30,10 +30,14 @@ def check_connector(directory: Path, name: str) -> list[ParityResult]:
     n = len([k for k in z if k.startswith("hidden_state_")])
     states = [mx.array(z[f"hidden_state_{i}"]) for i in range(n)]
     mask = mx.array(z["attention_mask"])
-    feats = proc.features(states, mask, "left")
+    video_feats, audio_feats = proc.features(states, mask, "left")
     ctx = proc(states, mask, "left")
-    return [
-        compare(name, "intermediate_video_features", feats, z["intermediate_video_features"], NETWORK_TOL),
+    results = [compare(name, "intermediate_video_features", video_feats, z["intermediate_video_features"],
+                       NETWORK_TOL)]
+    if "intermediate_audio_features" in z:  # LTX-2.3 (V2): a projection of its own
+        results.append(compare(name, "intermediate_audio_features", audio_feats, z["intermediate_audio_features"],
+                               NETWORK_TOL))
+    return results + [
         compare(name, "out_video_encoding", ctx.video, z["out_video_encoding"], NETWORK_TOL),
         compare(name, "out_audio_encoding", ctx.audio, z["out_audio_encoding"], NETWORK_TOL),
         compare(name, "out_attention_mask", ctx.attention_mask, z["out_attention_mask"], 0.0),

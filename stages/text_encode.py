@@ -14,6 +14,7 @@ from mlx.utils import tree_map_with_path
 from pydantic import Field, field_validator
 
 from ltx2.models.text import GemmaConfig, TextEncoder, load_embeddings_processor
+from ltx2.models.text.embeddings import context_widths
 from ltx2.models.text.gemma import weight_plan
 from ltx2.models.text.streaming import load_gemma_mode
 from ltx2.models.text.tokenizer import GemmaTokenizer
@@ -130,7 +131,8 @@ def run(ctx: StageContext) -> None:
 
 def predict_text(ctx: StageContext) -> PredictedOutput:
     t = cached_header(ctx.weights["checkpoint"]).config().get("transformer", {})
-    return PredictedOutput({"video_context": (1, SEQUENCE_LENGTH, int(t.get("caption_channels", 3840)))},
+    # the video connector's width: Gemma's 3840 in LTX-2.0, the transformer's 4096 in LTX-2.3
+    return PredictedOutput({"video_context": (1, SEQUENCE_LENGTH, context_widths(t)[0])},
                            {"sequence_length": SEQUENCE_LENGTH, "has_negative": bool(ctx.params.negative_prompt)})
 
 

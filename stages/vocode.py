@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 
 from ltx2.models.audio_vae import LATENT_DOWNSAMPLE_FACTOR, AudioConfigError, AudioVAEConfig, load_audio_decoder
-from ltx2.models.vocoder import VocoderConfig, VocoderConfigError, load_vocoder
+from ltx2.models.vocoder import BweConfig, VocoderConfig, VocoderConfigError, load_vocoder, vocoder_config
 from ltx2.spec.layout import CHECKPOINT_PARTS
 
 from .contract import BadInput, MemoryPlan
@@ -28,12 +28,13 @@ DECODER_ACTIVATIONS = 11
 VOCODER_ACTIVATIONS = 50
 
 
-def _configs(ctx: StageContext) -> tuple[AudioVAEConfig, VocoderConfig]:
-    """The checkpoint's audio decoder and vocoder configs; one these networks cannot run is bad input."""
+def _configs(ctx: StageContext) -> tuple[AudioVAEConfig, VocoderConfig | BweConfig]:
+    """The checkpoint's audio decoder and vocoder configs (LTX-2.3: the vocoder with bandwidth extension); one
+    these networks cannot run is bad input."""
     ckpt = ctx.weights["checkpoint"]
     try:
         config = cached_header(ckpt).config()
-        return AudioVAEConfig.from_config(config), VocoderConfig.from_config(config)
+        return AudioVAEConfig.from_config(config), vocoder_config(config)
     except (AudioConfigError, VocoderConfigError) as e:
         raise BadInput(f"{ckpt}: {e}") from e
 
@@ -55,13 +56,24 @@ def estimate(ctx: StageContext) -> MemoryPlan:
     _, _, t, bins = ctx.inputs["latents"].shape("audio")
     up = 2 ** (dec.num_resolutions - 1)  # the decoder's time and frequency upsampling
     decoder = t * up * bins * up * dec.ch * max(dec.ch_mult)
-    level, samples = 0, LATENT_DOWNSAMPLE_FACTOR * t  # mel frames (AudioDecoder.output_frames, at most)
-    for i, rate in enumerate(voc.upsample_rates):
-        samples *= rate
-        level = max(level, samples * (voc.upsample_initial_channel >> (i + 1)))
-    if voc.is_amp:  # BigVGAN's anti-aliased activations work at twice the samples (not measured)
-        level *= 2
+    frames = LATENT_DOWNSAMPLE_FACTOR * t  # mel frames (AudioDecoder.output_frames, at most)
+    if isinstance(voc, BweConfig):  # the BWE generator runs after the low-rate one, on its waveform's own mel
+        low = frames * voc.vocoder.hop
+        level = max(_level(voc.vocoder, frames), _level(voc.bwe, -(-low // voc.hop_length)))
+    else:
+        level = _level(voc, frames)
     return MemoryPlan(w, max(DECODER_ACTIVATIONS * decoder, VOCODER_ACTIVATIONS * level) * COMPUTE_BYTES)
+
+
+def _level(gen: VocoderConfig, frames: int) -> int:
+    """One generator's largest level (samples x channels) from ``frames`` mel frames."""
+    level, samples = 0, frames
+    for i, rate in enumerate(gen.upsample_rates):
+        samples *= rate
+        level = max(level, samples * (gen.upsample_initial_channel >> (i + 1)))
+    if gen.is_amp:  # BigVGAN's anti-aliased activations work at twice the samples (not measured)
+        level *= 2
+    return level
 
 
 def run(ctx: StageContext) -> None:

@@ -1,6 +1,8 @@
 """The embeddings connector: a small 1-D transformer between the text features and the DiT.
 
-LTX-2 has two (video and audio), same structure, own weights. Before the blocks, the padded
+LTX-2 has two (video and audio), same structure, own weights. LTX-2.3's connectors are deeper (8
+blocks) and gate each attention head's output by ``2 * sigmoid(logits)`` (logits: a Linear of the
+block's normed input, one per head). Before the blocks, the padded
 positions are replaced by learnable registers: the valid tokens are moved to the front (order
 kept) and the tail is filled with the register table tiled along the sequence, so the register
 a slot gets depends on its absolute position. Afterwards every position is valid, so the blocks
@@ -49,6 +51,7 @@ class ConnectorConfig:
     max_pos: tuple[int, ...] = (1,)
     rope_type: str = "interleaved"  # or "split"
     double_precision_rope: bool = False
+    gated_attention: bool = False  # LTX-2.3: per-head output gates
 
     @property
     def inner_dim(self) -> int:
@@ -59,9 +62,9 @@ class ConnectorConfig:
         """From the checkpoint's ``transformer`` config; ``which`` is "video" or "audio" (the audio one
         takes ``audio_connector_*`` sizes when present, else the video ones). The register count
         comes from the checkpoint tensor (the official configurator hard-codes 128)."""
-        if tcfg.get("connector_apply_gated_attention", False):
-            raise ConnectorConfigError("connector_apply_gated_attention=True (LTX-2.3 gated connector attention) "
-                                       "is not supported; this port implements the LTX-2 (19B) connectors")
+        gated = tcfg.get("connector_apply_gated_attention", False)
+        if not isinstance(gated, bool):
+            raise ConnectorConfigError(f"connector_apply_gated_attention={gated!r}: expected true or false")
         rope_type = tcfg.get("rope_type", "interleaved")
         if rope_type not in ("interleaved", "split"):
             raise ConnectorConfigError(f"rope_type={rope_type!r} is not supported (expected 'interleaved' or 'split')")
@@ -77,7 +80,8 @@ class ConnectorConfig:
                    num_learnable_registers=int(num_learnable_registers),
                    max_pos=tuple(tcfg.get("connector_positional_embedding_max_pos", [1])),
                    rope_type=rope_type,
-                   double_precision_rope=tcfg.get("frequencies_precision", False) == "float64")
+                   double_precision_rope=tcfg.get("frequencies_precision", False) == "float64",
+                   gated_attention=gated)
 
 
 def rms_norm(x: mx.array) -> mx.array:
@@ -166,6 +170,8 @@ class ConnectorAttention(nn.Module):
         self.to_v = nn.Linear(d, d)
         self.q_norm = nn.RMSNorm(d, eps=EPS)  # over all heads together, learnable scale
         self.k_norm = nn.RMSNorm(d, eps=EPS)
+        if cfg.gated_attention:
+            self.to_gate_logits = nn.Linear(d, cfg.num_attention_heads)
         self.to_out = nn.Linear(d, d)
 
     def __call__(self, x: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
@@ -175,7 +181,10 @@ class ConnectorAttention(nn.Module):
         v = self.to_v(x)
         q, k, v = (t.reshape(B, T, self.heads, -1).transpose(0, 2, 1, 3) for t in (q, k, v))
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=1.0 / math.sqrt(D // self.heads))
-        return self.to_out(out.transpose(0, 2, 1, 3).reshape(B, T, D))
+        out = out.transpose(0, 2, 1, 3)  # [B, T, heads, head_dim]
+        if "to_gate_logits" in self:  # 2 * sigmoid: a zero logit leaves the head as it is
+            out = out * (2 * mx.sigmoid(self.to_gate_logits(x)))[..., None]
+        return self.to_out(out.reshape(B, T, D))
 
 
 class ConnectorFeedForward(nn.Module):

@@ -11,7 +11,8 @@ from .layers import LRELU_SLOPE, Conv1d, ResBlock1
 
 
 class Vocoder(nn.Module):
-    """Stereo log-mel (B, 2, frames, 64) -> waveform (B, 2, frames * prod(upsample_rates)) in [-1, 1]."""
+    """Stereo log-mel (B, 2, frames, 64) -> waveform (B, 2, frames * prod(upsample_rates)), in [-1, 1] unless
+    the config leaves out the final activation."""
 
     def __init__(self, cfg: VocoderConfig):
         super().__init__()
@@ -52,5 +53,6 @@ class Vocoder(nn.Module):
         # HiFi-GAN's final leaky ReLU has PyTorch's default slope 0.01, not the generator's 0.1
         x = self.act_post(x) if self.cfg.is_amp else nn.leaky_relu(x, 0.01)
         x = self.conv_post(x)
-        x = mx.tanh(x) if self.cfg.use_tanh_at_final else mx.clip(x, -1.0, 1.0)
+        if self.cfg.apply_final_activation:
+            x = mx.tanh(x) if self.cfg.use_tanh_at_final else mx.clip(x, -1.0, 1.0)
         return x.transpose(0, 2, 1)

@@ -14,10 +14,10 @@ SEED0 = Path(__file__).parents[1] / "fixtures" / "seed0"
 
 
 def test_parity_table_and_not_implemented_rows():
-    r = CliRunner().invoke(app, ["parity", str(SEED0), "--only", "connector_ltx2", "--only", "connector_ltx23"])
+    r = CliRunner().invoke(app, ["parity", str(SEED0), "--only", "connector_ltx2", "--only", "transformer_ltx23"])
     assert r.exit_code == 0, r.output
     assert "out_video_encoding" in r.output and "pass" in r.output
-    assert "connector_ltx23" in r.output and "not implemented" in r.output
+    assert "transformer_ltx23" in r.output and "not implemented" in r.output
     assert "0 fail" in r.output
 
 

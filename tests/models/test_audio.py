@@ -1,4 +1,5 @@
-"""Audio VAE, log-mel front-end and vocoder: behaviour beyond parity (refusals, resampling, loaders)."""
+"""Audio VAE, log-mel front-end and vocoder (with LTX-2.3's bandwidth extension): behaviour beyond parity
+(refusals, resampling, loaders)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,17 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from mlx.utils import tree_flatten, tree_unflatten
 from safetensors.numpy import load_file, save_file
+
+from support import v12_fixture_sets
 
 from ltx2.models.audio_vae import (AudioConfigError, AudioProcessor, AudioVAEConfig, load_audio_decoder,
                                    load_audio_encoder, resample_waveform)
-from ltx2.models.vocoder import VocoderConfig, VocoderConfigError, kaiser_sinc_filter, load_vocoder
+from ltx2.models.vocoder import (BweConfig, VocoderConfig, VocoderConfigError, VocoderWithBWE, kaiser_sinc_filter,
+                                 load_vocoder, vocoder_config)
+from ltx2.models.vocoder.bwe import SincResampler
+from ltx2.models.vocoder.loading import to_checkpoint as vocoder_to_checkpoint
 from ltx2.models.weights import CheckpointError, read_header
 
 FIX = Path(__file__).parents[1] / "fixtures" / "seed0"
@@ -35,15 +42,92 @@ def _sine(freq: float, sr: int, seconds: float = 1.0) -> np.ndarray:
 
 
 # --- vocoder -----------------------------------------------------------------------------------
-def test_bwe_vocoder_is_refused_by_name(tmp_path: Path) -> None:
-    flat = read_header(FIX / "vocoder_amp.safetensors").config()["vocoder"]
-    bwe_cfg = {"vocoder": {"vocoder": flat, "bwe": dict(flat, input_sampling_rate=24000, output_sampling_rate=48000,
-                                                         n_fft=512, hop_length=120, num_mels=64)}}
-    path = _rewrite(FIX / "vocoder_amp.safetensors", tmp_path / "bwe.safetensors", config=bwe_cfg)
-    with pytest.raises(VocoderConfigError, match=r"'bwe'.*bandwidth-extension.*48000 Hz"):
+def _bwe_section(**bwe) -> dict:
+    """A BWE vocoder section from the committed AMP fixture's generator (LTX-2.3's shape, tiny widths)."""
+    flat = dict(read_header(FIX / "vocoder_amp.safetensors").config()["vocoder"], activation="snakebeta")
+    return {"vocoder": flat, "bwe": {**flat, "use_tanh_at_final": False, "input_sampling_rate": 24000,
+                                     "output_sampling_rate": 48000, "n_fft": 512, "hop_length": 120, "num_mels": 64,
+                                     **bwe}}
+
+
+def test_bwe_vocoder_config_reads_both_generators(tmp_path: Path) -> None:
+    cfg = vocoder_config({"vocoder": _bwe_section()})
+    assert isinstance(cfg, BweConfig) and cfg.ratio == 2 and cfg.output_sampling_rate == 48000
+    assert cfg.vocoder.output_sampling_rate == 24000 and cfg.vocoder.apply_final_activation  # tanh / clamp
+    assert not cfg.bwe.apply_final_activation  # a residual: unbounded
+    assert vocoder_config(_bwe_section()) == cfg  # the section alone, too
+    # one generator's reader still says what it is given
+    with pytest.raises(VocoderConfigError, match=r"'bwe'.*bandwidth-extension.*48000 Hz.*vocoder_config"):
+        VocoderConfig.from_config({"vocoder": _bwe_section()})
+    # the flat generator's tensors under a BWE config: strict loading names the generators it misses
+    path = _rewrite(FIX / "vocoder_amp.safetensors", tmp_path / "bwe.safetensors", config={"vocoder": _bwe_section()})
+    with pytest.raises(CheckpointError, match=r"(?s)missing tensor bwe_generator\..*unexpected tensor conv_post"):
         load_vocoder(path)
-    with pytest.raises(VocoderConfigError, match="bwe"):  # the section alone, too
-        VocoderConfig.from_config(bwe_cfg["vocoder"])
+
+
+@pytest.mark.parametrize("edit, words", [
+    ({"resblock": "1"}, ["vocoder.bwe.resblock='1'", "AMP1"]),
+    ({"output_sampling_rate": 44100}, ["24000 Hz to 44100 Hz", "whole ratios"]),
+    ({"hop_length": 100}, ["make 240 samples per mel frame", "hop_length 100 x 2 = 200"]),
+    ({"num_mels": 80}, ["num_mels=80", "64-bin"]),
+    ({"n_fft": None}, ["no 'n_fft'"]),
+])
+def test_bwe_vocoder_variants_not_built_are_refused(edit, words) -> None:
+    section = _bwe_section(**edit)
+    section["bwe"] = {k: v for k, v in section["bwe"].items() if v is not None}
+    with pytest.raises(VocoderConfigError) as e:
+        vocoder_config({"vocoder": section})
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
+@pytest.mark.parametrize("ratio", [2, 3])
+def test_bwe_skip_path_resamples_a_band_limited_signal(ratio: int) -> None:
+    rate = 16000
+    t = np.arange(800) / rate
+    sig = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 3000 * t + 1)).astype(np.float32)
+    up = np.array(SincResampler(ratio)(mx.array(sig)[None, :, None]))[0, :, 0]
+    assert up.shape == (800 * ratio,)
+    th = np.arange(800 * ratio) / (rate * ratio)
+    want = 0.3 * np.sin(2 * np.pi * 440 * th) + 0.2 * np.sin(2 * np.pi * 3000 * th + 1)
+    inner = slice(40 * ratio, -40 * ratio)  # away from the edge padding
+    assert np.max(np.abs(up[inner] - want[inner])) < 5e-3
+
+
+def _random_bwe(seed: int = 0) -> VocoderWithBWE:
+    voc = VocoderWithBWE(vocoder_config(_bwe_section()))
+    mx.random.seed(seed)
+    voc.update(tree_unflatten([(k, 0.1 * mx.random.normal(v.shape)) for k, v in tree_flatten(voc.parameters())]))
+    return voc
+
+
+def test_bwe_mel_is_causal() -> None:
+    voc = _random_bwe()
+    y = mx.random.normal((1, 1200, 1))
+    later = mx.concatenate([y[:, :600], 3 * y[:, 600:]], axis=1)
+    a, b = np.array(voc.mel_stft(y)), np.array(voc.mel_stft(later))
+    assert a.shape == (1, 10, 64)
+    np.testing.assert_array_equal(a[:, :5], b[:, :5])  # frame k sees samples up to (k + 1) * hop only
+    assert not np.allclose(a[:, 5:], b[:, 5:])
+
+
+def test_bwe_vocoder_output_length_rate_and_range() -> None:
+    voc = _random_bwe()
+    mel = mx.random.normal((2, 2, 7, 64)) - 4
+    out, low = voc(mel), voc.low_rate(mel)
+    assert low.shape == (2, 2, 7 * 240) and out.shape == (2, 2, 7 * 240 * 2)  # 1680 is not whole 120-sample hops
+    assert float(mx.abs(out).max()) <= 1.0
+    assert voc.cfg.output_sampling_rate == 48000
+
+
+def test_bwe_vocoder_round_trips_the_official_keys() -> None:
+    path = v12_fixture_sets()[0] / "vocoder_bwe.safetensors"  # skips (one line) where ../shared is absent
+    voc = load_vocoder(path)
+    assert isinstance(voc, VocoderWithBWE)
+    back = {k: np.array(v) for k, v in vocoder_to_checkpoint(voc).items()}
+    file = load_file(str(path))
+    assert sorted(back) == sorted(file)
+    for k, v in file.items():
+        np.testing.assert_array_equal(back[k], v, err_msg=k)
 
 
 def test_vocoder_refuses_unbuilt_resblock() -> None:

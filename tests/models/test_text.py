@@ -1,20 +1,26 @@
 """Text path behaviour beyond parity: tokenizer padding and limits, Gemma key layouts and folder
-loading, what is (not) read, refused LTX-2.3 options, batching."""
+loading, what is (not) read, the LTX-2.3 (V2) text path and its refused variants, batching."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 import pytest
+from mlx.utils import tree_flatten, tree_unflatten
 from safetensors.numpy import save_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from ltx2.models.text import (GemmaConfig, GemmaConfigError, GemmaTokenizer, PromptTooLongError, TextConfigError,
-                              TextEncoder, load_embeddings_processor, load_gemma)
+from support import v12_fixture_sets
+
+from ltx2.models.text import (ConnectorConfig, EmbeddingsConnector, FeatureExtractorV2, GemmaConfig, GemmaConfigError,
+                              GemmaTokenizer, PromptTooLongError, TextConfigError, TextEncoder,
+                              load_embeddings_processor, load_gemma)
 from ltx2.models.text import gemma as gemma_mod
+from ltx2.models.text.embeddings import TEXT_EMBEDDINGS_KEYMAP, build_embeddings_processor, to_checkpoint, uses_v2
 from ltx2.models.weights import source as source_mod
 from ltx2.models.weights import CheckpointError, read_header
 
@@ -157,11 +163,99 @@ def test_gemma_config_layer_types_from_pattern_or_list():
 
 
 # --- connectors -------------------------------------------------------------------------------------------------------
-def test_ltx23_text_path_is_refused_naming_the_options():
+def _random_params(module, seed: int = 0) -> None:
+    """Every parameter drawn at random (a header-only fixture has none to load)."""
+    mx.random.seed(seed)
+    flat = tree_flatten(module.parameters())
+    module.update(tree_unflatten([(k, 0.3 * mx.random.normal(v.shape)) for k, v in flat]))
+
+
+def test_ltx23_config_builds_the_v2_text_path_in_the_checkpoint_layout():
+    # built from the header alone (config and tensor shapes)
+    path = SEED0 / "connector_ltx23.safetensors"
+    proc = build_embeddings_processor(source_mod.OfficialSource(path, TEXT_EMBEDDINGS_KEYMAP))
+    fe = proc.feature_extractor
+    assert isinstance(fe, FeatureExtractorV2) and (fe.hidden_size, fe.num_hidden_states) == (24, 4)
+    assert fe.video_aggregate_embed.weight.shape == (64, 96) and fe.audio_aggregate_embed.weight.shape == (32, 96)
+    for c in (proc.video_connector, proc.audio_connector):
+        assert c.config.gated_attention and len(c.blocks) == 2 and c.config.num_learnable_registers == 8
+    # the key map's inverse gives back exactly the file's names and shapes
+    header = read_header(path)
+    assert {k: tuple(v.shape) for k, v in to_checkpoint(proc).items()} == \
+        {k: tuple(t.shape) for k, t in header.tensors.items()}
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda t: t.pop("caption_proj_input_norm"), ["missing", "caption_proj_input_norm"]),
+    (lambda t: t.update(caption_projection_second_linear=True), ["caption_projection_second_linear=True",
+                                                                  "expected False"]),
+])
+def test_other_ltx23_text_projection_variants_are_refused_naming_the_option(edit, words):
+    tcfg = dict(read_header(SEED0 / "connector_ltx23.safetensors").config()["transformer"])
+    assert uses_v2(tcfg)
+    edit(tcfg)
     with pytest.raises(TextConfigError) as e:
-        load_embeddings_processor(SEED0 / "connector_ltx23.safetensors")
-    msg = str(e.value)
-    assert "caption_proj_before_connector=True" in msg and "connector_apply_gated_attention=True" in msg
+        uses_v2(tcfg)
+    assert all(w in str(e.value) for w in words)
+
+
+def test_v2_features_normalise_each_token_and_leave_padding_at_the_bias():
+    fe = FeatureExtractorV2(8, 3, 16, 4)
+    _random_params(fe)
+    hs = [mx.random.normal((2, 6, 8)) for _ in range(3)]
+    mask = mx.array([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 0, 1]])  # the mask decides, not the padding side
+    video, audio = fe(hs, mask)
+    assert video.shape == (2, 6, 16) and audio.shape == (2, 6, 4)
+    for out, proj in ((video, fe.video_aggregate_embed), (audio, fe.audio_aggregate_embed)):
+        pad = np.array(out)[np.array(mask) == 0]
+        np.testing.assert_allclose(pad, np.broadcast_to(np.array(proj.bias), pad.shape), atol=1e-6)
+    # per token and per state: scaling one state of one token changes nothing
+    scaled = [h * mx.where(mx.arange(6)[None, :, None] == 3, 5.0, 1.0) if i == 1 else h for i, h in enumerate(hs)]
+    video2, _ = fe(scaled, mask)
+    np.testing.assert_allclose(np.array(video2), np.array(video), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="expects 3 hidden states of width 8"):
+        fe(hs[:2], mask)
+
+
+def test_gated_connector_with_zero_logits_is_the_plain_one():
+    plain = ConnectorConfig(num_attention_heads=2, attention_head_dim=8, num_layers=2, num_learnable_registers=4,
+                            max_pos=(64,), rope_type="split")
+    gated = EmbeddingsConnector(replace(plain, gated_attention=True))
+    ungated = EmbeddingsConnector(plain)
+    _random_params(gated)
+    flat = dict(tree_flatten(gated.parameters()))
+    ungated.update(tree_unflatten([(k, v) for k, v in flat.items() if "to_gate_logits" not in k]))
+    x, mask = mx.random.normal((1, 8, 16)), mx.array([[0, 0, 0, 1, 1, 1, 1, 1]])
+    assert not np.allclose(np.array(gated(x, mask)[0]), np.array(ungated(x, mask)[0]), atol=1e-3)
+    gated.update(tree_unflatten([(k, mx.zeros_like(v)) for k, v in flat.items() if "to_gate_logits" in k]))
+    np.testing.assert_allclose(np.array(gated(x, mask)[0]), np.array(ungated(x, mask)[0]), atol=1e-6)
+
+
+def test_v2_batch_rows_match_single_prompt_runs():
+    proc = build_embeddings_processor(source_mod.OfficialSource(SEED0 / "connector_ltx23.safetensors",
+                                                                TEXT_EMBEDDINGS_KEYMAP))
+    _random_params(proc, 3)
+    hs1 = [mx.random.normal((1, 16, 24)) for _ in range(4)]
+    hs2 = [mx.random.normal((1, 16, 24)) for _ in range(4)]
+    m1, m2 = mx.array([[0] * 5 + [1] * 11]), mx.array([[0] * 9 + [1] * 7])
+    batch = proc([mx.concatenate([a, b]) for a, b in zip(hs1, hs2)], mx.concatenate([m1, m2]))
+    assert batch.video.shape == (2, 16, 64) and batch.audio.shape == (2, 16, 32)
+    for row, (hs, m) in enumerate(((hs1, m1), (hs2, m2))):
+        single = proc(hs, m)
+        np.testing.assert_allclose(np.array(batch.video[row]), np.array(single.video[0]), atol=1e-5)
+        np.testing.assert_allclose(np.array(batch.audio[row]), np.array(single.audio[0]), atol=1e-5)
+
+
+def test_ltx23_text_encoder_end_to_end_on_the_v12_fixture():
+    fixtures = v12_fixture_sets()[0]  # skips (one line) where ../shared is absent
+    root = fixtures / "gemma3_tiny_root"
+    enc = TextEncoder.load(root, fixtures / "connector_ltx23.safetensors", max_length=128)
+    ctx = enc(["a red fox", "night"])
+    assert ctx.video.shape == (2, 128, 64) and ctx.audio.shape == (2, 128, 32)
+    assert ctx.attention_mask.tolist() == [[1] * 128] * 2
+    hs, mask = enc.hidden_states("night")
+    alone = enc.contexts(hs, mask)
+    np.testing.assert_allclose(np.array(ctx.video[1]), np.array(alone.video[0]), atol=1e-5)
 
 
 def test_register_count_must_match_config(tmp_path):
