@@ -42,6 +42,7 @@ CHECKS["transformer_lora"] = "weights:check_lora"
 # same fixture names can mean other semantics there (e.g. transformer_ltx2 with the v1.2.0 A/V AdaLN timestep
 # rule), so they have their own table. Where 1.0.0 and v1.2.0 differ, v1.2.0 is the truth.
 CHECKS_V12: dict[str, str] = {}
+CHECKS_V12["video_vae_ltx23"] = "video_vae:check_video_vae"
 
 NETWORK_TOL = 1e-4
 PIPELINE_TOL = 1e-3
