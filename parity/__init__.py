@@ -48,6 +48,7 @@ CHECKS_V12["transformer_ltx2"] = "transformer:check_transformer"
 CHECKS_V12["transformer_ltx23"] = "transformer:check_transformer"
 CHECKS_V12["connector_ltx23"] = "text:check_connector"
 CHECKS_V12["vocoder_bwe"] = "audio:check_vocoder_bwe"
+CHECKS_V12["video_vae_ltx23"] = "video_vae:check_video_vae"
 
 NETWORK_TOL = 1e-4
 PIPELINE_TOL = 1e-3

@@ -1,9 +1,12 @@
 """Shape and behaviour of the LTX-2 video VAE, read from the checkpoint's ``config["vae"]``.
 
-One code path serves the real checkpoint (latent 128 channels, decoder widths 1024 -> 128) and the
-tiny test checkpoints. Defaults are the official configurators' defaults, including their quirks:
-the encoder pads space with zeros and the decoder with reflection unless ``spatial_padding_mode``
-says otherwise, and the decoder is timestep-conditioned unless the config says it is not.
+One code path serves the real checkpoints and the tiny test ones: LTX-2.0 (latent 128 channels, three
+``compress_all`` up-blocks, decoder widths 1024 -> 128, timestep-conditioned) and LTX-2.3 (``compress_all``
+x2 / x1, ``compress_time`` and ``compress_space`` up-blocks with their own channel multipliers, zero padding,
+no timestep conditioning). Defaults are the official (v1.2.0) configurators' defaults, including their
+quirks: the encoder pads space with zeros and the decoder with reflection unless ``spatial_padding_mode``
+says otherwise (the encoder alone also reads ``encoder_spatial_padding_mode``), and the decoder is
+timestep-conditioned unless the config says it is not.
 """
 
 from __future__ import annotations
@@ -31,18 +34,23 @@ DECODER_BLOCKS = {"res_x": (1, 1), "res_x_y": (1, 1), "compress_time": (2, 1), "
                   "compress_all": (2, 2)}
 
 # Keys the official configurators read.
-_USED_KEYS = {"dims", "in_channels", "out_channels", "latent_channels", "spatial_padding_mode", "encoder_blocks",
-              "decoder_blocks", "patch_size", "norm_layer", "latent_log_var", "causal_decoder",
-              "timestep_conditioning", "decoder_base_channels"}
+_USED_KEYS = {"dims", "in_channels", "out_channels", "latent_channels", "spatial_padding_mode",
+              "encoder_spatial_padding_mode", "encoder_blocks", "decoder_blocks", "patch_size", "norm_layer",
+              "latent_log_var", "causal_decoder", "timestep_conditioning", "decoder_base_channels"}
 # Keys real checkpoints carry that the official code ignores; harmless only with these values
 # (None: any value). Other values would change the model in ways the official code does not apply.
 _IGNORED_KEYS: dict[str, Any] = {
     "_class_name": None, "encoder_base_channels": None,
-    "encoder_spatial_padding_mode": None, "decoder_spatial_padding_mode": None,  # official reads neither
+    "decoder_spatial_padding_mode": None,  # the official decoder reads only spatial_padding_mode
     "scaling_factor": 1.0, "use_quant_conv": False, "normalize_latent_channels": False,
 }
 _PAD_MODES = ("zeros", "reflect", "replicate")
 _LOG_VAR = ("uniform", "per_channel", "constant")
+
+
+def _decoder_multiplier(name: str, params: dict) -> int:
+    """How many times narrower a decoder block's output is than its input (res_x keeps its width)."""
+    return 1 if name == "res_x" else int(params.get("multiplier", 2 if name == "res_x_y" else 1))
 
 
 def _blocks(raw: Any, known: dict, side: str) -> tuple[tuple[str, dict], ...]:
@@ -55,6 +63,13 @@ def _blocks(raw: Any, known: dict, side: str) -> tuple[tuple[str, dict], ...]:
         params = {"num_layers": params} if isinstance(params, int) else dict(params)
         if params.get("attention_head_dim") is not None:
             raise VAEConfigError(f"vae.{side}_blocks[{i}]: attention blocks are not supported")
+        mult = params.get("multiplier", 1)
+        if not isinstance(mult, int) or isinstance(mult, bool) or mult < 1:
+            raise VAEConfigError(f"vae.{side}_blocks[{i}] ({name}): multiplier {mult!r} is not a positive integer")
+        if side == "decoder" and params.get("residual") and name == "compress_all" and 8 % mult:
+            # the shortcut repeats the depth-to-spaced input 8 / multiplier times over channels
+            raise VAEConfigError(f"vae.decoder_blocks[{i}] (compress_all, residual): multiplier {mult} does not "
+                                 "divide 8")
         out.append((name, params))
     return tuple(out)
 
@@ -94,9 +109,10 @@ class VideoVAEConfig:
         log_var = vae.get("latent_log_var", "uniform")
         if log_var not in _LOG_VAR:
             raise VAEConfigError(f"vae.latent_log_var = {log_var!r} is not supported (one of {_LOG_VAR})")
+        for key in ("spatial_padding_mode", "encoder_spatial_padding_mode"):
+            if vae.get(key) is not None and vae[key] not in _PAD_MODES:
+                raise VAEConfigError(f"vae.{key} = {vae[key]!r} is not supported (one of {_PAD_MODES})")
         pad = vae.get("spatial_padding_mode")
-        if pad is not None and pad not in _PAD_MODES:
-            raise VAEConfigError(f"vae.spatial_padding_mode = {pad!r} is not supported (one of {_PAD_MODES})")
         cfg = cls(
             in_channels=int(vae.get("in_channels", 3)),
             out_channels=int(vae.get("out_channels", 3)),
@@ -105,7 +121,7 @@ class VideoVAEConfig:
             encoder_blocks=_blocks(vae.get("encoder_blocks"), ENCODER_BLOCKS, "encoder"),
             decoder_blocks=_blocks(vae.get("decoder_blocks"), DECODER_BLOCKS, "decoder"),
             latent_log_var=log_var,
-            encoder_padding=pad or "zeros",
+            encoder_padding=pad or vae.get("encoder_spatial_padding_mode") or "zeros",
             decoder_padding=pad or "reflect",
             causal_decoder=bool(vae.get("causal_decoder", False)),
             timestep_conditioning=bool(vae.get("timestep_conditioning", True)),
@@ -117,18 +133,16 @@ class VideoVAEConfig:
     # -- derived facts ---------------------------------------------------------------------------
     @property
     def decoder_width(self) -> int:
-        """Width after the decoder's conv_in (the official code fixes it at 8x the base width)."""
-        return self.decoder_base_channels * 8
+        """Width after the decoder's conv_in: the base width times every up-block's channel divisor, so that the
+        last block ends at the base width (the v1.2.0 rule; 1.0.0 fixed it at 8x the base, which is the same
+        product for every released VAE, 2.0's 2*2*2 and 2.3's 2*1*2*2)."""
+        return self.decoder_base_channels * math.prod(_decoder_multiplier(n, p) for n, p in self.decoder_blocks)
 
     def decoder_stages(self) -> list[tuple[str, dict, int, int]]:
         """(kind, params, width in, width out) per decoder block, in execution order (latent side first)."""
         width, out = self.decoder_width, []
-        for i, (name, p) in enumerate(reversed(self.decoder_blocks)):
-            mult = p.get("multiplier", 2 if name == "res_x_y" else 1)
-            if name != "res_x" and width % mult:
-                raise VAEConfigError(f"vae.decoder_blocks: {name} multiplier {mult} does not divide "
-                                             f"width {width}")
-            new = width if name == "res_x" else width // mult
+        for name, p in reversed(self.decoder_blocks):
+            new = width // _decoder_multiplier(name, p)  # exact: decoder_width is the product of the divisors
             if p.get("inject_noise") and name == "res_x_y" and new != width:
                 raise VAEConfigError("vae.decoder_blocks: res_x_y with inject_noise changes the width, "
                                              "which the official noise scales cannot broadcast over")

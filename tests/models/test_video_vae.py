@@ -33,6 +33,18 @@ def _decoder_cfg(**changes) -> VideoVAEConfig:
     return VideoVAEConfig.from_config({"vae": vae})
 
 
+def _ltx23_cfg(**changes) -> VideoVAEConfig:
+    """The LTX-2.3 decoder's block list (up-blocks compress_all x2, compress_all x1, compress_time x2,
+    compress_space x2, latent side first) at a small width."""
+    res = ["res_x", {"num_layers": 1, "inject_noise": False}]
+    vae = dict(latent_channels=8, out_channels=3, decoder_base_channels=4, timestep_conditioning=False,
+               spatial_padding_mode="zeros",
+               decoder_blocks=[res, ["compress_space", {"multiplier": 2}], res, ["compress_time", {"multiplier": 2}],
+                               res, ["compress_all", {"multiplier": 1}], res, ["compress_all", {"multiplier": 2}], res])
+    vae.update(changes)
+    return VideoVAEConfig.from_config({"vae": vae})
+
+
 def _random_decoder(cfg: VideoVAEConfig, seed: int, pointwise: bool = False) -> VideoDecoder:
     mx.random.seed(seed)
     dec = VideoDecoder(cfg)
@@ -94,6 +106,21 @@ def test_tiled_equals_untiled_for_a_decoder_without_spatial_or_temporal_mixing()
     tiling = TilingConfig(SpatialTiling(64, 32), TemporalTiling(16, 8))
     plan = plan_tiles(cfg, (5, 4, 5), tiling)
     assert len({t.group for t in plan.tiles}) == 4 and len(plan) == 4 * 3 * 4  # tiles overlap in t, h and w
+    tiled = decode_tiled_video(dec, latent, tiling)
+    assert tiled.shape == untiled.shape == (1, 33, 128, 160, 3)
+    np.testing.assert_allclose(np.array(tiled), np.array(untiled), rtol=1e-5, atol=1e-5)
+
+
+def test_tiled_equals_untiled_for_the_ltx23_block_layout():
+    """The same exactness check through 2.3's separate time-only and space-only up-blocks and a
+    width-keeping compress_all: tiles still land where the untiled decode puts their pixels."""
+    cfg = _ltx23_cfg(decoder_base_channels=2)
+    dec = _random_decoder(cfg, 3, pointwise=True)
+    latent = mx.random.normal((1, 5, 4, 5, 8), key=mx.random.key(4))
+    untiled = dec(latent)
+    tiling = TilingConfig(SpatialTiling(64, 32), TemporalTiling(16, 8))
+    plan = plan_tiles(cfg, (5, 4, 5), tiling)
+    assert len({t.group for t in plan.tiles}) == 4 and len(plan) == 4 * 3 * 4
     tiled = decode_tiled_video(dec, latent, tiling)
     assert tiled.shape == untiled.shape == (1, 33, 128, 160, 3)
     np.testing.assert_allclose(np.array(tiled), np.array(untiled), rtol=1e-5, atol=1e-5)
@@ -190,6 +217,39 @@ def test_activation_estimate_bounds_the_measured_peak():
     assert measured <= est <= 4 * measured, (measured, est)
 
 
+def test_activation_estimate_bounds_the_measured_peak_of_an_ltx23_decoder():
+    """2.3's up-blocks widen the depth-to-space convolution differently (compress_all x1: 8 C channels;
+    compress_time: 2 C / m; compress_space: 4 C / m): the estimate still bounds the measured peak, at a
+    zero-padded 2.3 layout with two res layers per stack."""
+    res = ["res_x", {"num_layers": 2, "inject_noise": False}]
+    cfg = _ltx23_cfg(decoder_base_channels=8, decoder_blocks=[
+        res, ["compress_space", {"multiplier": 2}], res, ["compress_time", {"multiplier": 2}], res,
+        ["compress_all", {"multiplier": 1}], res, ["compress_all", {"multiplier": 2}], res])
+    assert [s[3] for s in cfg.decoder_stages()] == [64, 32, 32, 32, 32, 16, 16, 8, 8]
+    dec = _random_decoder(cfg, 15)
+    latent = mx.random.normal((1, 3, 3, 4, 8), key=mx.random.key(16))
+    mx.eval(latent)
+    mx.reset_peak_memory()
+    base = mx.get_active_memory()
+    mx.eval(dec(latent))
+    measured = mx.get_peak_memory() - base
+    est = estimate_decode_bytes(cfg, (3, 3, 4))
+    assert measured <= est <= 4 * measured, (measured, est)
+
+
+def test_tile_plan_respects_the_budget_at_ltx23_widths():
+    cfg = _ltx23_cfg(latent_channels=128, decoder_base_channels=128)  # real widths 1024 -> 128
+    latent = (16, 16, 24)
+    weights = 2 << 30
+    choice = choose_tiling(cfg, latent, budget_bytes=3 << 30, weight_bytes=weights)
+    assert choice.tiling is not None and choice.estimated_bytes <= 3 << 30
+    assert choice.plan.video_fhw == (121, 512, 768)
+    biggest = max((t.latent_fhw for t in choice.plan.tiles), key=np.prod)
+    assert estimate_decode_bytes(cfg, biggest) + weights < 3 << 30
+    with pytest.raises(DecodeDoesNotFit, match="budget"):
+        choose_tiling(cfg, latent, budget_bytes=weights, weight_bytes=weights)
+
+
 # -- config and loading -----------------------------------------------------------------------------
 @pytest.mark.parametrize("change,needle", [
     ({"norm_layer": "group_norm"}, "norm_layer"),
@@ -216,6 +276,70 @@ def test_real_ltx2_config_is_accepted():
     assert [s[2] for s in cfg.decoder_stages()] == [1024, 1024, 512, 512, 256, 256, 128]
     assert (cfg.time_scale, cfg.space_scale, cfg.decoder_padding) == (8, 32, "reflect")
     assert cfg.video_shape((16, 16, 24)) == (121, 512, 768)
+
+
+def test_real_ltx23_config_is_accepted():
+    """The video VAE section of the LTX-2.3 checkpoint's config metadata."""
+    res = lambda n: ["res_x", {"num_layers": n}]  # noqa: E731
+    cfg = VideoVAEConfig.from_config({"vae": {
+        "_class_name": "CausalVideoAutoencoder", "dims": 3, "in_channels": 3, "out_channels": 3, "latent_channels": 128,
+        "encoder_blocks": [res(4), ["compress_space_res", {"multiplier": 2}], res(6), ["compress_time_res",
+                           {"multiplier": 2}], res(4), ["compress_all_res", {"multiplier": 2}], res(2),
+                           ["compress_all_res", {"multiplier": 1}], res(2)],
+        "decoder_blocks": [res(4), ["compress_space", {"multiplier": 2}], res(6), ["compress_time", {"multiplier": 2}],
+                           res(4), ["compress_all", {"multiplier": 1}], res(2), ["compress_all", {"multiplier": 2}],
+                           res(2)],
+        "scaling_factor": 1.0, "norm_layer": "pixel_norm", "patch_size": 4, "latent_log_var": "uniform",
+        "use_quant_conv": False, "causal_decoder": False, "timestep_conditioning": False,
+        "normalize_latent_channels": False, "encoder_base_channels": 128, "decoder_base_channels": 128,
+        "spatial_padding_mode": "zeros"}})
+    assert [(s[0], s[2], s[3]) for s in cfg.decoder_stages()] == [
+        ("res_x", 1024, 1024), ("compress_all", 1024, 512), ("res_x", 512, 512), ("compress_all", 512, 512),
+        ("res_x", 512, 512), ("compress_time", 512, 256), ("res_x", 256, 256), ("compress_space", 256, 128),
+        ("res_x", 128, 128)]
+    assert [s[3] for s in cfg.encoder_stages()] == [128, 256, 256, 512, 512, 1024, 1024, 1024, 1024]
+    assert (cfg.time_scale, cfg.space_scale, cfg.encoder_scales) == (8, 32, (8, 32))
+    assert (cfg.encoder_padding, cfg.decoder_padding, cfg.timestep_conditioning) == ("zeros", "zeros", False)
+    assert cfg.video_shape((16, 16, 24)) == (121, 512, 768)
+    dec = VideoDecoder(cfg)  # lazily built: shapes only
+    # the depth-to-space convolutions: prod(stride) * width_in / multiplier output channels
+    assert [b.conv.conv.weight.shape[0] for b in dec.up_blocks[1::2]] == [4096, 4096, 512, 512]
+
+
+def test_decoder_bottleneck_is_the_base_width_times_the_up_block_multipliers():
+    """v1.2.0 rule: conv_in widens to base x prod(multipliers), so the last up-block ends at the base width
+    (1.0.0 fixed 8 x base, the same product for both released VAEs but not for e.g. a 16x16x4 one)."""
+    res = ["res_x", {"num_layers": 1}]
+    cfg = _decoder_cfg(decoder_base_channels=4, decoder_blocks=[
+        res, ["compress_all", {"residual": True, "multiplier": 2}], res, ["compress_all", {"multiplier": 2}], res])
+    assert (cfg.decoder_width, cfg.time_scale, cfg.space_scale) == (16, 4, 16)
+    assert [s[3] for s in cfg.decoder_stages()] == [16, 8, 8, 4, 4]
+    dec = VideoDecoder(cfg)
+    assert dec.conv_in.conv.weight.shape == (16, 3, 3, 3, 4)
+    assert dec.conv_out.conv.weight.shape == (48, 3, 3, 3, 4)
+    # res_x_y halves the width unless told otherwise, and counts too
+    cfg = _decoder_cfg(decoder_base_channels=4, decoder_blocks=[res, ["res_x_y", {}], res])
+    assert (cfg.decoder_width, [s[3] for s in cfg.decoder_stages()]) == (8, [8, 4, 4])
+
+
+def test_encoder_padding_falls_back_to_encoder_spatial_padding_mode():
+    """v1.2.0 reads ``spatial_padding_mode`` for both halves, else ``encoder_spatial_padding_mode`` for the
+    encoder only; ``decoder_spatial_padding_mode`` is not read by the official decoder."""
+    cfg = VideoVAEConfig.from_config({"vae": {"encoder_spatial_padding_mode": "reflect",
+                                              "decoder_spatial_padding_mode": "zeros"}})
+    assert (cfg.encoder_padding, cfg.decoder_padding) == ("reflect", "reflect")
+    cfg = VideoVAEConfig.from_config({"vae": {"encoder_spatial_padding_mode": "reflect",
+                                              "spatial_padding_mode": "zeros"}})
+    assert (cfg.encoder_padding, cfg.decoder_padding) == ("zeros", "zeros")
+    with pytest.raises(VAEConfigError, match="encoder_spatial_padding_mode"):
+        VideoVAEConfig.from_config({"vae": {"encoder_spatial_padding_mode": "circular"}})
+
+
+@pytest.mark.parametrize("block", [["compress_time", {"multiplier": 0}], ["compress_space", {"multiplier": 1.5}],
+                                   ["compress_all", {"residual": True, "multiplier": 3}]])
+def test_bad_up_block_multipliers_are_refused(block):
+    with pytest.raises(VAEConfigError, match="multiplier"):
+        VideoVAEConfig.from_config({"vae": {"decoder_blocks": [["res_x", {"num_layers": 1}], block]}})
 
 
 def test_loaders_read_only_their_part_and_are_strict(tmp_path):
