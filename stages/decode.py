@@ -1,8 +1,9 @@
 """decode: latents.zarr -> frames.zarr (uint8 RGB), tiled when asked, resumable per finished frame range.
 
 Frames are streamed into the artifact in time order as the tile blender finishes each temporal
-group; a checkpoint after each makes them durable, so a killed decode continues from the last
-finished group (that group's overlap is decoded again, the frames already written are kept).
+group; a checkpoint after each makes them durable, so a killed (or disk-full) decode continues from
+the last checkpoint: the groups that overlap the frames still to write are decoded again, the frames
+already written are kept, and the result is bit-identical to an uninterrupted decode.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import mlx.core as mx
 from pydantic import Field
 
 from ltx2.models.video_vae import (VIDEO_DECODER_KEYMAP, DecodeDoesNotFit, KeyNoise, SpatialTiling, TemporalTiling,
-                                   TileBlender, TilingConfig, VideoVAEConfig, choose_tiling, decode_tiles,
+                                   TileBlender, TilePlan, TilingConfig, VideoVAEConfig, choose_tiling, decode_tiles,
                                    estimate_decode_bytes, load_video_decoder, plan_tiles)
 from ltx2.models.video_vae.tiling import blender_bytes
 from ltx2.models.weights.source import open_source
@@ -157,6 +158,35 @@ def to_uint8(video: mx.array) -> mx.array:
     return (mx.clip((video + 1.0) / 2.0, 0.0, 1.0) * 255.0).astype(mx.uint8)
 
 
+def _write_frames_from(ctx: StageContext, plan: TilePlan, w, done: int) -> None:
+    """Decode and write the frames from ``done`` on (all but the first ``done``, already durable).
+
+    A resumed decode redoes every tile group that still adds to the frames not yet written, from the
+    first such group on (``TilePlan.resume_point``): its blender then holds exactly what an
+    uninterrupted one would, each tile draws its noise from the seed and its place in the plan only,
+    and the frames come out bit-identical. The frames handed back again before ``done`` are dropped.
+    """
+    start_tile, first_frame = plan.resume_point(done)
+    if done:
+        ctx.progress.emit("resumed", step=start_tile, total=len(plan))
+    if start_tile == len(plan):  # every frame is durable (a crash cut the finalize off)
+        return
+    decoder = load_video_decoder(ctx.weights["checkpoint"])
+    noise = KeyNoise(noise_key(int(ctx.params.seed), "decode")) if decoder.needs_noise else None
+    latent = ctx.inputs["latents"].read("video").transpose(0, 2, 3, 4, 1)  # (B, C, F, H, W) -> channels-last
+    blender = TileBlender(plan, first_frame=first_frame)
+    ctx.progress.step(start_tile, len(plan))
+    for tile, pixels in decode_tiles(decoder, latent, plan, None, noise, start=start_tile):
+        finished = blender.add(tile, pixels)
+        if finished is not None:
+            first, video = finished
+            keep = max(done - first, 0)
+            if keep < video.shape[1]:
+                w.write_frames("video", first + keep, to_uint8(video[0, keep:]))
+                w.checkpoint(tile.index + 1)
+        ctx.progress.step(tile.index + 1, len(plan))
+
+
 def run(ctx: StageContext) -> None:
     cfg, plan, _ = _plan(ctx)
     if ctx.budget is not None:
@@ -172,24 +202,7 @@ def run(ctx: StageContext) -> None:
         return
     if not w.resumed:
         w.create_array("video", (frames, height, width, 3), "uint8")
-    done = w.frames_written("video")
-    start_tile, first_frame = plan.resume_point(done)
-    if done:
-        ctx.progress.emit("resumed", step=start_tile, total=len(plan))
-    decoder = load_video_decoder(ctx.weights["checkpoint"])
-    noise = KeyNoise(noise_key(int(ctx.params.seed), "decode")) if decoder.needs_noise else None
-    latent = lat.read("video").transpose(0, 2, 3, 4, 1)  # (B, C, F, H, W) -> channels-last
-    blender = TileBlender(plan, first_frame=first_frame)
-    ctx.progress.step(start_tile, len(plan))
-    for tile, pixels in decode_tiles(decoder, latent, plan, None, noise, start=start_tile):
-        finished = blender.add(tile, pixels)
-        if finished is not None:
-            first, video = finished
-            keep = max(done - first, 0)  # frames a resumed decode had already written
-            if keep < video.shape[1]:
-                w.write_frames("video", first + keep, to_uint8(video[0, keep:]))
-                w.checkpoint(tile.index + 1)
-        ctx.progress.step(tile.index + 1, len(plan))
+    _write_frames_from(ctx, plan, w, w.frames_written("video"))
     w.finalize(facts={"frame_count": frames, "height": height, "width": width, "fps": float(lat.facts["fps"])})
 
 

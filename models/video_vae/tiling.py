@@ -167,20 +167,28 @@ class TilePlan:
         return tile.index == len(self.tiles) - 1 or self.tiles[tile.index + 1].group != tile.group
 
     def resume_point(self, frames_done: int) -> tuple[int, int]:
-        """Where to restart a decode whose first ``frames_done`` frames were already handed back.
+        """Where to restart a decode whose first ``frames_done`` frames were already handed back, so that
+        it hands back exactly (bit for bit) the frames an uninterrupted decode would.
 
-        ``frames_done`` is a boundary the blender returns at. The frames after it still need the
-        last finished group's overlap, so that group is decoded again: returns (first tile to
-        decode, first frame for ``TileBlender(plan, first_frame=...)``); the blender then hands
-        back frames from that group's start again, and those before ``frames_done`` are dropped.
+        ``frames_done`` is a boundary the blender returns at (after some group g). At that point an
+        uninterrupted blender still holds, for the frames from ``frames_done`` on, what every group
+        up to g whose frames reach past it has added: with the causal one-frame-early start, that can
+        be several groups, not only g. So the decode restarts at the first group reaching past
+        ``frames_done``, into a blender starting at that group's first frame: every frame from
+        ``frames_done`` on then receives the same tiles, added in the same order from zero, as in the
+        uninterrupted decode. The frames before ``frames_done`` come back again (incomplete) and are
+        dropped by the caller. Returns (first tile to decode, first frame for
+        ``TileBlender(plan, first_frame=...)``); (len(plan), frame count) when every frame is done.
         """
+        total = self.video_fhw[0]
         if frames_done == 0:
             return 0, 0
-        for g in range(len(self.group_frames)):
-            if self.final_frame_after(g) == frames_done:
-                first = next(t.index for t in self.tiles if t.group == g)
-                return first, self.group_frames[g].start
-        raise ValueError(f"{frames_done} frames is not a point a tiled decode of this plan hands frames back at")
+        if frames_done == total:
+            return len(self.tiles), total
+        if not any(self.final_frame_after(g) == frames_done for g in range(len(self.group_frames))):
+            raise ValueError(f"{frames_done} frames is not a point a tiled decode of this plan hands frames back at")
+        g0 = next(g for g, frames in enumerate(self.group_frames) if frames.stop > frames_done)
+        return next(t.index for t in self.tiles if t.group == g0), self.group_frames[g0].start
 
 
 def plan_tiles(cfg: VideoVAEConfig, latent_fhw: tuple[int, int, int], tiling: TilingConfig | None) -> TilePlan:

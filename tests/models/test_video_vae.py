@@ -146,7 +146,7 @@ def test_resumed_tiled_decode_equals_uninterrupted_one():
             assert done[0] == sum(c.shape[1] for c in chunks)  # ranges come back in order, without gaps
             chunks.append(done[1])
     np.testing.assert_array_equal(np.array(mx.concatenate(chunks, axis=1)), np.array(full))
-    # resuming from frames already written (nothing stored but the frames): redo the last finished group
+    # resuming from frames already written (nothing stored but the frames): redo the groups that reach past them
     done = plan.final_frame_after(0)
     tile0, first = plan.resume_point(done)
     blender, tail = TileBlender(plan, first_frame=first), []
@@ -155,6 +155,32 @@ def test_resumed_tiled_decode_equals_uninterrupted_one():
         if out is not None:
             tail.append(out[1][:, max(0, done - out[0]):])
     np.testing.assert_array_equal(np.array(mx.concatenate(tail, axis=1)), np.array(full[:, done:]))
+
+
+@pytest.mark.parametrize("frames,temporal", [(6, TemporalTiling(16, 8)), (7, TemporalTiling(24, 8))])
+def test_resume_at_every_group_boundary_hands_back_the_uninterrupted_frames(frames, temporal):
+    """Resumed from each boundary the blender hands frames back at, with nothing but the frames written: the
+    rest comes back bit-identical. 16/8-frame tiles overlap the next two groups (each tile after the first
+    starts a latent frame early), so the resume must redo more than the last finished group."""
+    cfg = _decoder_cfg(timestep_conditioning=True)
+    dec = _random_decoder(cfg, 13)
+    latent = mx.random.normal((1, frames, 3, 3, 4), key=mx.random.key(14))
+    plan = plan_tiles(cfg, (frames, 3, 3), TilingConfig(SpatialTiling(64, 32), temporal))
+    full = np.array(decode_tiled_video(dec, latent, plan, noise=KeyNoise(mx.random.key(15))))
+    total = plan.video_fhw[0]
+    boundaries = sorted({plan.final_frame_after(g) for g in range(len(plan.group_frames))} - {0, total})
+    assert len(boundaries) >= 2
+    for done in boundaries:
+        tile0, first = plan.resume_point(done)
+        blender, tail = TileBlender(plan, first_frame=first), []
+        for tile, pixels in decode_tiles(dec, latent, plan, noise=KeyNoise(mx.random.key(15)), start=tile0):
+            out = blender.add(tile, pixels)
+            if out is not None and out[0] + out[1].shape[1] > done:
+                tail.append(np.array(out[1][:, max(0, done - out[0]):]))
+        np.testing.assert_array_equal(np.concatenate(tail, axis=1), full[:, done:])
+    assert plan.resume_point(total) == (len(plan), total)  # every frame written: nothing left to decode
+    with pytest.raises(ValueError, match="not a point"):
+        plan.resume_point(boundaries[0] + 1)
 
 
 def test_noise_from_the_same_key_is_reproducible():
