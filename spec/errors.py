@@ -17,6 +17,7 @@ EXIT_OK = 0
 EXIT_BUG = 1
 EXIT_BAD_INPUT = 2
 EXIT_DOES_NOT_FIT = 75  # EX_TEMPFAIL
+EXIT_NO_SPACE = 74  # EX_IOERR: the disk filled up; free space, then the same command continues
 
 
 class Ltx2Error(Exception):

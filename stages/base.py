@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import errno
 import json
 import os
 import sys
@@ -22,7 +23,7 @@ import psutil
 from ltx2.artifacts_schema import ArtifactError, ArtifactLock, open_artifact
 from ltx2.artifacts_schema.keys import stage_key
 from ltx2.models.tiny import ensure_tiny_model
-from ltx2.spec.errors import Ltx2Error
+from ltx2.spec.errors import EXIT_BUG, EXIT_NO_SPACE, Ltx2Error
 
 from .contract import BadInput, MemoryPlan, Progress, check_budget, die_with_parent, limit_data_segment
 from .registry import StageContext, StageDef, Timed, stage_def
@@ -211,16 +212,29 @@ def execute(name: str, inputs: list[tuple[str | None, Path]], out: Path, params:
         progress.emit("error", message=str(e), code=e.exit_code)
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return _bug(name, e, progress)
+        msg = (f"{name}: no space left on the device writing {e.filename or out}; free some space, then run the "
+               "same command again: what was written so far is kept and resumes")
+        progress.emit("error", message=msg, code=EXIT_NO_SPACE)
+        print(f"error: {msg}", file=sys.stderr)
+        return EXIT_NO_SPACE
     except MemoryError as e:
         progress.emit("error", message=f"{name} ran out of memory: {e}", code=75)
         print(f"error: {name} ran out of memory", file=sys.stderr)
         return 75
     except Exception as e:  # noqa: BLE001 - a bug: show the trace, exit 1
-        traceback.print_exc()
-        progress.emit("error", message=f"{name} failed with a bug: {type(e).__name__}: {e}", code=1)
-        return 1
+        return _bug(name, e, progress)
     finally:
         progress.close()
+
+
+def _bug(name: str, e: BaseException, progress: Progress) -> int:
+    """An error nobody raised on purpose: its trace goes to the stage log, exit 1."""
+    traceback.print_exc()
+    progress.emit("error", message=f"{name} failed with a bug: {type(e).__name__}: {e}", code=EXIT_BUG)
+    return EXIT_BUG
 
 
 def _output_lock(out: Path, progress: Progress):

@@ -28,6 +28,7 @@ from ltx2.models.tiny import configs as tiny_configs
 from ltx2.models.tiny.weights import init_tensor, write_safetensors
 from ltx2.models.video_vae import VideoDecoder, VideoVAEConfig, load_video_decoder
 from ltx2.models.video_vae.loading import to_checkpoint
+from ltx2.spec.errors import EXIT_NO_SPACE
 from ltx2.stages import decode
 from ltx2.stages.base import execute
 
@@ -224,7 +225,7 @@ def _enospc() -> OSError:
 def test_disk_full_then_resume_equals_the_uninterrupted_decode(where, tiling, vae, latents, vaes, reference,
                                                                tmp_path, monkeypatch):
     """ENOSPC once: at each frame write (before any of it is written, or after its first frame), at each
-    checkpoint's commit, or at the finalize's. The stage fails; a rerun (space freed) resumes to the
+    checkpoint's commit, or at the finalize's. The stage fails saying so (exit 74, not "a bug"); a rerun (space freed) resumes to the
     uninterrupted artifact."""
     want, checkpoints = reference(tiling, vae)
     real_write, real_attrs = writer_module.write_region, ArtifactWriter._write_attrs
@@ -251,7 +252,7 @@ def test_disk_full_then_resume_equals_the_uninterrupted_decode(where, tiling, va
             monkeypatch.setattr(writer_module, "write_region", full_write)  # (the decode writes frames only)
         else:
             monkeypatch.setattr(ArtifactWriter, "_write_attrs", full_attrs)
-        assert run_decode(latents(tiling), out, TILINGS[tiling], vaes[vae]) == 1
+        assert run_decode(latents(tiling), out, TILINGS[tiling], vaes[vae]) == EXIT_NO_SPACE  # a clear error, no bug
         monkeypatch.setattr(writer_module, "write_region", real_write)
         monkeypatch.setattr(ArtifactWriter, "_write_attrs", real_attrs)
         assert count[0] == fail_at and not out.exists()
