@@ -21,8 +21,8 @@ from typing import Any
 from ltx2.spec.errors import EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT, EXIT_OK, BadInputError, DoesNotFitError, Ltx2Error
 
 __all__ = ["EXIT_OK", "EXIT_BAD_INPUT", "EXIT_DOES_NOT_FIT", "StageError", "BadInput", "DoesNotFit", "MemoryPlan",
-           "check_budget", "parse_memory_size", "limit_data_segment", "Progress", "die_with_parent", "gib", "PROCESS_BASELINE_BYTES",
-           "PARENT_PID_ENV", "LIFELINE_FD_ENV"]
+           "check_budget", "parse_memory_size", "limit_data_segment", "Progress", "die_with_parent", "gib",
+           "PROCESS_BASELINE_BYTES", "PARENT_PID_ENV", "LIFELINE_FD_ENV"]
 
 StageError = Ltx2Error  # a stage's own failure that is neither bad input nor memory: exit 1
 BadInput = BadInputError  # an input artifact, option or weight file is wrong; the message names it and the fix
@@ -140,7 +140,7 @@ def die_with_parent() -> None:
     - on Linux, PR_SET_PDEATHSIG: the kernel itself SIGKILLs the stage when the thread that started it ends.
       The run passes its pid (PARENT_PID_ENV) only when that thread is its main thread, which lives as long as
       the run; a parent that is already gone by now (getppid differs) ends the stage at once.
-    Both survive the BLAS re-exec of cli/stage.py: the pipe's read end is inheritable, PDEATHSIG is kept
+    Both survive the BLAS re-exec (cli/stage_entry.py): the pipe's read end is inheritable, PDEATHSIG is kept
     across execve, and the re-exec passes both variables on."""
     global _armed
     if _armed:
@@ -174,6 +174,7 @@ def _watch_lifeline(fd: int) -> None:
         try:
             if os.read(fd, 64) == b"":
                 os.kill(os.getpid(), signal.SIGKILL)  # as PDEATHSIG would: the partial artifact stays resumable
+                return
         except InterruptedError:
             continue
         except OSError:
