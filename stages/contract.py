@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import stat
 import sys
@@ -165,6 +166,8 @@ def die_with_parent() -> None:
                 return  # not the pipe the run passed (a stale variable): nothing to watch
         except (ValueError, OSError):
             return
+        if select.select([fd], [], [], 0)[0] and os.read(fd, 64) == b"":  # the run is gone already
+            os.kill(os.getpid(), signal.SIGKILL)
         threading.Thread(target=_watch_lifeline, args=(fd,), name="ltx2-lifeline", daemon=True).start()
 
 
