@@ -3,10 +3,10 @@
 Renders the tiny job once into a temporary folder (a fresh store), recording each stage's invocation, then
 starts every stage again by itself, as `ltx2 run` starts it, into a fresh output N times, and prints per stage
 the median of the ``since_process_start`` its "start" progress event reports (interpreter start, imports,
-opening the inputs, params, weights, lock, estimate: everything before the stage's run()), its min and max,
-and the median CPU seconds the process had used by then (a figure a busy machine hardly changes). The
-stages may cache their bytecode (in the temporary folder, whatever PYTHONDONTWRITEBYTECODE says: a user's
-stages do) and each is started once unmeasured first.
+opening the inputs, params, weights, lock, estimate: everything before the stage's run()), and its min and
+max (the min is the figure a busy machine changes least). The stages may cache their bytecode (in the
+temporary folder, whatever PYTHONDONTWRITEBYTECODE says: a user's stages do), and each is started once,
+unmeasured, first.
 
     python benchmarks/stage_start.py [--repeats 5] [--importtime]
 
@@ -21,12 +21,10 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
 import yaml
 
 from ltx2.models.tiny import ensure_tiny_model
@@ -62,26 +60,14 @@ def fresh_out(inv: StageInvocation, folder: Path, tag: str) -> Path:
     return folder / f"{inv.stage}-{tag}{Path(inv.args[inv.args.index('--out') + 1]).suffix}"
 
 
-def start_seconds(inv: StageInvocation, out: Path, env: dict[str, str]) -> tuple[float, float]:
-    """(wall, CPU) seconds from the stage process's creation to its "start" event. The CPU seconds (user +
-    system, all threads, read as the event arrives) hardly depend on what else the machine is doing."""
+def start_seconds(inv: StageInvocation, out: Path, env: dict[str, str]) -> float:
+    """Seconds from the stage process's creation to its "start" event."""
     log = out.parent / f"{out.name}.log"
-    cpu: list[float] = []
-
-    def on_event(ev: dict) -> None:
-        if ev.get("event") == "start":
-            try:
-                t = psutil.Process(proc.pid).cpu_times()
-                cpu.append(t.user + t.system)
-            except psutil.Error:
-                pass
-
-    proc = StageProcess(inv.stage, with_out(inv.args, out), log, inv.budget_bytes, on_event, env=env)
-    run = proc.start().wait()
+    run = StageProcess(inv.stage, with_out(inv.args, out), log, inv.budget_bytes, env=env).start().wait()
     start = next((e for e in run.events if e.get("event") == "start"), None)
-    if not run.ok or start is None or not cpu:
+    if not run.ok or start is None:
         raise SystemExit(f"{inv.stage} did not start cleanly ({run.message}); see {log}")
-    return float(start["since_process_start"]), cpu[0]
+    return float(start["since_process_start"])
 
 
 def slowest_imports(inv: StageInvocation, out: Path, env: dict[str, str], top: int) -> list[tuple[float, str]]:
@@ -116,12 +102,10 @@ def main() -> None:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         print(f"stage start (process creation -> its run() begins), seconds; median of {args.repeats} starts per "
               f"stage; load average {load:.1f} on {os.cpu_count()} cores")
-        print(f"{'stage':<16} {'median':>7} {'min':>6} {'max':>6} {'CPU s':>6}")
+        print(f"{'stage':<16} {'median':>7} {'min':>6} {'max':>6}")
         for inv in rec.invocations:
-            runs = [start_seconds(inv, fresh_out(inv, tmp / "again", str(i)), env) for i in range(args.repeats)]
-            wall = [w for w, _ in runs]
-            print(f"{inv.stage:<16} {statistics.median(wall):7.3f} {min(wall):6.3f} {max(wall):6.3f} "
-                  f"{statistics.median(c for _, c in runs):6.3f}", flush=True)
+            wall = [start_seconds(inv, fresh_out(inv, tmp / "again", str(i)), env) for i in range(args.repeats)]
+            print(f"{inv.stage:<16} {statistics.median(wall):7.3f} {min(wall):6.3f} {max(wall):6.3f}", flush=True)
         if args.importtime:
             for inv in rec.invocations:
                 print(f"\n{inv.stage}: slowest imports (cumulative ms)")
