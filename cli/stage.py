@@ -4,9 +4,7 @@ orchestrator). `ltx2 stage NAME --help` lists the stage's ports, weight roles an
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
 from pathlib import Path
 
 import typer
@@ -14,10 +12,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from ltx2.orchestrator.job import parse_memory_size
-from ltx2.orchestrator.runner import stage_env
+from ltx2.cli.stage_entry import reexec_with_optimized_blas
 from ltx2.spec.errors import EXIT_BAD_INPUT, BadInputError
 from ltx2.stages.base import execute
+from ltx2.stages.contract import parse_memory_size
 from ltx2.stages.registry import StageDef, stage_def, stage_names
 
 
@@ -39,14 +37,6 @@ def _inputs(items: list[str]) -> list[tuple[str | None, Path]]:
         named = sep and port and "/" not in port and not port.endswith(".zarr")
         out.append((port, Path(path)) if named else (None, Path(item)))
     return out
-
-
-def _reexec_with_optimized_blas() -> None:
-    """Restart this process with the optimised BLAS preloaded (Linux), as `ltx2 run` starts stages, so a
-    stage run by hand is as fast as, and computes exactly what, the orchestrator's would."""
-    env = stage_env()
-    if env.get("LD_PRELOAD", "") != os.environ.get("LD_PRELOAD", ""):
-        os.execve(sys.executable, [sys.executable, "-m", "ltx2.cli.main", *sys.argv[1:]], env)
 
 
 def describe(stage: StageDef, console: Console) -> None:
@@ -105,7 +95,7 @@ def stage(
         raise typer.Exit(0 if show_help else EXIT_BAD_INPUT)
     if out is None:
         raise typer.BadParameter("give the output path", param_hint="--out")
-    _reexec_with_optimized_blas()
+    reexec_with_optimized_blas()  # done already when started through cli/stage_entry.py
     try:
         params = json.loads(params_json) if params_json else {}
     except json.JSONDecodeError as e:

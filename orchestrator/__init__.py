@@ -1,5 +1,5 @@
-"""Job spec, stage graph, cache keys, subprocess runner and memory watchdog (built by the pipeline issue)."""
+"""Job spec, stage graph, cache keys, planner, scheduler, stage runner and memory watchdog.
 
-from .cache_keys import plan_keys, weight_identity
-from .graph import Stage, plan_stages
-from .job import Job, JobError, load_job, parse_job
+Import the modules themselves (``ltx2.orchestrator.job``, ...): this package imports nothing, so that a stage
+process, which needs only the runner's environment helpers, does not pay for the planner and the job schema.
+"""

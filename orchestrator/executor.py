@@ -81,8 +81,9 @@ class LocalHandle:
         self._run: StageRun | None = None
         self._error: BaseException | None = None
         self._finished = threading.Event()
-        # Started here, in the submitting thread: a stage asks the kernel to kill it when the thread that
-        # started it ends (PR_SET_PDEATHSIG), and the submitting thread lives as long as the run.
+        # Started here, in the submitting thread (the scheduler's: the run's main thread), not in the watching
+        # thread below, which ends with the stage: a stage started from the main thread is also tied to it by
+        # PR_SET_PDEATHSIG on Linux, besides the lifeline every stage gets (runner.StageProcess.start).
         self._proc.start()
         self._thread = threading.Thread(target=self._watch, name=f"ltx2-{inv.stage}", daemon=True)
         self._thread.start()

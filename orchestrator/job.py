@@ -51,6 +51,7 @@ from ltx2.spec.errors import BadInputError
 from ltx2.spec.geometry import OFFICIAL_DECODE_TILING
 from ltx2.spec.layout import CONVERTED_ROLES, TINY_FILES
 from ltx2.spec.versions import official_stg_blocks, official_steps
+from ltx2.stages.contract import parse_memory_size
 from ltx2.stages.export import Params as ExportParams
 from ltx2.stages.params import AudioGuidance, Guidance, StreamGuidance, VideoGuidance
 from ltx2.stages.registry import readers_of
@@ -72,7 +73,6 @@ DEFAULT_NEGATIVE_PROMPT = (
 )
 
 _GiB = 1 << 30
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 class JobError(BadInputError):
@@ -105,21 +105,6 @@ def _or(values: list[Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- memory sizes
-
-def parse_memory_size(value: Any) -> int:
-    """``"10GB"``, ``"10 GiB"``, ``"1.5g"``, ``"512MB"`` or an integer number of bytes -> bytes."""
-    if isinstance(value, bool):
-        raise ValueError("is not a memory size")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", value)
-        if m:
-            return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-    raise ValueError("is not a memory size")
-
 
 def default_memory_budget() -> int:
     """Physical memory less a margin for the OS and other programs (20%, at least 3 GiB)."""

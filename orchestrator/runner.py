@@ -4,6 +4,10 @@ Stages are started with subprocess (never fork after MLX has started). The paren
 stage's JSON progress lines from a pipe whose write end the child receives as `--progress-fd`,
 polls the child's RSS with psutil and ends it if it passes its budget, and takes the child's
 peak RSS from os.wait4's rusage.
+
+A stage never outlives the run that started it: it gets the read end of a second pipe (the lifeline)
+whose write end only this process holds, and this process's pid when its main thread starts it; the
+stage dies when the pipe reaches EOF or, on Linux, when that thread ends (stages.contract.die_with_parent).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+from ltx2.stages.contract import LIFELINE_FD_ENV, PARENT_PID_ENV
 
 
 @dataclass
@@ -66,8 +72,11 @@ def optimized_blas() -> str | None:
 
 
 def stage_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a new stage process: ``base`` (default: this one's) with the optimised BLAS
+    preloaded, and without any tie to a run (StageProcess gives a stage its own)."""
     env = dict(os.environ if base is None else base)
-    env.pop("LTX2_PARENT_PID", None)
+    env.pop(PARENT_PID_ENV, None)
+    env.pop(LIFELINE_FD_ENV, None)
     blas = optimized_blas()
     if blas and blas not in env.get("LD_PRELOAD", ""):
         env["LD_PRELOAD"] = f"{blas} {env['LD_PRELOAD']}".strip() if env.get("LD_PRELOAD") else blas
@@ -75,7 +84,8 @@ def stage_env(base: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def stage_command(name: str, args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "ltx2.cli.main", "stage", name, *args]
+    """`ltx2 stage NAME ARGS` through the stage entry, which imports only what one stage needs."""
+    return [sys.executable, "-m", "ltx2.cli.stage_entry", name, *args]
 
 
 def _read_progress(fd: int, sink: list[dict], on_event: Callable[[dict], None] | None) -> None:
@@ -127,24 +137,38 @@ class StageProcess:
         self._reaped = False  # once waited for, its pid may belong to another process: never signal it
         self._t0 = 0.0
         self._reader: threading.Thread | None = None
+        self._popen: subprocess.Popen | None = None
+        self._lifeline: int | None = None  # the lifeline's write end: open exactly as long as the stage may live
 
     def start(self) -> StageProcess:
         r, w = os.pipe()
+        # os.pipe's descriptors are not inherited: only this stage gets life_r (pass_fds), and no process
+        # but this one ever holds life_w, so the stage's end of the pipe reads EOF exactly when this one dies
+        life_r, life_w = os.pipe()
         cmd = stage_command(self.name, [*self.args, "--progress-fd", str(w)])
+        env = {**stage_env(self.env), LIFELINE_FD_ENV: str(life_r)}
+        if threading.current_thread() is threading.main_thread():
+            # PR_SET_PDEATHSIG follows the thread that starts the stage: only the main thread lasts as long
+            # as this process (from any other, the lifeline alone ties the stage to the run)
+            env[PARENT_PID_ENV] = str(os.getpid())
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._t0 = time.monotonic()
         try:
             with open(self.log_path, "ab") as log:
                 log.write(f"$ {' '.join(cmd)}\n".encode())
                 log.flush()
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, pass_fds=(w,),
-                                        env={**stage_env(self.env), "LTX2_PARENT_PID": str(os.getpid())},
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, pass_fds=(w, life_r), env=env,
                                         start_new_session=True)
         except BaseException:
             os.close(r)
+            os.close(life_w)
             raise
         finally:
             os.close(w)
+            os.close(life_r)
+        # Kept until the stage is reaped here: a Popen dropped while its process runs is polled (and so
+        # reaped, rusage lost) by the next Popen anywhere in this process, e.g. the next stage's start.
+        self._popen, self._lifeline = proc, life_w
         self.pid = proc.pid
         self._reader = threading.Thread(target=_read_progress, args=(r, self.events, self.on_event), daemon=True)
         self._reader.start()
@@ -160,6 +184,15 @@ class StageProcess:
         except (ProcessLookupError, PermissionError):
             pass
 
+    def _reaped_now(self, status: int | None) -> None:
+        """The stage has been waited for: never signal its pid again, and let go of its lifeline."""
+        self._reaped = True
+        if self._popen is not None:
+            self._popen.returncode = os.waitstatus_to_exitcode(status) if status is not None else -9
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
+
     def wait(self) -> StageRun:
         """Watch the stage until it exits; its StageRun (exit code, wall time, peak RSS, events, message)."""
         if self.pid is None:
@@ -170,7 +203,7 @@ class StageProcess:
             while True:
                 pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
                 if pid:
-                    self._reaped = True
+                    self._reaped_now(status)
                     break
                 limit = self.limit
                 if limit is not None and not killed_rss:
@@ -183,10 +216,9 @@ class StageProcess:
             # Ctrl-C: stop the stage too (its partial artifact stays resumable), then re-raise
             self.kill()
             try:
-                os.wait4(self.pid, 0)
+                self._reaped_now(os.wait4(self.pid, 0)[1])
             except ChildProcessError:
-                pass
-            self._reaped = True
+                self._reaped_now(None)
             raise
         returncode = os.waitstatus_to_exitcode(status)
         if self._reader is not None:

@@ -7,8 +7,6 @@ from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
-from ltx2.models.text.gemma import weight_plan
-from ltx2.models.text.streaming import EMBED
 from ltx2.models.weights import read_header
 from ltx2.models.weights.converted import FORMAT, open_converted
 from ltx2.models.weights.modes import CANDIDATES, WeightsMode, block_index, held_bytes
@@ -132,6 +130,11 @@ def gemma_held(gemma: Path, mode):
     if f is not None:
         tensors, packed = converted_tensors(f, "gemma", "model.", skip=("embed_tokens.",))
         return held_bytes(tensors, mode, packed)
+    # imported here, as in blocks_stored_in_bf16: only text-encode (and the planner) sizes Gemma, and the
+    # Gemma package (mlx-lm, tokenizers) would lengthen every other stage process's start
+    from ltx2.models.text.gemma import weight_plan
+    from ltx2.models.text.streaming import EMBED
+
     _, prefix, per_file = weight_plan(Path(gemma))
     tensors: dict[str, tuple[tuple[int, ...], int]] = {}
     for file, keys in per_file.items():
@@ -165,6 +168,8 @@ def blocks_stored_in_bf16(path: Path, network: str) -> bool:
     if conv is not None:  # a float converted file: its blocks are stored in the part's one float dtype
         return conv.part(network).dtype == "bfloat16"
     if network == "gemma":
+        from ltx2.models.text.gemma import weight_plan  # here: see gemma_held
+
         _, _, per_file = weight_plan(path)
         tensors = [cached_header(Path(f)).tensors[k] for f, keys in per_file.items() for k in keys
                    if block_index(k) is not None]
