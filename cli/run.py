@@ -70,7 +70,7 @@ def _gb(n: int | None) -> str:
 def advice(e: RunFailed, job: Job, job_file: Path) -> str:
     """What to do after a failed run: run again only where that can help (an interruption, a crash)."""
     log = Path(job.work_dir) / "logs" / f"{e.stage}.log"
-    kept = "finished stages are kept"
+    kept = "finished stages are kept" if e.manifest.stages else "nothing ran"
     if e.code == EXIT_BAD_INPUT:
         return f"running again will not help: change what the error names (in {job_file} or the file it names); {kept}"
     if e.code == EXIT_DOES_NOT_FIT:

@@ -736,19 +736,21 @@ class _JobLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
-            seen: dict[Any, int] = {}
+            seen: dict[Any, str] = {}
             for key_node, _ in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: explicit keys may override merged ones
                     continue
                 key = self.construct_object(key_node, deep=True)
-                line = key_node.start_mark.line + 1
+                mark = key_node.start_mark
+                at = f"line {mark.line + 1}, column {mark.column + 1}"
                 try:
-                    first = seen.setdefault(key, line)
+                    first = seen.get(key)
                 except TypeError:  # an unhashable key: the base constructor says so
                     continue
-                if first != line:
-                    self.duplicates.append(f"{_show(key)} at line {line}: the key is given twice (first at line "
-                                           f"{first}); keep one")
+                if first is None:
+                    seen[key] = at
+                else:
+                    self.duplicates.append(f"{_show(key)} at {at}: the key is given twice (first at {first}); keep one")
         return super().construct_mapping(node, deep)
 
 
