@@ -82,7 +82,7 @@ def plan(job_file: Path = typer.Argument(..., help="the job (YAML)"),
     console.print(table)
     console.print(f"{len(will_run)} of {len(stages)} stages will run; output {job.output}")
     for line in write_problems(job, store.root) if will_run else []:  # `ltx2 run` refuses these before anything
-        console.print(f"[red]cannot run:[/] {line}", highlight=False)
+        console.print(f"[red]cannot run:[/] {line}", highlight=False, soft_wrap=True)
     for p in refused:
         console.print(f"[red]{p.name} does not fit:[/] {p.note}")
     if refused:

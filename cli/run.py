@@ -28,13 +28,13 @@ def load_job_or_exit(path: Path, console: Console) -> Job:
     try:
         return load_job(path)
     except JobError as e:
-        console.print(f"[red]{e}[/]", highlight=False)
+        console.print(f"[red]{e}[/]", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
 def refuse(console: Console, lines: list[str]) -> None:
     for line in lines:
-        console.print(f"[red]error:[/] {line}", highlight=False)
+        console.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
@@ -96,7 +96,8 @@ def run(
         if unwritable:
             if not force and output_made(job):
                 console.print(f"{job.output} is already there, made by this job (every stage cached); nothing to "
-                              f"run and nothing written ({unwritable[0].split(';')[0]})", highlight=False)
+                              f"run and nothing written ({unwritable[0].split(';')[0]})", highlight=False,
+                              soft_wrap=True)
                 return
             refuse(console, unwritable)
     except BadInputError as e:
@@ -145,11 +146,11 @@ def run(
             manifest = run_job(job, str(job_file.resolve()), set(force), on_stage, on_event)
         except RunFailed as e:
             message = str(e) if str(e).startswith(e.stage) else f"{e.stage}: {e}"
-            console.print(f"[red]error:[/] {message}", highlight=False)
-            console.print(advice(e, job, job_file), highlight=False)
+            console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+            console.print(advice(e, job, job_file), highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except ValueError as e:  # an unknown --force stage, a tiny model folder that is not one (BadInputError)
-            console.print(f"[red]error:[/] {e}", highlight=False)
+            console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except KeyboardInterrupt:
             console.print("interrupted: finished stages are kept and a half-done denoise, refine or decode "

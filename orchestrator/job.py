@@ -58,7 +58,8 @@ from ltx2.stages.params import AudioGuidance, Guidance, StreamGuidance, VideoGui
 
 __all__ = ["Job", "JobError", "ModelFiles", "LoraFile", "CONVERTED_ROLES", "DecodeTiling", "Guidance",
            "VideoGuidance", "AudioGuidance", "StreamGuidance",
-           "load_job", "read_job_file", "parse_job", "format_validation_error", "write_problems", "work_dir_holder", "parse_memory_size", "default_memory_budget",
+           "load_job", "read_job_file", "parse_job", "format_validation_error", "write_problems", "work_dir_holder",
+           "parse_memory_size", "default_memory_budget",
            "default_tiny_dir", "tiny_model_files", "official_steps", "official_stg_blocks",
            "PIPELINES", "DEFAULT_NEGATIVE_PROMPT", "TINY_FILES"]
 
