@@ -74,12 +74,38 @@ def _same_path(a: Path, b: Path) -> bool:
 
 
 def check_out(out: Path, inputs: list[tuple[str | None, Path]]) -> None:
-    """The output must not be one of the inputs (the stage would replace what it reads)."""
+    """The output must not be one of the inputs (the stage would replace what it reads), and its folder must be
+    one this process can make and write (its lock and partial go beside it)."""
     for port, path in inputs:
         if _same_path(out, path):
             given = f"{port}={path}" if port else str(path)
             raise _Refused("--out", f"{str(out)!r} is also an input (--in {given}): the stage would replace what it "
                                     "reads; give another output path")
+    try:
+        real = out.resolve()
+    except (RuntimeError, OSError) as e:  # a symlink loop
+        raise _Refused("--out", f"{str(out)!r} cannot be followed ({e}); give another output path") from None
+    above = real.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise _Refused("--out", f"{str(out)!r} cannot be made: {above} is a file, not a folder; give another path")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise _Refused("--out", f"{str(out)!r} cannot be written: {above} is not writable; give another path")
+
+
+def check_out_kind(stage: StageDef, out: Path) -> None:
+    """Only what this stage writes is ever replaced at ``out``: an artifact stage never replaces a user's file or a
+    folder that is not an artifact, a file stage (export, preview) never a folder."""
+    if stage.output_kind is None:
+        if out.is_dir():
+            raise _Refused("--out", f"{str(out)!r} is a folder; {stage.name} writes a file: give its path")
+    elif out.exists() and not out.is_dir():
+        raise _Refused("--out", f"{str(out)!r} is a file, not an artifact: it is left alone; give a new path "
+                                f"(e.g. {out.with_suffix('.zarr').name}) for the {stage.output_kind} artifact")
+    elif out.is_dir() and any(out.iterdir()) and not (out / "zarr.json").is_file():
+        raise _Refused("--out", f"{str(out)!r} is a folder that holds no artifact: it is left alone; give a new path "
+                                f"for the {stage.output_kind} artifact")
 
 
 def _peak_bytes() -> int:
@@ -197,6 +223,13 @@ def stage(
         console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     _reexec_with_optimized_blas()
+    try:
+        check_out_kind(stage_def(name), out)  # after the re-exec: it imports the stage's module
+    except _Refused as e:
+        console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except BadInputError:
+        pass  # an unknown stage: execute() says so, with the stages there are
     outcome: dict[str, Any] = {}
     code = execute(name, given, out, params, w or None, cache_key, budget_bytes, progress_fd, recompute, outcome)
     print(summary(name, out, code, bool(outcome.get("reused"))), flush=True)

@@ -67,6 +67,33 @@ def test_an_output_that_is_one_of_the_inputs_is_refused(given: Path, tmp_path: P
     assert sorted(p.name for p in given.iterdir()) == before and (given / "zarr.json").read_text() == "{}"
 
 
+def test_an_output_folder_that_cannot_be_made_is_refused(given: Path, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "loop1").symlink_to("loop2")
+    (tmp_path / "loop2").symlink_to("loop1")
+    code, text = stage("decode", "--in", str(given), "--out", str(tmp_path / "afile" / "frames.zarr"))
+    assert code == 2 and f"cannot be made: {tmp_path / 'afile'} is a file, not a folder" in text, text
+    code, text = stage("decode", "--in", str(given), "--out", str(tmp_path / "loop1" / "frames.zarr"))
+    assert code == 2 and "cannot be followed (Symlink loop" in text, text
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_a_users_file_or_folder_at_out_is_left_alone(tmp_path: Path) -> None:
+    """Only what the stage writes is ever replaced at --out (a stage process: the checks follow its BLAS re-exec)."""
+    mine, photos = tmp_path / "notes", tmp_path / "photos"
+    mine.write_text("precious")
+    photos.mkdir()
+    (photos / "a.jpg").write_text("jpeg")
+    for out, words in ((mine, "is a file, not an artifact: it is left alone"),
+                       (photos, "is a folder that holds no artifact: it is left alone")):
+        r = ltx2("stage", "text-encode", "--set", "prompt=a fox", "--out", str(out), check=False)
+        text = " ".join((r.stdout + r.stderr).split())
+        assert r.returncode == 2 and words in text and "Traceback" not in text, text
+    r = ltx2("stage", "export", "--in", str(photos), "--out", str(photos), check=False)
+    assert r.returncode == 2 and "is also an input" in " ".join(r.stdout.split())
+    assert mine.read_text() == "precious" and [p.name for p in photos.iterdir()] == ["a.jpg"]
+
+
 def test_boolean_flags_read_as_flags_in_help() -> None:
     r = CliRunner().invoke(app, ["stage", "--help"], terminal_width=200)
     text = r.output
