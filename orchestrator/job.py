@@ -804,7 +804,10 @@ def write_problems(job: Job, store: Path) -> list[str]:
                              ("store", store, "make it writable, or give another store: folder (or $LTX2_STORE)"),
                              ("output", job.output.parent, "make its folder writable, or give another output")):
         there = _first_existing(path)
-        if not os.access(there, os.W_OK | os.X_OK):
+        if not there.is_dir():  # $LTX2_STORE naming a file (the job's fields are checked when read)
+            what = "is a file, not a folder" if there == path else f"cannot be made: {there} is a file"
+            out.append(f"{field}: {str(path)!r} {what}; {fix.replace('make it writable, or ', '')}")
+        elif not os.access(there, os.W_OK | os.X_OK):
             what = "is not writable" if there == path else f"cannot be made: {there} is not writable"
             out.append(f"{field}: {str(path)!r} {what}; {fix}")
     return out

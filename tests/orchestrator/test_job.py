@@ -488,6 +488,10 @@ def test_folders_a_run_cannot_write_are_named(tmp_path: Path, monkeypatch) -> No
     denied.add(tmp_path / "new" / "work")
     assert write_problems(job, store)[0] == (f"work_dir: '{tmp_path}/new/work' is not writable; make it writable, "
                                              "or give another work_dir")
+    monkeypatch.setattr(os, "access", real_access)
+    store.write_text("not a folder")  # $LTX2_STORE naming a file (a job's store: field is refused when read)
+    assert write_problems(job, store) == [f"store: '{store}' is a file, not a folder; give another store: folder "
+                                          "(or $LTX2_STORE)"]
 
 
 def test_a_work_dir_held_by_another_job_is_named(tmp_path: Path) -> None:
