@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-
 import typer
 import yaml
 from rich.console import Console
