@@ -14,12 +14,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ltx2.cli.run import _gb, load_job_or_exit
+from ltx2.cli.run import _gb, check_work_dir, load_job_or_exit, refuse
 from ltx2.models.tiny import ensure_tiny_model
-from ltx2.orchestrator.store import open_store, reuse_state
 from ltx2.orchestrator.graph import plan_keys
-from ltx2.orchestrator.job import parse_memory_size
+from ltx2.orchestrator.job import parse_memory_size, write_problems
 from ltx2.orchestrator.planner import plan_job
+from ltx2.orchestrator.store import open_store, reuse_state
+from ltx2.spec.errors import BadInputError
 
 
 def plan(job_file: Path = typer.Argument(..., help="the job (YAML)"),
@@ -29,17 +30,20 @@ def plan(job_file: Path = typer.Argument(..., help="the job (YAML)"),
     would run cannot fit the budget in any way."""
     console = Console(width=200)
     job = load_job_or_exit(job_file, console)
-    if job.model == "tiny":
-        ensure_tiny_model()
     try:
         budget_bytes = parse_memory_size(budget) if budget else None
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--budget") from e
+    except ValueError:
+        refuse(console, [f"--budget: {budget!r} is not a memory size; write e.g. 16GB, 800MB or a number of bytes"])
+    check_work_dir(job, job_file, console)
+    try:
+        if job.model == "tiny":
+            ensure_tiny_model()
+    except BadInputError as e:
+        refuse(console, [str(e)])
     job_plan = plan_job(job, budget_bytes)
     if job_plan.bad_inputs:  # a refused config or input: nothing can run, whatever the budget
-        for p in job_plan.bad_inputs:
-            console.print(f"[red]error:[/] {p.name}: {p.bad_input}")
-        raise typer.Exit(2)
+        refuse(console, [p.bad_input if p.bad_input.startswith(p.name) else f"{p.name}: {p.bad_input}"
+                         for p in job_plan.bad_inputs])
     stages = job_plan.stages
     keys = plan_keys(stages)
     work = Path(job.work_dir)
@@ -77,6 +81,8 @@ def plan(job_file: Path = typer.Argument(..., help="the job (YAML)"),
                       keys[st.name][:12], state, p.label, mem, fits, stream)
     console.print(table)
     console.print(f"{len(will_run)} of {len(stages)} stages will run; output {job.output}")
+    for line in write_problems(job, store.root) if will_run else []:  # `ltx2 run` refuses these before anything
+        console.print(f"[red]cannot run:[/] {line}", highlight=False, soft_wrap=True)
     for p in refused:
         console.print(f"[red]{p.name} does not fit:[/] {p.note}")
     if refused:

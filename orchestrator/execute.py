@@ -89,11 +89,12 @@ def dependents(stages: list[Stage], names: set[str]) -> set[str]:
     return out
 
 
-def stage_args(stage: Stage, out: Path, inputs: dict[str, Path], key: str, budget: int) -> list[str]:
+def stage_args(stage: Stage, out: Path, inputs: dict[str, Path], key: str, budget: int,
+               recompute: bool = False) -> list[str]:
     """`ltx2 stage NAME` arguments: its output and input paths (store entries, inputs by artifact name, given
-    to their ports), key, budget, params, weights."""
+    to their ports), key, budget, params, weights; ``recompute`` (forced): replace a finished output."""
     args = ["--out", str(out), "--cache-key", key, "--budget", str(budget),
-            "--params-json", json.dumps(stage.params.key_material())]
+            "--params-json", json.dumps(stage.params.key_material())] + (["--recompute"] if recompute else [])
     for port, names in stage.ports.items():
         for name in (names if isinstance(names, tuple) else (names,)):
             args += ["--in", f"{port}={inputs[name]}"]
@@ -183,7 +184,7 @@ def run_job(job: Job, job_name: str, force: set[str] = frozenset(),
         why_running[st.name] = "forced" if st.name in forced else c.why
         inputs = {i: entry_path(store, by_name[producer[i]], keys[producer[i]]) if i in producer else work / i
                   for i in st.inputs}
-        args = stage_args(st, entry_path(store, st, key), inputs, key, job.memory_budget)
+        args = stage_args(st, entry_path(store, st, key), inputs, key, job.memory_budget, st.name in forced)
         return StageInvocation(st.name, tuple(args), work / "logs" / f"{st.name}.log",
                                budget_bytes=job.memory_budget, requirement=plan.total)
 

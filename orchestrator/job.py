@@ -30,6 +30,7 @@ Notes on fields whose meaning depends on the pipeline:
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import os
 import re
@@ -48,7 +49,8 @@ from ltx2.models.tiny import default_tiny_dir, tiny_model_files
 from ltx2.models.weights.identify import slot_problem
 from ltx2.models.weights.manifest import ManifestError, read_manifest
 from ltx2.spec.errors import BadInputError
-from ltx2.spec.geometry import OFFICIAL_DECODE_TILING
+from ltx2.spec.geometry import (MAX_FRAMES, MAX_FRAMES_REASON, MAX_SECONDS, MAX_SIDE_PIXELS, MAX_SIDE_REASON,
+                                MAX_TIME_REASON, OFFICIAL_DECODE_TILING, duration_seconds, min_frames_for_audio)
 from ltx2.spec.layout import CONVERTED_ROLES, TINY_FILES
 from ltx2.spec.versions import official_stg_blocks, official_steps
 from ltx2.stages.contract import parse_memory_size
@@ -58,7 +60,8 @@ from ltx2.stages.registry import readers_of
 
 __all__ = ["Job", "JobError", "ModelFiles", "LoraFile", "CONVERTED_ROLES", "DecodeTiling", "Guidance",
            "VideoGuidance", "AudioGuidance", "StreamGuidance",
-           "load_job", "parse_job", "format_validation_error", "parse_memory_size", "default_memory_budget",
+           "load_job", "read_job_file", "parse_job", "format_validation_error", "write_problems", "work_dir_holder",
+           "parse_memory_size", "default_memory_budget",
            "default_tiny_dir", "tiny_model_files", "official_steps", "official_stg_blocks",
            "PIPELINES", "DEFAULT_NEGATIVE_PROMPT", "TINY_FILES"]
 
@@ -73,6 +76,9 @@ DEFAULT_NEGATIVE_PROMPT = (
 )
 
 _GiB = 1 << 30
+# every job model: unknown fields refused, values frozen, and inf / nan refused wherever a number goes (a NaN
+# guidance scale would render black frames minutes later)
+_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class JobError(BadInputError):
@@ -131,7 +137,36 @@ def _base_dir(info: ValidationInfo) -> Path:
 
 def _resolve(path: Path, info: ValidationInfo) -> Path:
     path = Path(os.path.expanduser(str(path)))
-    return path if path.is_absolute() else (_base_dir(info) / path).resolve()
+    if path.is_absolute():
+        return path
+    try:
+        return (_base_dir(info) / path).resolve()
+    except (RuntimeError, OSError) as e:  # a symlink loop (RuntimeError before Python 3.13)
+        raise _rule(f"cannot be followed ({e})", "remove the symlink loop, or give another path") from None
+
+
+def _real(p: Path) -> Path:
+    """``p`` with its symlinks followed; a loop is a job_rule error."""
+    try:
+        return p.resolve(strict=False)
+    except (RuntimeError, OSError) as e:
+        raise _rule(f"cannot be followed ({e})", "remove the symlink loop, or give another path") from None
+
+
+def _creatable(p: Path, what: str) -> None:
+    """Refuse a path that can never be made: a file where a folder above it must be. Writability is checked
+    when a run starts (``write_problems``): a read-only work folder may still serve a finished job."""
+    for above in _real(p).parents:
+        if above.exists():
+            if not above.is_dir():
+                raise _rule(f"cannot be made: {above} is a file, not a folder", f"give a path for {what} in a folder")
+            return
+
+
+def _first_existing(p: Path) -> Path:
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
 
 
 # ----------------------------------------------------------------------------- model files
@@ -178,21 +213,15 @@ def _maybe(check):
     return AfterValidator(lambda v, info: None if v is None else check(v, info))
 
 
-def _finite(v: float) -> float:
-    if not math.isfinite(v):
-        raise _rule("is not a finite number", "use e.g. 1.0 (the official default) or 0.5")
-    return v
-
-
 class LoraFile(BaseModel):
     """A user LoRA (a style, a subject...), fused into the transformer of every sampling stage (denoise and
     refine), as the official pipelines apply their ``--lora`` list to both stages."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _STRICT
 
     path: Annotated[Path, AfterValidator(_weight_file("a LoRA file (*.lora_A.weight / *.lora_B.weight pairs)",
                                                       "lora"))]
-    strength: Annotated[float, AfterValidator(_finite)] = 1.0  # the official default
+    strength: float = 1.0  # the official default (inf and nan refused by _STRICT)
 
 
 def _converted_folder(v: Path, info: ValidationInfo) -> Path:
@@ -218,7 +247,7 @@ class ModelFiles(BaseModel):
     """Real weights, named file by file (the official releases), and optionally a folder of converted
     files (`ltx2 convert`) that the stages read instead wherever it holds what they need."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _STRICT
 
     checkpoint: Annotated[Path | None, _maybe(_weight_file(
         "the single-file LTX-2 checkpoint (distilled for pipeline distilled, dev otherwise)", "checkpoint"))] = None
@@ -307,7 +336,7 @@ ModelSpec = Annotated[
 class DecodeTiling(BaseModel):
     """Tiled VAE decode (bounded memory). A tile of None turns tiling off along that axis."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _STRICT
 
     spatial_tile: int | None = OFFICIAL_DECODE_TILING["spatial_tile"]          # pixels
     spatial_overlap: int = OFFICIAL_DECODE_TILING["spatial_overlap"]           # pixels
@@ -371,7 +400,7 @@ TilingSpec = Annotated[
 class Job(BaseModel):
     """One render. Field order matters: validators of later fields read ``pipeline`` from earlier ones."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _STRICT
 
     pipeline: Pipeline = "distilled"
     prompt: str = Field(min_length=1)
@@ -417,6 +446,8 @@ class Job(BaseModel):
             step, why = 32, " (the video VAE compresses space 32x)"
         if v < step or v % step:
             raise _rule(f"is not a positive multiple of {step}{why}", f"use {_or(_neighbours(v, step, 0, step))}")
+        if v > MAX_SIDE_PIXELS:
+            raise _rule(f"is above {MAX_SIDE_PIXELS} px, {MAX_SIDE_REASON}", f"use at most {MAX_SIDE_PIXELS}")
         return v
 
     @field_validator("frames")
@@ -425,13 +456,26 @@ class Job(BaseModel):
         if v < 1 or (v - 1) % 8:
             raise _rule("is not 8k+1 (the video VAE compresses time 8x after the first frame)",
                         f"use {_or(_neighbours(v, 8, 1, 1))}")
+        if v > MAX_FRAMES:
+            raise _rule(f"is above {MAX_FRAMES} frames ({MAX_FRAMES_REASON})", f"use at most {MAX_FRAMES}")
         return v
 
     @field_validator("fps")
     @classmethod
-    def _fps(cls, v: float) -> float:
+    def _fps(cls, v: float, info: ValidationInfo) -> float:
         if not (v > 0 and math.isfinite(v)):
             raise _rule("is not a positive frame rate", "use e.g. 24 or 25")
+        frames = info.data.get("frames")
+        if frames is None:  # frames itself is refused
+            return v
+        if duration_seconds(frames, v) > MAX_SECONDS:
+            raise _rule(f"makes {frames} frames last {duration_seconds(frames, v):g} s, beyond {MAX_SECONDS:g} s "
+                        f"({MAX_TIME_REASON})", f"use fps >= {math.ceil((frames - 1) / MAX_SECONDS)}, or fewer frames")
+        least = min_frames_for_audio(v)
+        if least is None or frames < least:
+            fix = f"use frames >= {least} or a lower fps" if least else "use a lower fps (e.g. 24)"
+            raise _rule(f"makes {frames} frame{'s' if frames != 1 else ''} too short for one audio latent frame "
+                        "(1/25 s of sound)", fix)
         return v
 
     @field_validator("steps")
@@ -487,22 +531,37 @@ class Job(BaseModel):
                         "or remove temporal_upscale")
         return v
 
+    @field_validator("tiling", mode="before")
+    @classmethod
+    def _tiling_off(cls, v: Any) -> Any:
+        # YAML 1.1 reads an unquoted `off` (or `no`) as false: it means what the docs say, no tiling
+        if v is True:
+            raise _rule("(YAML reads an unquoted on / yes / true so) is not a tiling mode",
+                        "write `auto`, `off`, or a mapping with spatial_tile, spatial_overlap, temporal_tile, "
+                        "temporal_overlap")
+        return "off" if v is False else v
+
     @field_validator("output")
     @classmethod
     def _output(cls, v: Path, info: ValidationInfo) -> Path:
         p = _resolve(v, info)
         if p.suffix.lower() != ".mp4":
             raise _rule("is not an .mp4 path (the export writes H.264 + AAC in MP4)", f"use {p.with_suffix('.mp4')}")
-        if p.is_dir():
+        if _real(p).is_dir():
             raise _rule("is a folder", "give a file path ending in .mp4")
+        _creatable(p, "the video")
         return p
 
     @field_validator("work_dir", "store")
     @classmethod
-    def _work_dir(cls, v: Path, info: ValidationInfo) -> Path:
+    def _work_dir(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        if v is None:
+            return v
         p = _resolve(v, info)
-        if p.exists() and not p.is_dir():
+        real = _real(p)
+        if real.exists() and not real.is_dir():
             raise _rule("exists and is not a folder", "give a folder for the stage artifacts")
+        _creatable(p, "the stage artifacts")
         return p
 
     @field_validator("memory_budget", mode="before")
@@ -620,6 +679,8 @@ def _describe(err: dict) -> str:
         return f"{where}: {_show(value)} is empty; write some text"
     if kind in ("int_parsing", "int_type", "int_from_float"):
         return f"{where}: {_show(value)} is not a whole number; write one, e.g. {_EXAMPLES.get(loc[-1], 1)}"
+    if kind == "finite_number":
+        return f"{where}: {_show(value)} is not a finite number; write one, e.g. {_EXAMPLES.get(loc[-1], 1.0)}"
     if kind in ("float_parsing", "float_type"):
         return f"{where}: {_show(value)} is not a number; write one, e.g. {_EXAMPLES.get(loc[-1], 1.0)}"
     if kind == "path_type":
@@ -653,16 +714,108 @@ def parse_job(data: Any, base_dir: Path | str | None = None, name: str | None = 
         raise JobError(source, format_validation_error(e)) from None
 
 
-def load_job(path: str | Path) -> Job:
-    """Read and validate a job YAML file before anything runs."""
-    path = Path(path)
-    if not path.is_file():
-        raise JobError(str(path), [f"{path}: no such job file"])
+class _JobLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is recorded (PyYAML would keep the
+    last silently, as a typo'd second `seed:` would override the first): the job refuses it."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.duplicates: list[str] = []
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, str] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: explicit keys may override merged ones
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                mark = key_node.start_mark
+                at = f"line {mark.line + 1}, column {mark.column + 1}"
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base constructor says so
+                    continue
+                if first is None:
+                    seen[key] = at
+                else:
+                    self.duplicates.append(f"{_show(key)} at {at}: the key is given twice (first at {first}); keep one")
+        return super().construct_mapping(node, deep)
+
+
+def read_job_file(path: Path) -> Any:
+    """The job file's YAML data; a file that is not UTF-8 text, not YAML, or gives a key twice is a JobError."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+    except OSError as e:
+        raise JobError(str(path), [f"(file): cannot be read ({e.strerror or e}); give a readable job file"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise JobError(str(path), [f"(file): is not UTF-8 text (byte 0x{raw[e.start]:02x} at line {line}, column "
+                                   f"{column}); save it as UTF-8"]) from None
+    loader = _JobLoader(text)
+    try:
+        data = loader.get_single_data()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise JobError(str(path), [f"(file): not valid YAML{at}: {getattr(e, 'problem', None) or e}"]) from None
+    finally:
+        loader.dispose()
+    if loader.duplicates:
+        raise JobError(str(path), loader.duplicates)
+    return data
+
+
+def load_job(path: str | Path) -> Job:
+    """Read and validate a job YAML file before anything runs."""
+    path = Path(path)
+    if path.is_dir():
+        raise JobError(str(path), [f"{path}: is a folder, not a job file; give the job's .yaml file"])
+    if not path.is_file():
+        raise JobError(str(path), [f"{path}: no such job file"])
+    data = read_job_file(path)
     return parse_job(data if data is not None else {}, base_dir=path.resolve().parent, name=path.stem,
                      source=str(path))
+
+
+# ----------------------------------------------------------------------------- before a run writes anything
+
+def write_problems(job: Job, store: Path) -> list[str]:
+    """The folders a run writes into that it cannot (``store``: the artifact store's root), one line each with
+    the field, the path and the fix. A folder not made yet counts by the first folder above it that exists."""
+    out = []
+    for field, path, fix in (("work_dir", job.work_dir, "make it writable, or give another work_dir"),
+                             ("store", store, "make it writable, or give another store: folder (or $LTX2_STORE)"),
+                             ("output", job.output.parent, "make its folder writable, or give another output")):
+        there = _first_existing(path)
+        if not there.is_dir():  # $LTX2_STORE naming a file (the job's fields are checked when read)
+            what = "is a file, not a folder" if there == path else f"cannot be made: {there} is a file"
+            out.append(f"{field}: {str(path)!r} {what}; {fix.replace('make it writable, or ', '')}")
+        elif not os.access(there, os.W_OK | os.X_OK):
+            what = "is not writable" if there == path else f"cannot be made: {there} is not writable"
+            out.append(f"{field}: {str(path)!r} {what}; {fix}")
+    return out
+
+
+def work_dir_holder(job: Job, job_file: Path) -> Path | None:
+    """Another job file whose work ``job``'s work_dir holds: the job its manifest.json names, when that file still
+    exists and still names this work_dir. Two jobs in one work folder would replace each other's links and
+    manifest (and `ltx2 gc` would then drop the first one's artifacts)."""
+    try:
+        named = json.loads((job.work_dir / "manifest.json").read_text()).get("job")
+        if not named:
+            return None
+        other = Path(named).expanduser().resolve()
+        if other == Path(job_file).resolve() or not other.is_file():
+            return None
+        data = yaml.safe_load(other.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            return None
+        work = Path(os.path.expanduser(str(data.get("work_dir") or f"{other.stem}.work")))
+        work = work if work.is_absolute() else other.parent / work
+        return other if work.resolve() == job.work_dir.resolve() else None
+    except (OSError, ValueError, RuntimeError, AttributeError, yaml.YAMLError):
+        return None  # nothing readable says so: the folder is this job's

@@ -115,8 +115,11 @@ class Claim:
 
 def claim(store: ContentStore, stage: Stage, work: Path, key: str, forced: bool) -> Claim:
     """Decide whether ``stage`` runs, under the store entry's lock: reuse the entry (or bring in one found
-    in the work folder), or clear the way for the stage (a forced or broken entry is discarded; a partial
-    stays for the stage to resume). The work folder's link is updated for a reused entry.
+    in the work folder), or let the stage run. Nothing finished is discarded here: the stage replaces the
+    entry only once its new output is complete (a forced one runs with ``--recompute``), so a stage that fails
+    leaves the finished entry, and the work folder's link to it, as they were. A forced stage starts afresh
+    (its partial goes); otherwise a partial stays for the stage to resume. The work folder's link is updated
+    for a reused entry.
 
     When another process holds the lock (a concurrent run computing this very key), the stage is started
     anyway: it waits for the lock itself, then finds the entry made and reuses it."""
@@ -128,7 +131,7 @@ def claim(store: ContentStore, stage: Stage, work: Path, key: str, forced: bool)
         return Claim(False, "being made by another run: waiting for it")
     try:
         if forced:
-            discard(entry)
+            remove_tree(partial_path(entry))
             return Claim(False, "forced")
         ok, why = cached_state(stage, entry, key)
         if ok:
@@ -139,9 +142,7 @@ def claim(store: ContentStore, stage: Stage, work: Path, key: str, forced: bool)
             _import(stage, named, entry)
             publish(store, stage, work, key)
             return Claim(True, "brought into the store from " + str(named))
-        if why.startswith("unusable") or why == "made from other inputs":
-            discard(entry)
-        return Claim(False, why)
+        return Claim(False, why)  # a broken entry is replaced when the stage's new output is complete
     finally:
         lock.release()
 

@@ -89,3 +89,31 @@ def audio_latent_shape(frames: int, fps: float, batch: int = 1, channels: int = 
 
 # The official decode tiling: 512 px tiles overlapping by 64, 64-frame tiles overlapping by 24.
 OFFICIAL_DECODE_TILING = {"spatial_tile": 512, "spatial_overlap": 64, "temporal_tile": 64, "temporal_overlap": 24}
+
+
+
+# -- what the model supports: a job beyond these is refused when it is read (not after minutes of planning)
+# The transformer places tokens by pixel and by second, scaled by its positional_embedding_max_pos
+# (2048 px, 20 s). LTX-2 renders up to 4K (the two-stage pipelines refine at twice stage 1's size), so a
+# side may reach twice the positional scale, no more.
+MAX_SIDE_PIXELS = 4096
+MAX_SIDE_REASON = "the most LTX-2 renders (4K; its positions are scaled for 2048 px)"
+# Time positions end at 20 s; 20 s at 50 fps (the highest official frame rate) is 1001 frames.
+MAX_SECONDS = 20.0
+MAX_FRAMES = 1001
+MAX_TIME_REASON = "LTX-2's time positions end at 20 s"
+MAX_FRAMES_REASON = "20 s at 50 fps, the most LTX-2 renders"
+
+
+def duration_seconds(frames: int, fps: float) -> float:
+    """Seconds from the first frame to the last: what the transformer's time positions span."""
+    return (frames - 1) / fps
+
+
+def min_frames_for_audio(fps: float) -> int | None:
+    """The fewest frames (8k+1, up to MAX_FRAMES) whose audio latent has at least one frame at ``fps``;
+    None when even MAX_FRAMES is too short."""
+    for frames in range(1, MAX_FRAMES + 1, VIDEO_TIME_SCALE):
+        if audio_latent_frames(frames, fps) >= 1:
+            return frames
+    return None

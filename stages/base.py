@@ -172,8 +172,10 @@ def artifact_keys(inputs: Mapping[str, Any]) -> dict[str, str]:
 
 def execute(name: str, inputs: list[tuple[str | None, Path]], out: Path, params: dict[str, Any],
             weights: dict[str, Path] | None, cache_key: str | None, budget: int | None,
-            progress_fd: int | None) -> int:
-    """Run one stage in this process; returns the contract's exit code."""
+            progress_fd: int | None, recompute: bool = False, outcome: dict[str, Any] | None = None) -> int:
+    """Run one stage in this process; returns the contract's exit code. ``recompute``: run even when ``out`` is
+    already made with this key (it is replaced only once the new output is complete). ``outcome`` (when given)
+    gets ``reused``: whether the finished output was reused rather than computed."""
     die_with_parent()
     progress = Progress(name, progress_fd)
     try:
@@ -189,8 +191,11 @@ def execute(name: str, inputs: list[tuple[str | None, Path]], out: Path, params:
         ctx.inputs = {k: [Timed(x, ctx.io_seconds) for x in a] if isinstance(a, list) else Timed(a, ctx.io_seconds)
                       for k, a in arts.items()}
         with _output_lock(ctx.out, progress):
-            if cached_state(stage, ctx.out, cache_key)[0]:  # made meanwhile (another run, or an orphan)
+            made = cached_state(stage, ctx.out, cache_key)[0]
+            if made and not recompute:  # made meanwhile (another run, or an orphan)
                 progress.emit("done", reused=True)
+                if outcome is not None:
+                    outcome["reused"] = True
                 return 0
             if stage.check is not None:
                 stage.check(ctx)
@@ -201,7 +206,7 @@ def execute(name: str, inputs: list[tuple[str | None, Path]], out: Path, params:
             limit_data_segment(budget)
             progress.emit("start", since_process_start=round(time.time() - psutil.Process().create_time(), 3))
             t0 = time.perf_counter()
-            if stage.output_kind is None:
+            if stage.output_kind is None and not made:
                 sidecar(ctx.out).unlink(missing_ok=True)  # the old record must not vouch for a file being replaced
             stage.run(ctx)
             if stage.output_kind is None:

@@ -8,7 +8,6 @@ already written are kept, and the result is bit-identical to an uninterrupted de
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -18,7 +17,7 @@ from pydantic import Field
 from ltx2.models.video_vae import (VIDEO_DECODER_KEYMAP, DecodeDoesNotFit, KeyNoise, SpatialTiling, TemporalTiling,
                                    TileBlender, TilePlan, TilingConfig, VideoVAEConfig, choose_tiling, decode_tiles,
                                    estimate_decode_bytes, load_video_decoder, plan_tiles)
-from ltx2.models.video_vae.tiling import blender_bytes
+from ltx2.models.video_vae.tiling import blender_bytes, tile_grid
 from ltx2.models.weights.source import open_source
 from ltx2.spec.layout import CHECKPOINT_PARTS
 
@@ -76,16 +75,22 @@ def vae_config(ctx: StageContext) -> VideoVAEConfig:
                        "(`ltx2 weights check FILE` says what it is)") from e
 
 
-def _plan(ctx: StageContext):
+def _grid(ctx: StageContext):
+    """The tiling's intervals: all the planning hooks need, cheap however many tiles (a plan's masks are not)."""
     cfg = vae_config(ctx)
     _, c, f, h, w = ctx.inputs["latents"].shape("video")
     if c != cfg.latent_channels:
         raise BadInput(f"decode: the latents have {c} channels, the checkpoint's VAE decodes {cfg.latent_channels}")
     try:
         tiling = tiling_config(ctx.params.tiling)
-        return cfg, plan_tiles(cfg, (f, h, w), tiling), tiling
+        return cfg, tile_grid(cfg, (f, h, w), tiling), tiling
     except (ValueError, KeyError) as e:
         raise BadInput(f"decode: tiling {ctx.params.tiling}: {e}") from e
+
+
+def _plan(ctx: StageContext):
+    cfg, grid, tiling = _grid(ctx)
+    return cfg, plan_tiles(cfg, grid.latent_fhw, tiling), tiling
 
 
 def _weight_copy_bytes(checkpoint) -> int:
@@ -100,13 +105,12 @@ def held_weight_bytes(checkpoint) -> int:
 
 
 def check(ctx: StageContext) -> None:
-    _plan(ctx)
+    _grid(ctx)
 
 
 def estimate(ctx: StageContext) -> MemoryPlan:
-    cfg, plan, _ = _plan(ctx)
-    biggest = max((t.latent_fhw for t in plan.tiles), key=math.prod)
-    acts = estimate_decode_bytes(cfg, biggest) + blender_bytes(plan, 1, cfg.out_channels)
+    cfg, grid, _ = _grid(ctx)
+    acts = estimate_decode_bytes(cfg, grid.biggest) + blender_bytes(grid, 1, cfg.out_channels)
     ckpt = ctx.weights["checkpoint"]
     return MemoryPlan(weight_bytes(ckpt, DECODER_PREFIXES), acts + _weight_copy_bytes(ckpt))
 
@@ -115,10 +119,10 @@ def choices(ctx: StageContext) -> Iterator[tuple[dict, str]]:
     """The tiling asked for first (the official tiles for `tiling: auto`), then the largest tiles that fit the
     budget (a bounded search), then the smallest tiles (when nothing fits: the need to report)."""
     yield {"tiling": ctx.params.tiling}, label(ctx.params.tiling)
-    cfg, plan, _ = _plan(ctx)
+    cfg, grid, _ = _grid(ctx)
     if ctx.budget is not None:
         try:
-            found = choose_tiling(cfg, plan.latent_fhw, ctx.budget, held_weight_bytes(ctx.weights["checkpoint"]),
+            found = choose_tiling(cfg, grid.latent_fhw, ctx.budget, held_weight_bytes(ctx.weights["checkpoint"]),
                                   overhead_bytes=PROCESS_BASELINE_BYTES)
             tiles = tiles_of(found.tiling)
             yield {"tiling": tiles}, label(tiles)
@@ -142,9 +146,9 @@ def predict(ctx: StageContext) -> PredictedOutput:
 
 def _suggest(ctx: StageContext) -> str:
     """A tiling that would fit the budget, for the refusal message."""
-    cfg, plan, _ = _plan(ctx)
+    cfg, grid, _ = _grid(ctx)
     try:
-        choice = choose_tiling(cfg, plan.latent_fhw, ctx.budget, held_weight_bytes(ctx.weights["checkpoint"]))
+        choice = choose_tiling(cfg, grid.latent_fhw, ctx.budget, held_weight_bytes(ctx.weights["checkpoint"]))
     except DecodeDoesNotFit as e:
         return str(e)
     t = tiles_of(choice.tiling)

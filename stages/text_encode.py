@@ -7,6 +7,7 @@ stage never holds both.
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 
 import mlx.core as mx
 
@@ -45,6 +46,17 @@ class Params(StageParams):
         if not v.strip():
             raise ValueError("is empty; give one with --set prompt='...'")
         return v
+
+
+def check(ctx: StageContext) -> None:
+    """Refuse a prompt longer than Gemma reads when the job is planned, not after the stages before it ran
+    (the official code cuts it silently, rendering something else)."""
+    gemma: Path = ctx.weights["gemma"]
+    tokenizer = GemmaTokenizer.from_folder(gemma if gemma.is_dir() else gemma.parent)  # as run() reads it
+    for field in ("prompt", "negative_prompt"):
+        text = getattr(ctx.params, field)
+        if text:
+            tokenizer.token_ids(text, field)
 
 
 def estimate(ctx: StageContext) -> MemoryPlan:
@@ -140,6 +152,7 @@ STAGE = StageDef(
     name="text-encode", version=1, summary="prompt (and negative prompt) -> video and audio text contexts",
     inputs={}, params=Params, output_kind="text", output_name="text.zarr",
     weights={"gemma": None, "checkpoint": "text_embeddings"},
-    estimate=estimate, run=run, choices=lambda ctx: weights_mode_choices(ctx, "gemma"), predict=predict_text,
+    check=check, estimate=estimate, run=run, choices=lambda ctx: weights_mode_choices(ctx, "gemma"),
+    predict=predict_text,
     budget_fix="raise memory_budget (the Gemma-3 text encoder is the largest part)",
 )

@@ -88,12 +88,14 @@ class GemmaTokenizer:
                    eos_token=_token_text(cfg.get("eos_token")) or "<eos>",
                    pad_token=_token_text(cfg.get("pad_token")) or "<pad>")
 
-    def token_ids(self, prompt: str) -> list[int]:
-        """The prompt's ids with special tokens, unpadded; too long is an error."""
+    def token_ids(self, prompt: str, field: str = "prompt") -> list[int]:
+        """The prompt's ids with special tokens, unpadded; too long is an error naming ``field``."""
         ids = self.tokenizer.encode(prompt.strip()).ids
         if len(ids) > self.max_length:
-            raise PromptTooLongError(f"prompt is {len(ids)} tokens long (special tokens included) but the text "
-                                     f"encoder takes at most {self.max_length} tokens; shorten the prompt")
+            shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+            raise PromptTooLongError(f"{field}: {shown!r} ({len(prompt)} characters) is {len(ids)} tokens long "
+                                     f"(special tokens included) but the text encoder takes at most "
+                                     f"{self.max_length}; shorten it by at least {len(ids) - self.max_length} tokens")
         return ids
 
     def __call__(self, prompts: str | list[str]) -> TokenizedPrompts:

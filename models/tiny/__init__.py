@@ -9,6 +9,8 @@ The weights are random: what the tiny model renders is noise.
 
 Safe against several processes at once: each writes into its own temporary folder next to the
 target and renames it into place; the first rename wins and the others discard their copy.
+Only a missing or empty folder, or one this generator wrote (its manifest), is ever (re)generated:
+$LTX2_TINY_DIR naming a user's file or folder is refused, and what is there is left untouched.
 """
 
 from __future__ import annotations
@@ -20,12 +22,17 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from ltx2.spec.errors import BadInputError
 from ltx2.spec.layout import TINY_FILES
 
 from .configs import MODEL_VERSION, TINY_VERSION
 
 __all__ = ["ensure_tiny_model", "is_current", "default_tiny_dir", "tiny_model_files", "TINY_VERSION",
-           "MODEL_VERSION", "MANIFEST"]
+           "MODEL_VERSION", "MANIFEST", "TinyDirError", "check_tiny_dir"]
+
+
+class TinyDirError(BadInputError, FileExistsError):
+    """The tiny model's folder ($LTX2_TINY_DIR) names something that is not a tiny model: left alone."""
 
 
 def default_tiny_dir() -> Path:
@@ -66,11 +73,34 @@ def is_current(root: Path) -> bool:
         return False
 
 
-def _looks_like_tiny(root: Path) -> bool:
-    """Only a folder this generator wrote (or an empty one) may be replaced: never a user's folder that
-    $LTX2_TINY_DIR happens to point at."""
-    names = {p.name for p in root.iterdir()}
-    return MANIFEST in names or names <= set(TINY_FILES.values())
+def _ours(root: Path) -> bool:
+    """True for a folder this generator wrote (its manifest, of any version), or an empty one."""
+    try:
+        if not any(root.iterdir()):
+            return True
+        manifest = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "version" in manifest and isinstance(manifest.get("files"), dict)
+
+
+def check_tiny_dir(root: Path | None = None) -> Path:
+    """``root`` (default: ``default_tiny_dir()``) when the tiny model may be generated there: it is missing,
+    an empty folder or a tiny model's folder. Anything else is a TinyDirError; nothing is touched."""
+    root = Path(root) if root is not None else default_tiny_dir()
+    fix = "point $LTX2_TINY_DIR at a new or empty folder (or leave it unset: ~/.cache/ltx2/tiny)"
+    if root.is_symlink() and not root.exists():
+        raise TinyDirError(f"{root} (the tiny model's folder) is a broken symlink: it is left alone; {fix}")
+    if root.exists() and not root.is_dir():
+        raise TinyDirError(f"{root} (the tiny model's folder) is a file, not a folder: it is left alone; {fix}")
+    if root.is_dir() and not _ours(root):
+        raise TinyDirError(f"{root} exists and does not hold a tiny model (no {MANIFEST}): it is left alone; {fix}")
+    for above in root.parents:
+        if above.exists():
+            if not above.is_dir():
+                raise TinyDirError(f"{root} (the tiny model's folder) cannot be made: {above} is a file; {fix}")
+            break
+    return root
 
 
 def _install(tmp: Path, root: Path) -> None:
@@ -84,9 +114,7 @@ def _install(tmp: Path, root: Path) -> None:
             if is_current(root):
                 shutil.rmtree(tmp, ignore_errors=True)
                 return
-            if root.is_dir() and not _looks_like_tiny(root):
-                raise FileExistsError(f"{root} exists and does not hold a tiny model (no {MANIFEST}); it is left "
-                                      "alone: remove it, or point $LTX2_TINY_DIR at another folder") from None
+            check_tiny_dir(root)  # something else appeared meanwhile: never moved away
             stale = root.parent / f".{root.name}.stale-{uuid.uuid4().hex[:8]}"
             try:
                 os.rename(root, stale)
@@ -103,8 +131,13 @@ def ensure_tiny_model(root: Path | None = None) -> dict[str, Path]:
     files = tiny_model_files(root)
     if is_current(root):
         return files
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
+    check_tiny_dir(root)
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
+    except OSError as e:
+        raise TinyDirError(f"{root} (the tiny model's folder) cannot be made: {e}; point $LTX2_TINY_DIR at a "
+                           "writable folder") from None
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the installed folder is an ordinary one
     try:
         from .generator import generate  # lazy: the networks (and mlx-lm) load only to generate

@@ -193,21 +193,8 @@ class TilePlan:
 
 def plan_tiles(cfg: VideoVAEConfig, latent_fhw: tuple[int, int, int], tiling: TilingConfig | None) -> TilePlan:
     """The official tile geometry for a latent of (frames, height, width); no tiling -> one tile."""
-    f, h, w = latent_fhw
     ts, ss = cfg.time_scale, cfg.space_scale
-    whole = lambda n: [Interval(0, n, 0, 0)]  # noqa: E731
-    t_iv, h_iv, w_iv = whole(f), whole(h), whole(w)
-    if tiling is not None and tiling.spatial is not None:
-        size = tiling.spatial.tile_size_in_pixels // ss
-        overlap = tiling.spatial.tile_overlap_in_pixels // ss
-        long_side = max(h, w)
-        # the shorter axis gets a proportionally shorter tile (never below overlap + 1, nor 2)
-        per_axis = lambda n: max(max(2, overlap + 1), round(size * n / long_side))  # noqa: E731
-        h_iv = split_overlapping(h, per_axis(h), overlap)
-        w_iv = split_overlapping(w, per_axis(w), overlap)
-    if tiling is not None and tiling.temporal is not None:
-        t_iv = split_time_causal(f, tiling.temporal.tile_size_in_frames // ts,
-                                 tiling.temporal.tile_overlap_in_frames // ts)
+    t_iv, h_iv, w_iv = tile_grid(cfg, latent_fhw, tiling).axes
 
     def time_pixels(iv: Interval) -> tuple[slice, np.ndarray]:
         # latent frames [a, b) decode to 1 + (b - 1 - a) * ts frames starting at a * ts
@@ -362,7 +349,7 @@ def estimate_decode_bytes(cfg: VideoVAEConfig, latent_fhw: tuple[int, int, int],
     return int(peak)
 
 
-def blender_bytes(plan: TilePlan, batch: int = 1, channels: int = 3, itemsize: int = 4) -> int:
+def blender_bytes(plan: TilePlan | TileGrid, batch: int = 1, channels: int = 3, itemsize: int = 4) -> int:
     """The blender's buffers at their largest: one temporal group's frames of running sum (batch x
     channels) and weight (1 channel), twice while a tile is added, plus one finished range handed back."""
     _, h, w = plan.video_fhw
@@ -385,6 +372,76 @@ def _overlap(size: int, default: int, unit: int) -> int:
     return min(default, (size // 2) // unit * unit)
 
 
+@dataclass(frozen=True)
+class TileGrid:
+    """A tiling's latent intervals along each axis, without the tiles' masks: what the memory estimate and the
+    tile search need, at a cost linear in the axes' lengths however many tiles (their product) there are.
+    ``plan_tiles`` makes its tiles from these intervals (time-major, then rows, then columns)."""
+
+    latent_fhw: tuple[int, int, int]
+    video_fhw: tuple[int, int, int]
+    axes: tuple[list[Interval], list[Interval], list[Interval]]  # frames, rows, columns
+    time_scale: int
+
+    def __len__(self) -> int:
+        return math.prod(len(a) for a in self.axes)
+
+    @property
+    def biggest(self) -> tuple[int, int, int]:
+        """The largest tile's latent (frames, height, width): every combination of intervals is a tile."""
+        return tuple(max(iv.end - iv.start for iv in a) for a in self.axes)
+
+    @property
+    def work(self) -> int:
+        """Latent voxels decoded in all (overlaps counted each time they are decoded)."""
+        return math.prod(sum(iv.end - iv.start for iv in a) for a in self.axes)
+
+    @property
+    def group_frames(self) -> tuple[slice, ...]:
+        """The video frames each temporal group covers (as ``TilePlan.group_frames``)."""
+        ts = self.time_scale
+        return tuple(slice(iv.start * ts, 1 + (iv.end - 1) * ts) for iv in self.axes[0])
+
+
+def tile_grid(cfg: VideoVAEConfig, latent_fhw: tuple[int, int, int], tiling: TilingConfig | None) -> TileGrid:
+    """The official tile intervals for a latent of (frames, height, width); no tiling -> one interval per axis."""
+    f, h, w = latent_fhw
+    ts, ss = cfg.time_scale, cfg.space_scale
+    whole = lambda n: [Interval(0, n, 0, 0)]  # noqa: E731
+    t_iv, h_iv, w_iv = whole(f), whole(h), whole(w)
+    if tiling is not None and tiling.spatial is not None:
+        size = tiling.spatial.tile_size_in_pixels // ss
+        overlap = tiling.spatial.tile_overlap_in_pixels // ss
+        long_side = max(h, w)
+        # the shorter axis gets a proportionally shorter tile (never below overlap + 1, nor 2)
+        per_axis = lambda n: max(max(2, overlap + 1), round(size * n / long_side))  # noqa: E731
+        h_iv = split_overlapping(h, per_axis(h), overlap)
+        w_iv = split_overlapping(w, per_axis(w), overlap)
+    if tiling is not None and tiling.temporal is not None:
+        t_iv = split_time_causal(f, tiling.temporal.tile_size_in_frames // ts,
+                                 tiling.temporal.tile_overlap_in_frames // ts)
+    return TileGrid(tuple(latent_fhw), cfg.video_shape(tuple(latent_fhw)), (t_iv, h_iv, w_iv), ts)
+
+
+# Tile sizes the search tries: every step up to these, then a geometric series (each ~1.25x the last), so the
+# search stays a few thousand cheap evaluations however large the video (a 4K, 1001-frame one included).
+DENSE_SPATIAL_UP_TO = 1024  # pixels
+DENSE_TEMPORAL_UP_TO = 256  # frames
+GEOMETRIC_STEP = 1.25
+
+
+def _candidate_sizes(smallest: int, largest: int, unit: int, dense_up_to: int) -> list[int]:
+    """Every multiple of ``unit`` from ``smallest`` to ``min(largest, dense_up_to)``, then sizes growing by
+    ``GEOMETRIC_STEP`` (rounded up to ``unit``) while they stay <= ``largest``."""
+    sizes = list(range(smallest, min(largest, dense_up_to) + 1, unit))
+    size = sizes[-1] if sizes else largest
+    while True:
+        size = max(size + unit, math.ceil(size * GEOMETRIC_STEP / unit) * unit)
+        if size > largest:
+            return sizes
+        sizes.append(size)
+
+
 def choose_tiling(cfg: VideoVAEConfig, latent_fhw: tuple[int, int, int], budget_bytes: int, weight_bytes: int,
                   batch: int = 1, overhead_bytes: int = 256 << 20) -> TilingChoice:
     """The tiling with the largest tiles (least decoding work) whose estimated peak fits ``budget_bytes``.
@@ -393,38 +450,44 @@ def choose_tiling(cfg: VideoVAEConfig, latent_fhw: tuple[int, int, int], budget_
     (``estimate_decode_bytes``) + the blender's frame buffers; untiled (the least work) when the
     whole decode fits. Candidates: tiles of every multiple of 32 px from 64 and of 8 frames from 16,
     or untiled along space / time, overlapping by the official default 64 px / 24 frames or half the
-    tile when that is smaller. The work of a plan is the latent voxels its tiles decode in total
-    (overlaps count twice), so bigger tiles win; ties go to fewer tiles.
+    tile when that is smaller (above 1024 px / 256 frames only a geometric series of sizes: the search is
+    bounded). The work of a plan is the latent voxels its tiles decode in total (overlaps count twice), so
+    bigger tiles win; ties go to fewer tiles. Candidates are weighed on their intervals (``tile_grid``); only
+    the chosen one is made into a plan.
     """
     fixed = weight_bytes + overhead_bytes
     f, h, w = latent_fhw
     video_f, video_h, video_w = cfg.video_shape(latent_fhw)
-    whole = plan_tiles(cfg, latent_fhw, None)
     # untiled: the decoder's output plus the frames handed on (a copy), no blender
     untiled = fixed + estimate_decode_bytes(cfg, latent_fhw, batch) + 2 * batch * cfg.out_channels * \
         video_f * video_h * video_w * 4
     if untiled <= budget_bytes:
-        return TilingChoice(None, whole, untiled)
+        return TilingChoice(None, plan_tiles(cfg, latent_fhw, None), untiled)
     ss, ts = cfg.space_scale, cfg.time_scale
-    spatial = [None] + [SpatialTiling(s, _overlap(s, 64, 32)) for s in range(64, max(h, w) * ss + 1, 32)]
-    temporal = [None] + [TemporalTiling(t, _overlap(t, 24, 8)) for t in range(16, (f - 1) * ts + 1, 8)]
+    spatial = [None] + [SpatialTiling(s, _overlap(s, 64, 32))
+                        for s in _candidate_sizes(64, max(h, w) * ss, 32, DENSE_SPATIAL_UP_TO)]
+    temporal = [None] + [TemporalTiling(t, _overlap(t, 24, 8))
+                         for t in _candidate_sizes(16, (f - 1) * ts, 8, DENSE_TEMPORAL_UP_TO)]
+    space_axes = {sp: tile_grid(cfg, latent_fhw, TilingConfig(sp, None)).axes[1:] for sp in spatial}
+    time_axes = {tp: tile_grid(cfg, latent_fhw, TilingConfig(None, tp)).axes[0] for tp in temporal}
     best, smallest = None, None
     for sp in spatial:
         for tp in temporal:
             tiling = TilingConfig(sp, tp)
-            plan = plan_tiles(cfg, latent_fhw, tiling)
-            biggest = max((t.latent_fhw for t in plan.tiles), key=math.prod)
-            need = fixed + estimate_decode_bytes(cfg, biggest, batch) + blender_bytes(plan, batch, cfg.out_channels)
+            grid = TileGrid(tuple(latent_fhw), (video_f, video_h, video_w), (time_axes[tp], *space_axes[sp]), ts)
+            need = fixed + estimate_decode_bytes(cfg, grid.biggest, batch) + blender_bytes(grid, batch,
+                                                                                          cfg.out_channels)
             if smallest is None or need < smallest[0]:
                 smallest = (need, tiling)
             if need <= budget_bytes:
-                key = (sum(math.prod(t.latent_fhw) for t in plan.tiles), len(plan))
+                key = (grid.work, len(grid))
                 if best is None or key < best[0]:
-                    best = (key, TilingChoice(tiling, plan, need))
+                    best = (key, tiling, need)
     if best is None:
         need, tiling = smallest
         raise DecodeDoesNotFit(
             f"decoding a latent of {latent_fhw} needs at least {need / 2**30:.2f} GiB even with the smallest tiles "
             f"({tiling}); the budget is {budget_bytes / 2**30:.2f} GiB. Weights alone take {weight_bytes / 2**30:.2f} "
             f"GiB: raise the budget or decode a shorter / smaller latent.")
-    return best[1]
+    _, tiling, need = best
+    return TilingChoice(tiling, plan_tiles(cfg, latent_fhw, tiling), need)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 import yaml
 
 from ltx2.orchestrator.job import (DEFAULT_NEGATIVE_PROMPT, Job, JobError, ModelFiles, default_memory_budget,
-                                   load_job, official_stg_blocks, official_steps, parse_job, parse_memory_size)
+                                   load_job, official_stg_blocks, official_steps, parse_job, parse_memory_size,
+                                   work_dir_holder, write_problems)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -338,3 +340,171 @@ def test_bad_converted_folders_are_refused_with_the_reason(tiny_files, converted
     lora = {"path": str(tiny_files["distilled_lora"]), "strength": 0.5}
     job = parse_job({"prompt": "a fox", "model": tiny_model(tiny_files, converted=str(fused), loras=[lora])})
     assert job.model.converted == fused
+
+
+# ----------------------------------------------------------------------------- bad input refused when the job is read
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"fps": float("nan")}, "fps: nan is not a finite number"),
+    ({"fps": float("inf")}, "fps: inf is not a finite number"),
+    ({"seed": float("inf")}, "seed: inf is not a finite number"),
+    ({"width": float("-inf")}, "width: -inf is not a finite number"),
+    ({"crf": float("nan")}, "crf: nan is not a finite number"),
+    ({"pipeline": "one-stage", "guidance": {"video": {"cfg": float("nan")}}},
+     "guidance.video.cfg: nan is not a finite number"),
+    ({"pipeline": "two-stage", "guidance": {"audio": {"rescale": float("inf")}}},
+     "guidance.audio.rescale: inf is not a finite number"),
+    ({"tiling": {"spatial_tile": float("nan")}}, "tiling.spatial_tile: nan is not a finite number"),
+    ({"memory_budget": float("inf")}, "memory_budget: inf is not a memory size"),
+])
+def test_a_non_finite_number_is_refused_naming_its_field(fields: dict, expected: str) -> None:
+    assert expected in only_problem({"prompt": "a fox", **fields})
+
+
+def test_non_finite_model_numbers_are_refused(weights: Path) -> None:
+    model = {"checkpoint": "ltx-2-dev.safetensors", "gemma": "gemma", "distilled_lora_strength": float("nan")}
+    found = problems({"prompt": "x", "pipeline": "one-stage", "model": model}, base_dir=weights)
+    assert any(p.startswith("model.distilled_lora_strength: nan is not a finite number") for p in found), found
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"width": 65536, "height": 64}, ["width: 65536 is above 4096 px", "use at most 4096"]),
+    ({"height": 8192}, ["height: 8192 is above 4096 px"]),
+    ({"frames": 1009, "fps": 60}, ["frames: 1009 is above 1001 frames", "use at most 1001"]),
+    ({"frames": 121, "fps": 1}, ["fps: 1 makes 121 frames last 120 s, beyond 20 s", "use fps >= 6"]),
+    ({"frames": 1001, "fps": 24}, ["fps: 24 makes 1001 frames last 41.6667 s", "use fps >= 50"]),
+    ({"frames": 1, "fps": 50}, ["fps: 50 makes 1 frame too short for one audio latent frame", "use frames >= 9"]),
+    ({"frames": 9, "fps": 1e9}, ["fps: 1000000000.0 makes 9 frames too short", "use a lower fps"]),
+])
+def test_sizes_beyond_the_model_are_refused(fields: dict, expected: list[str]) -> None:
+    msg = only_problem({"prompt": "a fox", **fields})
+    for part in expected:
+        assert part in msg, msg
+
+
+def test_the_largest_supported_sizes_are_accepted() -> None:
+    job = parse_job({"prompt": "a fox", "width": 4096, "height": 4096, "frames": 1001, "fps": 50})
+    assert (job.width, job.height, job.frames) == (4096, 4096, 1001)
+    assert parse_job({"prompt": "a fox", "frames": 481, "fps": 24}).frames == 481  # 20 s exactly
+    assert parse_job({"prompt": "a fox", "frames": 1, "fps": 24}).frames == 1  # one frame carries 1/24 s of sound
+
+
+@pytest.mark.parametrize("text, tiling", [("tiling: off\n", "off"), ("tiling: no\n", "off"), ("tiling: 'off'\n", "off"),
+                                          ("tiling: auto\n", "auto")])
+def test_tiling_off_unquoted_means_off(tmp_path: Path, text: str, tiling: str) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text("prompt: a fox\n" + text)
+    assert load_job(job).tiling == tiling
+
+
+def test_tiling_on_is_refused_with_the_yaml_reading_named(tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text("prompt: a fox\ntiling: on\n")
+    with pytest.raises(JobError) as info:
+        load_job(job)
+    assert info.value.problems == ["tiling: True (YAML reads an unquoted on / yes / true so) is not a tiling mode; "
+                                   "write `auto`, `off`, or a mapping with spatial_tile, spatial_overlap, "
+                                   "temporal_tile, temporal_overlap"]
+
+
+def test_a_duplicate_key_is_refused_with_its_lines(tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text("prompt: a fox\nseed: 1\nframes: 9\nseed: 2\npipeline: one-stage\n"
+                   "guidance:\n  video: {cfg: 2, cfg: 4}\n")
+    with pytest.raises(JobError) as info:
+        load_job(job)
+    assert info.value.problems == [
+        "'seed' at line 4, column 1: the key is given twice (first at line 2, column 1); keep one",
+        "'cfg' at line 7, column 19: the key is given twice (first at line 7, column 11); keep one",
+    ]
+
+
+def test_merge_keys_overridden_explicitly_are_no_duplicates(tmp_path: Path) -> None:
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("prompt: a fox\npipeline: one-stage\nguidance:\n  video:\n    <<: {cfg: 2, stg: 0.5}\n"
+                      "    cfg: 4\n")
+    g = load_job(merged).guidance.video
+    assert (g.cfg, g.stg) == (4.0, 0.5)
+
+
+def test_a_job_file_that_is_not_utf8_names_the_byte_and_line(tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_bytes("prompt: a fox\nnegative_prompt: caf".encode() + b"\xe9 noir\n")  # Latin-1, not UTF-8
+    with pytest.raises(JobError) as info:
+        load_job(job)
+    assert info.value.problems == ["(file): is not UTF-8 text (byte 0xe9 at line 2, column 21); save it as UTF-8"]
+
+
+def test_a_job_file_that_is_a_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(JobError) as info:
+        load_job(tmp_path)
+    assert "is a folder, not a job file" in info.value.problems[0]
+
+
+@pytest.fixture
+def blocked(tmp_path: Path) -> Path:
+    """A folder holding a plain file `afile` and a symlink loop `loop1` <-> `loop2`."""
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "loop1").symlink_to("loop2")
+    (tmp_path / "loop2").symlink_to("loop1")
+    (tmp_path / "clip.mp4").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"output": "afile/x.mp4"}, "output: 'afile/x.mp4' cannot be made: {d}/afile is a file, not a folder"),
+    ({"output": "afile/deeper/x.mp4"}, "output: 'afile/deeper/x.mp4' cannot be made: {d}/afile is a file"),
+    ({"output": "clip.mp4"}, "output: 'clip.mp4' is a folder; give a file path ending in .mp4"),
+    ({"output": "loop1/x.mp4"}, "output: 'loop1/x.mp4' cannot be followed (Symlink loop"),
+    ({"work_dir": "afile"}, "work_dir: 'afile' exists and is not a folder"),
+    ({"work_dir": "afile/work"}, "work_dir: 'afile/work' cannot be made: {d}/afile is a file, not a folder"),
+    ({"work_dir": "loop1"}, "work_dir: 'loop1' cannot be followed (Symlink loop"),
+    ({"work_dir": "{d}/loop1/work"}, "work_dir: '{d}/loop1/work' cannot be followed (Symlink loop"),
+    ({"store": "afile/store"}, "store: 'afile/store' cannot be made: {d}/afile is a file, not a folder"),
+    ({"store": "loop2"}, "store: 'loop2' cannot be followed (Symlink loop"),
+])
+def test_paths_that_cannot_be_made_are_refused(blocked: Path, fields: dict, expected: str) -> None:
+    fields = {k: v.format(d=blocked) for k, v in fields.items()}
+    assert only_problem({"prompt": "a fox", **fields}, base_dir=blocked).startswith(expected.format(d=blocked))
+    assert (blocked / "afile").read_text() == "mine"
+
+
+def test_folders_a_run_cannot_write_are_named(tmp_path: Path, monkeypatch) -> None:
+    job = parse_job({"prompt": "a fox", "work_dir": "new/work", "output": "out/x.mp4"}, base_dir=tmp_path)
+    store = tmp_path / "store"
+    assert write_problems(job, store) == []
+    real_access = os.access
+    denied = {tmp_path}  # as a read-only folder (or mount) answers; root passes chmod, so the answer is stubbed
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) not in denied and real_access(p, mode))
+    found = write_problems(job, store)
+    assert found == [
+        f"work_dir: '{tmp_path}/new/work' cannot be made: {tmp_path} is not writable; make it writable, or give "
+        "another work_dir",
+        f"store: '{store}' cannot be made: {tmp_path} is not writable; make it writable, or give another store: "
+        "folder (or $LTX2_STORE)",
+        f"output: '{tmp_path}/out' cannot be made: {tmp_path} is not writable; make its folder writable, or give "
+        "another output"]
+    (tmp_path / "new" / "work").mkdir(parents=True)
+    denied.add(tmp_path / "new" / "work")
+    assert write_problems(job, store)[0] == (f"work_dir: '{tmp_path}/new/work' is not writable; make it writable, "
+                                             "or give another work_dir")
+    monkeypatch.setattr(os, "access", real_access)
+    store.write_text("not a folder")  # $LTX2_STORE naming a file (a job's store: field is refused when read)
+    assert write_problems(job, store) == [f"store: '{store}' is a file, not a folder; give another store: folder "
+                                          "(or $LTX2_STORE)"]
+
+
+def test_a_work_dir_held_by_another_job_is_named(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("prompt: a fox\nwork_dir: shared\n")
+    b.write_text("prompt: a cat\nwork_dir: shared\n")
+    job_b = load_job(b)
+    assert work_dir_holder(job_b, b) is None  # no manifest yet
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "manifest.json").write_text(json.dumps({"job": str(a)}))
+    assert work_dir_holder(job_b, b) == a
+    assert work_dir_holder(load_job(a), a) is None  # its own folder
+    a.write_text("prompt: a fox\nwork_dir: elsewhere\n")  # a moved on (or this folder was copied): b may take it
+    assert work_dir_holder(job_b, b) is None
+    a.unlink()
+    assert work_dir_holder(job_b, b) is None
