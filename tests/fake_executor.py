@@ -65,6 +65,6 @@ class StageWritingExecutor:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(b"file " + key.encode())
             record_file(out, key, {}, {})  # the sidecar a stage writes
-        else:
-            out.mkdir(parents=True)
+        else:  # a placeholder is no artifact: each run makes it again, over the old one (as --recompute does)
+            out.mkdir(parents=True, exist_ok=True)
         return FakeHandle(inv, 2, 0)
