@@ -29,8 +29,8 @@ def plan(job_file: Path = typer.Argument(..., help="the job (YAML)"),
     would run cannot fit the budget in any way."""
     console = Console(width=200)
     job = load_job_or_exit(job_file, console)
-    if job.model == "tiny":
-        ensure_tiny_model()
+    if job.tiny_model:
+        ensure_tiny_model(variant=job.tiny_model)
     try:
         budget_bytes = parse_memory_size(budget) if budget else None
     except ValueError as e:

@@ -37,7 +37,7 @@ def run(
     frames = f"{job.frames} frames at {job.fps:g} fps" + (
         f" -> {job.output_frames} at {job.output_fps:g} (temporal upscale)" if job.temporal_upscale else "")
     console.print(f"[bold]{job_file}[/]: {job.pipeline}, {job.width}x{job.height}, {frames}, seed {job.seed}, model "
-                  f"{'tiny (random weights: the video is noise)' if job.model == 'tiny' else 'real weights'}")
+                  f"{f'{job.tiny_model} (random weights: the video is noise)' if job.tiny_model else 'real weights'}")
     with Progress(TextColumn("{task.description:<12}"), BarColumn(bar_width=30), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console) as bars:
         tasks: dict[str, int] = {}
