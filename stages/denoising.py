@@ -293,6 +293,11 @@ def passes_per_call(mode) -> int | None:
     return None if mode.streaming else 1
 
 
+ACTIVATION_FLOATS = 12  # per token and stream width, fitted (see sampling_memory)
+AV_ADALN_ROWS = 4  # per-token A/V cross-attention scale/shift (a2v and v2a, scale and shift)
+LTX23_ADALN_ROWS = 3  # LTX-2.3's cross-attention AdaLN: 9 rows per token, not 6
+
+
 def sampling_memory(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio_frames: int, passes: int):
     """Transformer weights held under the stage's WeightsMode, plus the activations of the passes that run
     together (``passes`` guided passes stacked when streaming, one pass when resident).
@@ -306,7 +311,12 @@ def sampling_memory(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio
     1.06 GiB): per pass, ~12 floats per token and stream width (residual streams, per-token AdaLN
     modulation, the 4x feed-forward, q/k/v) plus one query chunk's video self-attention scores (heads x
     chunk x tokens: on CPU each chunk is evaluated before the next, models/transformer/attention.py;
-    Metal's fused kernel holds less), plus ~0.6 GiB of MLX / OpenBLAS working buffers."""
+    Metal's fused kernel holds less), plus ~0.6 GiB of MLX / OpenBLAS working buffers.
+
+    That fit predates two per-token tables held through the whole pass, added analytically (not re-measured):
+    the A/V cross-attention scale/shift AdaLN from each token's own timestep (v1.2.0: 4 rows of the stream's
+    width per token, both versions) and LTX-2.3's cross-attention AdaLN (9 AdaLN rows per token instead of 6:
+    3 more)."""
     ckpt = ctx.weights["checkpoint"]
     mode = weights_mode(ctx)
     held = transformer_held(ckpt, mode)
@@ -321,7 +331,8 @@ def sampling_memory(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio
     stacked = passes if passes_per_call(mode) is None else 1
     # the fit leaves 0.43-0.54 GiB at every size above the contract's baseline: working buffers
     runtime = 600 << 20
-    per_pass = (tokens * vdim + audio_frames * adim) * 12 * COMPUTE_BYTES
+    floats = ACTIVATION_FLOATS + AV_ADALN_ROWS + (LTX23_ADALN_ROWS if t.get("cross_attention_adaln") else 0)
+    per_pass = (tokens * vdim + audio_frames * adim) * floats * COMPUTE_BYTES
     scores = heads * min(tokens, DEFAULT_QUERY_CHUNK) * tokens * COMPUTE_BYTES
     acts = stacked * (per_pass + scores) + runtime
     if mode.quantized:  # on CPU a quantised layer multiplies through its float32 dequantised weight, and MLX's
