@@ -223,7 +223,9 @@ def _checkpoint(header: SafetensorsHeader, rep: FileReport, readers: Readers) ->
             rep.info["num_layers"] = c.num_layers
             rep.facts.append(f"transformer: {c.num_layers} blocks, video {c.num_attention_heads} x "
                              f"{c.attention_head_dim} = {c.inner_dim} wide, audio {c.audio_num_attention_heads} x "
-                             f"{c.audio_attention_head_dim} = {c.audio_inner_dim}, text features {c.caption_channels}")
+                             f"{c.audio_attention_head_dim} = {c.audio_inner_dim}, "
+                             + (f"text features {c.caption_channels}" if c.caption_projection else
+                                "text projected to each stream's width on the text side"))
             if blocks and blocks != set(range(c.num_layers)):
                 rep.problems.append(f"config says num_layers={c.num_layers} but the file holds transformer blocks "
                                     f"{min(blocks)}..{max(blocks)} ({len(blocks)} of them)")

@@ -16,6 +16,8 @@ from ltx2.models.weights import read_header
 from ltx2.orchestrator.job import parse_job
 from ltx2.orchestrator.planner import plan_job
 from ltx2.spec.versions import VERSIONS, model_version
+from ltx2.stages.denoising import LatentLayout, sigmas_for, stg_blocks
+from ltx2.stages.params import Guidance, Ltx2Schedule
 
 from support import ltx2, v12_fixture_sets
 
@@ -83,6 +85,16 @@ def test_tiny_23_is_deterministic_and_its_own_folder(tiny23, tmp_path, monkeypat
     assert two["checkpoint"].read_bytes() != tiny23["checkpoint"].read_bytes()
     with pytest.raises(ValueError, match="no tiny model 'tiny-2.5'"):
         ensure_tiny_model(tmp_path / "x", variant="tiny-2.5")
+
+
+def test_the_checkpoint_metadata_selects_the_23_defaults(tiny23):
+    """30 LTX2Scheduler steps and STG on block 28 (the tiny model's last block) when the job leaves them out."""
+    layout = LatentLayout.from_checkpoint(tiny23["checkpoint"])
+    assert (layout.model_version, layout.num_layers) == ("tiny-2.3", 2)
+    assert len(sigmas_for(Ltx2Schedule(steps=None), layout)) == 31
+    assert stg_blocks(Guidance(), layout) == {"video": [1], "audio": [1]}
+    assert len(sigmas_for(Ltx2Schedule(steps=None), LatentLayout.from_checkpoint(ensure_tiny_model()["checkpoint"]))) \
+        == 41  # the 2.0 tiny model: 40
 
 
 def _streaming_budget(job) -> int:
