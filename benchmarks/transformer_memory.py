@@ -1,4 +1,9 @@
-"""Peak memory and time of the LTX-2 transformer at its REAL widths: resident (float32, bf16, q8, q4) and streamed.
+"""Peak memory and time of the LTX-2 (or LTX-2.3) transformer at its REAL widths: resident (float32, bf16, q8, q4)
+and streamed.
+
+``--version 2.3`` builds the LTX-2.3 22B transformer instead (models/full_size.py: the same widths with gated
+attention, 9-row cross-attention AdaLN and prompt AdaLN; its text contexts arrive at the stream widths, 4096 / 2048,
+the caption projection having moved to the text side).
 
 The real LTX-2 19B transformer config (4096-wide video stream, 32 x 128 heads, FF 16384; 2048-wide
 audio stream, 32 x 64 heads, FF 8192; 3840-wide text context of 1024 tokens) with only a few of its 48
@@ -37,21 +42,24 @@ STAGES = {"stage1": ((16, 8, 12), 126), "stage2": ((16, 16, 24), 126)}
 CONTEXT_TOKENS = 1024
 
 
-def config(blocks: int) -> dict:
-    from ltx2.models.full_size import TRANSFORMER
-
-    return {"transformer": {**TRANSFORMER, "num_layers": blocks}}
+METADATA_VERSION = {"2.0": "2.0", "2.3": "2.3.0"}
 
 
-def make_file(path: Path, blocks: int) -> None:
+def config(blocks: int, version: str = "2.0") -> dict:
+    from ltx2.models.full_size import TRANSFORMER, TRANSFORMER_LTX23
+
+    return {"transformer": {**(TRANSFORMER_LTX23 if version == "2.3" else TRANSFORMER), "num_layers": blocks}}
+
+
+def make_file(path: Path, blocks: int, version: str = "2.0") -> None:
     from ltx2.models.layouts import shapes
     from ltx2.models.transformer import LTX2Transformer, TransformerConfig
     from ltx2.models.transformer.loader import to_checkpoint
 
-    cfg = config(blocks)
+    cfg = config(blocks, version)
     layout = shapes(to_checkpoint(LTX2Transformer(TransformerConfig.from_config(cfg))))  # lazy: nothing evaluated
     t0 = time.time()
-    size = write_random_bf16(path, layout, {"config": json.dumps(cfg), "model_version": "2.0"})
+    size = write_random_bf16(path, layout, {"config": json.dumps(cfg), "model_version": METADATA_VERSION[version]})
     print(f"wrote {path} ({size / GiB:.2f} GiB, {blocks} blocks, random bf16) in {time.time() - t0:.0f} s", flush=True)
 
 
@@ -76,14 +84,17 @@ def child(args) -> None:
     load_s = time.perf_counter() - t0
     rss_loaded = psutil.Process().memory_info().rss
     c = model.config
+    # LTX-2: text features (caption_channels) projected inside; LTX-2.3: contexts already at each stream's width
+    v_ctx, a_ctx = ((c.caption_channels, c.caption_channels) if c.caption_projection else
+                    (c.cross_attention_dim, c.audio_cross_attention_dim))
     key = mx.random.key(1)
     ks = mx.random.split(key, 4)
     video = ModalityInput(latent=mx.random.normal((b, f * h * w, c.in_channels), key=ks[0]), sigma=mx.array(0.7),
                           timesteps=mx.full((b, f * h * w), 0.7), positions=None,
-                          context=mx.random.normal((b, CONTEXT_TOKENS, c.caption_channels), key=ks[1]) * 0.1)
+                          context=mx.random.normal((b, CONTEXT_TOKENS, v_ctx), key=ks[1]) * 0.1)
     audio = ModalityInput(latent=mx.random.normal((b, a_tokens, c.audio_in_channels), key=ks[2]), sigma=mx.array(0.7),
                           timesteps=mx.full((b, a_tokens), 0.7), positions=None,
-                          context=mx.random.normal((b, CONTEXT_TOKENS, c.caption_channels), key=ks[3]) * 0.1)
+                          context=mx.random.normal((b, CONTEXT_TOKENS, a_ctx), key=ks[3]) * 0.1)
     tables = model.positional_tables(np.asarray(video_positions(f, h, w, 24.0, batch=b)),
                                      np.asarray(audio_positions(a_tokens, batch=b)))
     mx.eval(video.latent, video.context, audio.latent, audio.context)
@@ -92,7 +103,7 @@ def child(args) -> None:
     mx.eval(v, a)
     forward_s = time.perf_counter() - t0
     held = transformer_held(Path(args.file), mode)
-    out = {"mode": args.child, "stage": args.stage, "blocks": c.num_layers, "batch": b, "video_tokens": f * h * w,
+    out = {"mode": args.child, "version": "2.3" if c.cross_attention_adaln else "2.0", "stage": args.stage, "blocks": c.num_layers, "batch": b, "video_tokens": f * h * w,
            "audio_tokens": a_tokens, "load_s": load_s, "forward_s": forward_s, "rss_after_load": rss_loaded,
            "weights_held": held.total(mode.streaming), "resident_bytes": held.resident,
            "block_bytes": held.blocks[0], "block_stored": held.block_stored, "block_float32": held.block_float32,
@@ -113,6 +124,7 @@ def main() -> None:
                     help="modes at the stage-2 token count (each block costs ~4x stage 1's time)")
     ap.add_argument("--stage2-blocks", type=int, default=1, help="blocks for the stage-2 runs (a second, smaller file)")
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--version", choices=("2.0", "2.3"), default="2.0", help="LTX-2 (19B) or LTX-2.3 (22B) widths")
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--file", default=None, help=argparse.SUPPRESS)
@@ -127,9 +139,10 @@ def main() -> None:
     runs += [("stage2", m, args.stage2_blocks) for m in args.stage2_modes.split(",") if m]
     files = {}
     for n in sorted({r[2] for r in runs}):
-        files[n] = work / f"ltx2-{n}blocks-random-bf16.safetensors"
+        tag = "" if args.version == "2.0" else f"-{args.version}"
+        files[n] = work / f"ltx2{tag}-{n}blocks-random-bf16.safetensors"
         if not files[n].exists():
-            make_file(files[n], n)
+            make_file(files[n], n, args.version)
     results = []
     for stage, m, n in runs:
         cold = m.endswith("-cold")

@@ -36,8 +36,8 @@ def plan(job_file: Path = typer.Argument(..., help="the job (YAML)"),
         refuse(console, [f"--budget: {budget!r} is not a memory size; write e.g. 16GB, 800MB or a number of bytes"])
     check_work_dir(job, job_file, console)
     try:
-        if job.model == "tiny":
-            ensure_tiny_model()
+        if job.tiny_model:
+            ensure_tiny_model(variant=job.tiny_model)
     except BadInputError as e:
         refuse(console, [str(e)])
     job_plan = plan_job(job, budget_bytes)

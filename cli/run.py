@@ -50,8 +50,8 @@ def check_work_dir(job: Job, job_file: Path, console: Console) -> None:
 def output_made(job: Job) -> bool:
     """True when every file this job delivers (the video, the preview) is there, made with this plan's keys:
     nothing needs to run or be written. Changes nothing (for a folder the run could not write)."""
-    if job.model == "tiny":
-        ensure_tiny_model()
+    if job.tiny_model:
+        ensure_tiny_model(variant=job.tiny_model)
     job_plan = plan_job(job)
     if job_plan.bad_inputs:
         return False
@@ -105,7 +105,7 @@ def run(
     frames = f"{job.frames} frames at {job.fps:g} fps" + (
         f" -> {job.output_frames} at {job.output_fps:g} (temporal upscale)" if job.temporal_upscale else "")
     console.print(f"[bold]{job_file}[/]: {job.pipeline}, {job.width}x{job.height}, {frames}, seed {job.seed}, model "
-                  f"{'tiny (random weights: the video is noise)' if job.model == 'tiny' else 'real weights'}")
+                  f"{f'{job.tiny_model} (random weights: the video is noise)' if job.tiny_model else 'real weights'}")
     with Progress(TextColumn("{task.description:<12}"), BarColumn(bar_width=30), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console) as bars:
         tasks: dict[str, int] = {}

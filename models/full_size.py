@@ -1,4 +1,4 @@
-"""The official LTX-2 (19B) and Gemma-3-12B file layouts at full size, as header-only files.
+"""The official LTX-2 (19B), LTX-2.3 (22B) and Gemma-3-12B file layouts at full size, as header-only files.
 
 For planning tests and memory benchmarks at the real widths where the real weights (tens of GB)
 cannot be downloaded: every network is built from its REAL config (lazily: MLX never evaluates the
@@ -11,6 +11,14 @@ right length (``os.truncate``: no disk is used; reading a tensor gives zeros). S
 The configs are the values the oracle confirmed (shared/oracle/README.md) and the real block
 structures noted in the tiny configs (VAE res_x 4/6/6/2/2 encoder, 5-layer decoder stacks, audio VAE
 ch 128, vocoder 1024, upsampler 1024 x 4 blocks), and for Gemma the public gemma-3-12b-it config.
+
+LTX-2.3 (22B): the same transformer widths (48 blocks, video 32 x 128, audio 32 x 64) with gated attention and
+cross-attention AdaLN (9 AdaLN rows, prompt AdaLN); the caption projection moves to the text side (V2 feature
+extractor: Linear(3840 x 49 -> 4096) and (-> 2048) with biases) and the connectors become 8 gated layers at each
+stream's width (video 32 x 128, audio 32 x 64, 128 registers): the ~3B more parameters are there. Not in the
+oracle notes, so kept from LTX-2 here (assumptions; they weigh little in the plan): the video VAE's widths (the
+2.0 decoder, which the 2.3 loader also reads), the BigVGAN + BWE vocoder at the 2.0 vocoder's 1024 width, the
+upsamplers' 1024 x 4 blocks, the distilled LoRA's rank 384.
 """
 
 from __future__ import annotations
@@ -51,6 +59,14 @@ AUDIO_VAE["model"]["params"]["ddconfig"].update(ch=128, z_channels=8)
 
 VOCODER = dict(tiny.VOCODER, upsample_initial_channel=1024)
 
+TRANSFORMER_LTX23 = {
+    **TRANSFORMER,
+    **{k: v for k, v in tiny.TRANSFORMER_LTX23.items() if k not in tiny.TRANSFORMER},  # the 2.3 switches
+    **dict(connector_num_attention_heads=32, connector_attention_head_dim=128, connector_num_layers=8,
+           audio_connector_num_attention_heads=32, audio_connector_attention_head_dim=64),
+}
+VOCODER_LTX23 = {name: dict(gen, upsample_initial_channel=1024) for name, gen in tiny.VOCODER_LTX23.items()}
+
 SPATIAL_UPSAMPLER = dict(tiny.SPATIAL_UPSAMPLER, in_channels=128, mid_channels=1024, num_blocks_per_stage=4)
 TEMPORAL_UPSAMPLER = dict(tiny.TEMPORAL_UPSAMPLER, in_channels=128, mid_channels=1024, num_blocks_per_stage=4)
 
@@ -71,7 +87,10 @@ GEMMA_VISION = {"hidden_size": 1152, "image_size": 896, "intermediate_size": 430
 GEMMA_SHARDS = 5
 
 
-def checkpoint_config() -> dict:
+def checkpoint_config(version: str = "2.0") -> dict:
+    """The checkpoint's config metadata for LTX-2 ("2.0") or LTX-2.3 ("2.3")."""
+    if version == "2.3":
+        return {"transformer": TRANSFORMER_LTX23, "vae": VAE, "audio_vae": AUDIO_VAE, "vocoder": VOCODER_LTX23}
     return {"transformer": TRANSFORMER, "vae": VAE, "audio_vae": AUDIO_VAE, "vocoder": VOCODER}
 
 
@@ -80,9 +99,10 @@ def gemma_config() -> dict:
             "text_config": GEMMA_TEXT, "vision_config": GEMMA_VISION, "torch_dtype": "bfloat16"}
 
 
-def checkpoint_layout() -> dict[str, tuple[int, ...]]:
-    """Every tensor of the LTX-2 19B single-file checkpoint: official key -> shape."""
-    return layouts.checkpoint_layout(checkpoint_config(), GEMMA_TEXT["hidden_size"], GEMMA_TEXT["num_hidden_layers"])
+def checkpoint_layout(version: str = "2.0") -> dict[str, tuple[int, ...]]:
+    """Every tensor of the LTX-2 19B (or LTX-2.3 22B) single-file checkpoint: official key -> shape."""
+    return layouts.checkpoint_layout(checkpoint_config(version), GEMMA_TEXT["hidden_size"],
+                                     GEMMA_TEXT["num_hidden_layers"])
 
 
 def upsampler_layout(cfg: dict = SPATIAL_UPSAMPLER) -> dict[str, tuple[int, ...]]:
@@ -139,19 +159,31 @@ def write_header_only(path: Path, layout: dict[str, tuple[int, ...]], metadata: 
     return size
 
 
-def write_full_size_model(folder: Path, dtype: str = "BF16") -> dict[str, Path]:
-    """Header-only LTX-2 19B files in ``folder``: role -> path (checkpoint, spatial_upsampler, temporal_upsampler,
-    distilled_lora, gemma), as a job's ``model:`` section names them."""
+# version -> the official file names (the 2.3 upsamplers: spatial x2 1.1, temporal x2 1.0)
+FILE_NAMES = {
+    "2.0": {"checkpoint": "ltx-2-19b-dev.safetensors",
+            "spatial_upsampler": "ltx-2-spatial-upscaler-x2-1.0.safetensors",
+            "temporal_upsampler": "ltx-2-temporal-upscaler-x2-1.0.safetensors",
+            "distilled_lora": "ltx-2-19b-distilled-lora-384.safetensors"},
+    "2.3": {"checkpoint": "ltx-2.3-22b-dev.safetensors",
+            "spatial_upsampler": "ltx-2.3-spatial-upscaler-x2-1.1.safetensors",
+            "temporal_upsampler": "ltx-2.3-temporal-upscaler-x2-1.0.safetensors",
+            "distilled_lora": "ltx-2.3-22b-distilled-lora-384.safetensors"},
+}
+METADATA_VERSION = {"2.0": "2.0", "2.3": "2.3.0"}  # the checkpoint's model_version metadata
+
+
+def write_full_size_model(folder: Path, dtype: str = "BF16", version: str = "2.0") -> dict[str, Path]:
+    """Header-only LTX-2 19B (``version`` "2.0") or LTX-2.3 22B ("2.3") files in ``folder``: role -> path
+    (checkpoint, spatial_upsampler, temporal_upsampler, distilled_lora, gemma), as a job's ``model:`` section
+    names them."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"checkpoint": folder / "ltx-2-19b-dev.safetensors",
-             "spatial_upsampler": folder / "ltx-2-spatial-upscaler-x2-1.0.safetensors",
-             "temporal_upsampler": folder / "ltx-2-temporal-upscaler-x2-1.0.safetensors",
-             "distilled_lora": folder / "ltx-2-19b-distilled-lora-384.safetensors",
-             "gemma": folder / "gemma-3-12b-it"}
-    layout = checkpoint_layout()
-    write_header_only(files["checkpoint"], layout, {"config": json.dumps(checkpoint_config()), "model_version": "2.0"},
-                      dtype)
+    files = {role: folder / name for role, name in FILE_NAMES[version].items()}
+    files["gemma"] = folder / "gemma-3-12b-it"
+    layout = checkpoint_layout(version)
+    write_header_only(files["checkpoint"], layout, {"config": json.dumps(checkpoint_config(version)),
+                                                    "model_version": METADATA_VERSION[version]}, dtype)
     write_header_only(files["spatial_upsampler"], upsampler_layout(), {"config": json.dumps(SPATIAL_UPSAMPLER)}, dtype)
     write_header_only(files["temporal_upsampler"], upsampler_layout(TEMPORAL_UPSAMPLER),
                       {"config": json.dumps(TEMPORAL_UPSAMPLER)}, dtype)

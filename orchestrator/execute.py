@@ -133,8 +133,8 @@ def run_job(job: Job, job_name: str, force: set[str] = frozenset(),
 
     Stages run on ``executor`` (default: :class:`LocalExecutor`, this machine's processes)."""
     t_begin = time.monotonic()
-    if job.model == "tiny":
-        ensure_tiny_model()
+    if job.tiny_model:
+        ensure_tiny_model(variant=job.tiny_model)
     job_plan = plan_job(job)  # the memory planner's choices are part of each stage's params (and key)
     stages = job_plan.stages
     unknown = force - {s.name for s in stages}

@@ -22,7 +22,8 @@ Notes on fields whose meaning depends on the pipeline:
   upscaler's frames) renders ``2*frames-1`` frames at ``2*fps``: the same first and last frame
   times, twice the frame rate. With real weights it needs ``model.temporal_upsampler``.
 - ``model: tiny`` (the default) is the small deterministic model generated on first use under
-  :func:`default_tiny_dir`; its videos are noise. Real weights are named file by file.
+  :func:`default_tiny_dir`; its videos are noise. ``model: tiny-2.3`` is its LTX-2.3 variant (beside it).
+  Real weights are named file by file; their checkpoint's metadata says which model version they are.
 - Memory sizes (``memory_budget``) are binary: ``16GB`` = ``16GiB`` = 16 * 2**30 bytes, as
   memory is sold; a plain integer is bytes.
 """
@@ -51,7 +52,7 @@ from ltx2.models.weights.manifest import ManifestError, read_manifest
 from ltx2.spec.errors import BadInputError
 from ltx2.spec.geometry import (MAX_FRAMES, MAX_FRAMES_REASON, MAX_SECONDS, MAX_SIDE_PIXELS, MAX_SIDE_REASON,
                                 MAX_TIME_REASON, OFFICIAL_DECODE_TILING, duration_seconds, min_frames_for_audio)
-from ltx2.spec.layout import CONVERTED_ROLES, TINY_FILES
+from ltx2.spec.layout import CONVERTED_ROLES, TINY_FILES, TINY_MODELS
 from ltx2.spec.versions import official_stg_blocks, official_steps
 from ltx2.stages.contract import parse_memory_size
 from ltx2.stages.export import Params as ExportParams
@@ -308,10 +309,10 @@ class ModelFiles(BaseModel):
 
 
 def _tiny_name(v: str) -> str:
-    if v != "tiny":
+    if v not in TINY_MODELS:
         raise _rule("is not a model name this program knows",
-                    "write `model: tiny` or give the weight files (checkpoint, gemma, spatial_upsampler, "
-                    "distilled_lora)")
+                    "write `model: tiny` (or `tiny-2.3`, its LTX-2.3 variant) or give the weight files (checkpoint, "
+                    "gemma, spatial_upsampler, distilled_lora)")
     return v
 
 
@@ -598,20 +599,25 @@ class Job(BaseModel):
 
     def weight_files(self, tiny_dir: Path | None = None) -> dict[str, Path]:
         """Role -> path of each weight file or folder this job reads (the tiny ones may not exist yet)."""
-        return tiny_model_files(tiny_dir) if self.model == "tiny" else self.model.files()
+        return tiny_model_files(tiny_dir, self.tiny_model) if self.tiny_model else self.model.files()
+
+    @property
+    def tiny_model(self) -> str | None:
+        """The tiny model's name ("tiny", "tiny-2.3") when the job renders with one, else None."""
+        return self.model if isinstance(self.model, str) else None
 
     def converted_roles(self) -> dict[str, Path]:
         """Role -> converted file (`ltx2 convert`) that stages read instead of the official file."""
-        return {} if self.model == "tiny" else self.model.converted_roles()
+        return {} if self.tiny_model else self.model.converted_roles()
 
     @property
     def distilled_lora_strength(self) -> float:
-        return 1.0 if self.model == "tiny" else self.model.distilled_lora_strength
+        return 1.0 if self.tiny_model else self.model.distilled_lora_strength
 
     @property
     def loras(self) -> list[tuple[Path, float]]:
         """The user LoRAs (path, strength), in the job's order."""
-        return [] if self.model == "tiny" else [(lora.path, float(lora.strength)) for lora in self.model.loras]
+        return [] if self.tiny_model else [(lora.path, float(lora.strength)) for lora in self.model.loras]
 
 
 # ----------------------------------------------------------------------------- errors -> one message

@@ -84,6 +84,16 @@ TINY_FILES: dict[str, str] = {
     "distilled_lora": "ltx2-tiny-distilled-lora.safetensors",
     "gemma": "gemma",
 }
+# The tiny LTX-2.3 variant (`model: tiny-2.3`), in the real 2.3 layout, in its own folder beside the tiny one.
+TINY_FILES_LTX23: dict[str, str] = {
+    "checkpoint": "ltx2.3-tiny.safetensors",
+    "spatial_upsampler": "ltx2.3-tiny-spatial-upscaler-x2.safetensors",
+    "temporal_upsampler": "ltx2.3-tiny-temporal-upscaler-x2.safetensors",
+    "distilled_lora": "ltx2.3-tiny-distilled-lora.safetensors",
+    "gemma": "gemma",
+}
+# job model name -> its files
+TINY_MODELS: dict[str, dict[str, str]] = {"tiny": TINY_FILES, "tiny-2.3": TINY_FILES_LTX23}
 
 
 def lora_role(index: int) -> str:

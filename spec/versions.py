@@ -1,7 +1,7 @@
 """Model versions of the LTX-2 family: the official defaults that depend on which model a checkpoint is.
 
 A checkpoint names its version in its safetensors metadata (``model_version``: "2.0...", "2.3...",
-or this project's "tiny-2.0"). Each version is one entry of :data:`VERSIONS`; code asks
+or this project's "tiny-2.0" / "tiny-2.3"). Each version is one entry of :data:`VERSIONS`; code asks
 :func:`model_version` for the entry instead of comparing strings.
 """
 
@@ -42,13 +42,13 @@ VERSIONS: dict[str, ModelVersion] = {
     "2.0": ModelVersion("2.0", "LTX-2 (19B)", official_steps=40, stg_block=29, video_guidance=_VIDEO,
                         audio_guidance=_AUDIO),
     "2.3": ModelVersion("2.3", "LTX-2.3 (22B)", official_steps=30, stg_block=28, video_guidance=_VIDEO,
-                        audio_guidance=_AUDIO, supported=False),
+                        audio_guidance=_AUDIO),
 }
 DEFAULT_VERSION = VERSIONS["2.0"]
 
 
 def model_version(metadata_version: str | None) -> ModelVersion:
-    """The entry for a checkpoint's ``model_version`` metadata ("2.3.0" -> 2.3; absent or "tiny-2.0" -> 2.0)."""
+    """The entry for a checkpoint's ``model_version`` metadata ("2.3.0" or "tiny-2.3" -> 2.3; absent or "tiny-2.0" -> 2.0)."""
     v = (metadata_version or "").removeprefix("tiny-")
     for name, entry in VERSIONS.items():
         if v == name or v.startswith(name + "."):

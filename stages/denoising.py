@@ -158,8 +158,9 @@ class LatentLayout:
 
 
 def check_transformer(ctx) -> LatentLayout:
-    """Headers-only: the checkpoint's transformer config is one this port runs (an LTX-2.3 one is refused, by
-    name), and its latent layout is consistent. Bad input, found when the job is planned."""
+    """Headers-only: the checkpoint's transformer config is one this port runs (LTX-2 or LTX-2.3; a later
+    version's options are refused, by name), and its latent layout is consistent. Bad input, found when the job
+    is planned."""
     ckpt = ctx.weights["checkpoint"]
     try:
         TransformerConfig.from_config(cached_header(ckpt).config())
@@ -293,6 +294,10 @@ def passes_per_call(mode) -> int | None:
     return None if mode.streaming else 1
 
 
+ACTIVATION_FLOATS = 12  # per token and stream width, fitted (see sampling_memory)
+LTX23_ADALN_ROWS = 3  # LTX-2.3's cross-attention AdaLN: 9 rows per token, not 6 (computed and measured)
+
+
 def sampling_memory(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio_frames: int, passes: int):
     """Transformer weights held under the stage's WeightsMode, plus the activations of the passes that run
     together (``passes`` guided passes stacked when streaming, one pass when resident).
@@ -306,7 +311,14 @@ def sampling_memory(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio
     1.06 GiB): per pass, ~12 floats per token and stream width (residual streams, per-token AdaLN
     modulation, the 4x feed-forward, q/k/v) plus one query chunk's video self-attention scores (heads x
     chunk x tokens: on CPU each chunk is evaluated before the next, models/transformer/attention.py;
-    Metal's fused kernel holds less), plus ~0.6 GiB of MLX / OpenBLAS working buffers."""
+    Metal's fused kernel holds less), plus ~0.6 GiB of MLX / OpenBLAS working buffers.
+
+    LTX-2.3's cross-attention AdaLN holds 9 AdaLN rows per token instead of 6 through the whole pass: 3 more
+    floats per token and width, analytically, and as measured (benchmarks/transformer_memory.py, one real-width
+    block, bf16, peak RSS above the weights: 2.0 1.03 / 2.55 GiB, 2.3 1.10 / 2.83 GiB at 1536 / 6144 tokens; the
+    differences are 3.0 and 2.9 floats per token and width). The per-token A/V cross-attention scale/shift
+    (v1.2.0, 4 rows) added nothing measurable to that peak (2.0 at 6144 tokens: 2.55 GiB, fitted 2.54 before it):
+    it is not counted."""
     ckpt = ctx.weights["checkpoint"]
     mode = weights_mode(ctx)
     held = transformer_held(ckpt, mode)
@@ -321,7 +333,8 @@ def sampling_memory(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio
     stacked = passes if passes_per_call(mode) is None else 1
     # the fit leaves 0.43-0.54 GiB at every size above the contract's baseline: working buffers
     runtime = 600 << 20
-    per_pass = (tokens * vdim + audio_frames * adim) * 12 * COMPUTE_BYTES
+    floats = ACTIVATION_FLOATS + (LTX23_ADALN_ROWS if t.get("cross_attention_adaln") else 0)
+    per_pass = (tokens * vdim + audio_frames * adim) * floats * COMPUTE_BYTES
     scores = heads * min(tokens, DEFAULT_QUERY_CHUNK) * tokens * COMPUTE_BYTES
     acts = stacked * (per_pass + scores) + runtime
     if mode.quantized:  # on CPU a quantised layer multiplies through its float32 dequantised weight, and MLX's

@@ -7,6 +7,9 @@ and a Gemma-3 folder (config.json, sharded weights with their index, tokenizer f
 them exactly as it reads the official files, so the whole pipeline runs end to end in seconds.
 The weights are random: what the tiny model renders is noise.
 
+``ensure_tiny_model(variant="tiny-2.3")`` makes the LTX-2.3 variant the same way, in the real 2.3 layout, in
+its own folder beside the first (``<tiny dir>-2.3``); its checkpoint's ``model_version`` is "tiny-2.3".
+
 Safe against several processes at once: each writes into its own temporary folder next to the
 target and renames it into place; the first rename wins and the others discard their copy.
 Only a missing or empty folder, or one this generator wrote (its manifest), is ever (re)generated:
@@ -23,28 +26,31 @@ import uuid
 from pathlib import Path
 
 from ltx2.spec.errors import BadInputError
-from ltx2.spec.layout import TINY_FILES
+from ltx2.spec.layout import TINY_MODELS
 
-from .configs import MODEL_VERSION, TINY_VERSION
+from .configs import MODEL_VERSION, TINY_VERSION, VARIANTS
 
 __all__ = ["ensure_tiny_model", "is_current", "default_tiny_dir", "tiny_model_files", "TINY_VERSION",
-           "MODEL_VERSION", "MANIFEST", "TinyDirError", "check_tiny_dir"]
+           "MODEL_VERSION", "MANIFEST", "TinyDirError", "check_tiny_dir", "TINY_MODELS"]
 
 
 class TinyDirError(BadInputError, FileExistsError):
     """The tiny model's folder ($LTX2_TINY_DIR) names something that is not a tiny model: left alone."""
 
 
-def default_tiny_dir() -> Path:
-    """Where the `tiny` model is generated on first use: $LTX2_TINY_DIR, else ~/.cache/ltx2/tiny."""
+def default_tiny_dir(variant: str = "tiny") -> Path:
+    """Where the tiny model ``variant`` is generated on first use: $LTX2_TINY_DIR, else ~/.cache/ltx2/tiny;
+    another variant beside it, in a folder named after it (tiny-2.3: ``<that folder>-2.3``)."""
     env = os.environ.get("LTX2_TINY_DIR")
-    return Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "ltx2" / "tiny"
+    base = Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "ltx2" / "tiny"
+    return base if variant == "tiny" else base.with_name(base.name + variant.removeprefix("tiny"))
 
 
-def tiny_model_files(tiny_dir: Path | None = None) -> dict[str, Path]:
-    """Role -> path of each file of the tiny model (they may not be generated yet)."""
-    root = tiny_dir or default_tiny_dir()
-    return {role: root / name for role, name in TINY_FILES.items()}
+def tiny_model_files(tiny_dir: Path | None = None, variant: str = "tiny") -> dict[str, Path]:
+    """Role -> path of each file of the tiny model ``variant`` in ``tiny_dir`` (default: its default folder);
+    they may not be generated yet."""
+    root = tiny_dir or default_tiny_dir(variant)
+    return {role: root / name for role, name in TINY_MODELS[variant].items()}
 
 MANIFEST = "tiny.json"  # written last: its presence with the current version marks a complete folder
 
@@ -54,18 +60,20 @@ def _sizes(root: Path) -> dict[str, int]:
             if p.is_file() and p.name != MANIFEST}
 
 
-def is_current(root: Path) -> bool:
-    """True when ``root`` holds a complete tiny model of this generator version (sizes checked, not hashes)."""
+def is_current(root: Path, variant: str = "tiny") -> bool:
+    """True when ``root`` holds a complete tiny model ``variant`` of this generator version (sizes checked, not
+    hashes)."""
     try:
         manifest = json.loads((root / MANIFEST).read_text())
     except (OSError, ValueError):
         return False
-    if manifest.get("version") != TINY_VERSION:
+    if manifest.get("version") != TINY_VERSION or manifest.get("model_version") != VARIANTS[variant].model_version:
         return False
     files = manifest.get("files", {})
+    names = TINY_MODELS[variant]
     # a folder made before a file joined TINY_FILES (the temporal upsampler) lacks it: regenerate (the files
     # it has come out byte-identical, each tensor being seeded by its own key)
-    if not all(name in files or any(f.startswith(name + "/") for f in files) for name in TINY_FILES.values()):
+    if not all(name in files or any(f.startswith(name + "/") for f in files) for name in names.values()):
         return False
     try:
         return all((root / name).stat().st_size == size for name, size in files.items()) and bool(files)
@@ -103,7 +111,7 @@ def check_tiny_dir(root: Path | None = None) -> Path:
     return root
 
 
-def _install(tmp: Path, root: Path) -> None:
+def _install(tmp: Path, root: Path, variant: str = "tiny") -> None:
     """Rename ``tmp`` to ``root``; a stale ``root`` is moved aside first; a current one (another process
     finished first) wins and ``tmp`` is discarded."""
     for _ in range(3):
@@ -111,7 +119,7 @@ def _install(tmp: Path, root: Path) -> None:
             os.rename(tmp, root)  # atomic; fails if root exists and is not empty
             return
         except OSError:
-            if is_current(root):
+            if is_current(root, variant):
                 shutil.rmtree(tmp, ignore_errors=True)
                 return
             check_tiny_dir(root)  # something else appeared meanwhile: never moved away
@@ -124,12 +132,15 @@ def _install(tmp: Path, root: Path) -> None:
     raise OSError(f"could not install the tiny model into {root}: another process keeps replacing it")
 
 
-def ensure_tiny_model(root: Path | None = None) -> dict[str, Path]:
-    """Role -> path of each tiny model file (TINY_FILES), generating the folder first if it is missing,
-    incomplete or from another generator version. ``root`` defaults to ``default_tiny_dir()``."""
-    root = Path(root) if root is not None else default_tiny_dir()
-    files = tiny_model_files(root)
-    if is_current(root):
+def ensure_tiny_model(root: Path | None = None, variant: str = "tiny") -> dict[str, Path]:
+    """Role -> path of each file of the tiny model ``variant`` ("tiny" or "tiny-2.3", spec.layout.TINY_MODELS),
+    generating the folder first if it is missing, incomplete or from another generator version. ``root`` (the
+    variant's own folder) defaults to ``default_tiny_dir(variant)``."""
+    if variant not in VARIANTS:
+        raise ValueError(f"no tiny model {variant!r}; there are {', '.join(VARIANTS)}")
+    root = Path(root) if root is not None else default_tiny_dir(variant)
+    files = tiny_model_files(root, variant)
+    if is_current(root, variant):
         return files
     check_tiny_dir(root)
     try:
@@ -142,11 +153,11 @@ def ensure_tiny_model(root: Path | None = None) -> dict[str, Path]:
     try:
         from .generator import generate  # lazy: the networks (and mlx-lm) load only to generate
 
-        generate(tmp, TINY_FILES)
-        manifest = {"version": TINY_VERSION, "model_version": MODEL_VERSION, "files": _sizes(tmp),
+        generate(tmp, TINY_MODELS[variant], VARIANTS[variant])
+        manifest = {"version": TINY_VERSION, "model_version": VARIANTS[variant].model_version, "files": _sizes(tmp),
                     "note": "random weights generated by ltx2: this model renders noise"}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _install(tmp, root)
+        _install(tmp, root, variant)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

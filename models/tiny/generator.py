@@ -15,11 +15,11 @@ from pathlib import Path
 from .. import layouts
 from ..text import gemma
 from . import configs
-from .configs import MODEL_VERSION, TINY_VERSION
+from .configs import LTX2, TINY_VERSION, TinyVariant
 from .tokenizer import build_tokenizer, special_tokens_map, tokenizer_config
 from .weights import init_tensor, write_safetensors
 
-TAG = f"ltx2-tiny/{TINY_VERSION}"  # part of every tensor's seed
+TAG = LTX2.tag  # part of every tensor's seed
 LORA_B_SCALE = 0.1  # keeps B @ A a perturbation of the weight it adapts
 
 
@@ -28,9 +28,9 @@ def _fill(shapes: dict[str, tuple[int, ...]], tag: str = TAG, **kw) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- layouts
-def checkpoint_layout() -> dict[str, tuple[int, ...]]:
+def checkpoint_layout(variant: TinyVariant = LTX2) -> dict[str, tuple[int, ...]]:
     """Every tensor of the single-file checkpoint: official key -> PyTorch shape."""
-    return layouts.checkpoint_layout(configs.checkpoint_config(), configs.GEMMA_HIDDEN, configs.GEMMA_LAYERS)
+    return layouts.checkpoint_layout(variant.checkpoint_config(), configs.GEMMA_HIDDEN, configs.GEMMA_LAYERS)
 
 
 def upsampler_layout(config: dict = configs.SPATIAL_UPSAMPLER) -> dict[str, tuple[int, ...]]:
@@ -46,26 +46,31 @@ def gemma_layout(config: dict) -> dict[str, tuple[int, ...]]:
 
 
 # --------------------------------------------------------------------------------------------- writing
-def write_checkpoint(path: Path) -> dict[str, tuple[int, ...]]:
-    layout = checkpoint_layout()
-    meta = {"config": json.dumps(configs.checkpoint_config()), "model_version": MODEL_VERSION,
+def write_checkpoint(path: Path, variant: TinyVariant = LTX2) -> dict[str, tuple[int, ...]]:
+    layout = checkpoint_layout(variant)
+    meta = {"config": json.dumps(variant.checkpoint_config()), "model_version": variant.model_version,
             "ltx2_tiny_version": TINY_VERSION}
-    write_safetensors(path, _fill(layout), meta)
+    write_safetensors(path, _fill(layout, variant.tag), meta)
     return layout
 
 
-def write_upsampler(path: Path, config: dict = configs.SPATIAL_UPSAMPLER, tag: str = TAG) -> None:
+def write_upsampler(path: Path, config: dict = configs.SPATIAL_UPSAMPLER, tag: str = TAG,
+                    model_version: str | None = None) -> None:
     meta = {"config": json.dumps(config), "ltx2_tiny_version": TINY_VERSION}
+    if model_version is not None:
+        meta["model_version"] = model_version
     write_safetensors(path, _fill(upsampler_layout(config), tag), meta)
 
 
-def write_lora(path: Path, checkpoint: dict[str, tuple[int, ...]]) -> None:
-    tensors = _fill(lora_layout(checkpoint))
+def write_lora(path: Path, checkpoint: dict[str, tuple[int, ...]], variant: TinyVariant = LTX2) -> None:
+    tensors = _fill(lora_layout(checkpoint), variant.tag)
     for k in tensors:
         if k.endswith(".lora_B.weight"):
             tensors[k] = tensors[k] * LORA_B_SCALE
-    write_safetensors(path, tensors, {"format": "pt", "ltx2_tiny_version": TINY_VERSION,
-                                      "rank": str(configs.LORA_RANK)})
+    meta = {"format": "pt", "ltx2_tiny_version": TINY_VERSION, "rank": str(configs.LORA_RANK)}
+    if variant is not LTX2:  # says which model it adapts (the 2.0 file predates this and stays byte-identical)
+        meta["model_version"] = variant.model_version
+    write_safetensors(path, tensors, meta)
 
 
 def write_gemma(folder: Path) -> None:
@@ -94,11 +99,14 @@ def write_gemma(folder: Path) -> None:
     (folder / "special_tokens_map.json").write_text(json.dumps(special_tokens_map(), indent=2) + "\n")
 
 
-def generate(root: Path, files: dict[str, str]) -> None:
-    """Write every tiny file into ``root`` (an empty folder); ``files`` is role -> name (TINY_FILES)."""
-    layout = write_checkpoint(root / files["checkpoint"])
-    write_upsampler(root / files["spatial_upsampler"])
+def generate(root: Path, files: dict[str, str], variant: TinyVariant = LTX2) -> None:
+    """Write every tiny file of ``variant`` into ``root`` (an empty folder); ``files`` is role -> name
+    (spec.layout.TINY_MODELS)."""
+    layout = write_checkpoint(root / files["checkpoint"], variant)
+    tagged = None if variant is LTX2 else variant.model_version
+    write_upsampler(root / files["spatial_upsampler"], variant.spatial_upsampler, variant.tag, tagged)
     # its own seed tag: the two upsamplers share key names, and must not share values
-    write_upsampler(root / files["temporal_upsampler"], configs.TEMPORAL_UPSAMPLER, f"{TAG}/temporal-upsampler")
-    write_lora(root / files["distilled_lora"], layout)
-    write_gemma(root / files["gemma"])
+    write_upsampler(root / files["temporal_upsampler"], variant.temporal_upsampler,
+                    f"{variant.tag}/temporal-upsampler", tagged)
+    write_lora(root / files["distilled_lora"], layout, variant)
+    write_gemma(root / files["gemma"])  # the same Gemma-3 for both versions

@@ -3,7 +3,8 @@
 Nothing here reads a tensor: a 43 GB checkpoint is described from its safetensors header (names, dtypes,
 shapes, byte ranges, config metadata) in milliseconds. :func:`identify` returns a :class:`FileReport`: the kind
 of file, its parts with their sizes and the stages that read them, facts worth showing, and problems (truncated
-tensors, missing shards or tokenizer, an unexpected layout, an LTX-2.3 config). :func:`slot_problem` says why a
+tensors, missing shards or tokenizer, an unexpected layout), and the model version (LTX-2 or LTX-2.3, from the
+``model_version`` metadata and the config's switches). :func:`slot_problem` says why a
 file does not belong in a job's model slot (an upsampler given as the checkpoint, a truncated download...).
 
 The checkpoint's components and their key prefixes are spec.layout's. Which stage reads what is the stage
@@ -25,6 +26,7 @@ from ltx2.models.transformer.config import TransformerConfig
 from ltx2.models.upsampler.config import UpsamplerConfig
 from ltx2.spec.layout import (CHECKPOINT_PARTS, CHECKPOINT_PREFIXES, COMPONENTS, GEMMA_LM_PREFIXES, TRANSFORMER,
                               lora_role, nested_prefixes)
+from ltx2.spec.versions import VERSIONS
 
 from . import fp8
 from .lora import LORA_PREFIX, lora_targets
@@ -143,12 +145,29 @@ def _variant(header: SafetensorsHeader) -> tuple[str, str]:
 
 
 def _ltx23_options(cfg: dict) -> list[str]:
+    """The LTX-2.3 switches a checkpoint config turns on (empty for an LTX-2 config)."""
     t = cfg.get("transformer") if isinstance(cfg.get("transformer"), dict) else {}
     found = [f"{k}={t[k]!r}" for k in LTX23_TRANSFORMER_FLAGS if t.get(k)]
     voc = cfg.get("vocoder") if isinstance(cfg.get("vocoder"), dict) else {}
     if "bwe" in voc:
         found.append("vocoder.bwe (bandwidth-extension vocoder)")
     return found
+
+
+# what a file name says of the model it belongs to, when its header does not (official names: ltx-2-19b-*,
+# ltx-2.3-22b-*, ltx-2.3-spatial-upscaler-x2-1.1)
+_NAME_VERSION = ((re.compile(r"ltx-?2[.-]3|(^|[-_.])22b([-_.]|$)"), "2.3"), (re.compile(r"(^|[-_.])19b([-_.]|$)"), "2.0"))
+
+
+def _name_version(path: Path) -> str | None:
+    name = path.name.lower()
+    return next((v for pattern, v in _NAME_VERSION if pattern.search(name)), None)
+
+
+def _metadata_version(metadata: dict) -> str | None:
+    """The version entry ("2.0", "2.3") that a ``model_version`` metadata names, None without one."""
+    v = str(metadata.get("model_version") or "").removeprefix("tiny-")
+    return next((name for name in VERSIONS if v == name or v.startswith(name + ".")), None)
 
 
 def _checkpoint(header: SafetensorsHeader, rep: FileReport, readers: Readers) -> None:
@@ -184,12 +203,19 @@ def _checkpoint(header: SafetensorsHeader, rep: FileReport, readers: Readers) ->
         cfg = {}
     version = header.metadata.get("model_version")
     ltx23 = _ltx23_options(cfg)
-    rep.info["version"] = "LTX-2.3" if ltx23 or str(version or "").startswith("2.3") else "LTX-2"
+    said = _metadata_version(header.metadata)
+    # the metadata selects the defaults (steps, STG block); the config builds the networks: they must agree
+    entry = VERSIONS[said] if said else VERSIONS["2.3" if ltx23 else "2.0"]
+    rep.info["version"] = "LTX-2.3" if entry.name == "2.3" else "LTX-2"
+    rep.info["model_version"] = entry.name
     if ltx23:
-        rep.problems.append("LTX-2.3 config, not supported yet: " + ", ".join(ltx23)
-                            + " (this port implements the LTX-2 19B layout)")
+        rep.facts.append("LTX-2.3 layout: " + ", ".join(ltx23))
+    if said and bool(ltx23) != (said == "2.3"):
+        rep.problems.append(f"model_version {version!r} metadata says {entry.title} but the config "
+                            + (f"has the LTX-2.3 switches {', '.join(ltx23)}" if ltx23 else
+                               "has none of the LTX-2.3 switches") + ": a mixed or edited file")
     tcfg = cfg.get("transformer")
-    if isinstance(tcfg, dict) and not ltx23:
+    if isinstance(tcfg, dict):
         try:
             c = TransformerConfig.from_config(tcfg)
             block = re.compile(re.escape(TRANSFORMER) + r"transformer_blocks\.(\d+)\.")
@@ -197,18 +223,20 @@ def _checkpoint(header: SafetensorsHeader, rep: FileReport, readers: Readers) ->
             rep.info["num_layers"] = c.num_layers
             rep.facts.append(f"transformer: {c.num_layers} blocks, video {c.num_attention_heads} x "
                              f"{c.attention_head_dim} = {c.inner_dim} wide, audio {c.audio_num_attention_heads} x "
-                             f"{c.audio_attention_head_dim} = {c.audio_inner_dim}, text features {c.caption_channels}")
+                             f"{c.audio_attention_head_dim} = {c.audio_inner_dim}, "
+                             + (f"text features {c.caption_channels}" if c.caption_projection else
+                                "text projected to each stream's width on the text side"))
             if blocks and blocks != set(range(c.num_layers)):
                 rep.problems.append(f"config says num_layers={c.num_layers} but the file holds transformer blocks "
                                     f"{min(blocks)}..{max(blocks)} ({len(blocks)} of them)")
         except ValueError as e:
             rep.problems.append(f"transformer config refused: {e}")
-    elif any(p.name == "transformer" for p in rep.parts) and not ltx23:
+    elif any(p.name == "transformer" for p in rep.parts):
         rep.problems.append("no transformer config in the metadata (config['transformer']): the denoise stage "
                             "builds the network from it")
 
     variant, how = _variant(header)
-    rep.info["variant"] = variant
+    rep.info["variant"] = variant  # the 2.3 distilled 1.1 file says "distilled" in its name as 2.0's does
     rep.facts.append(f"variant: {variant} ({how})" + (f"; model_version {version}" if version else ""))
     tr = [k for k in keys if k.startswith(TRANSFORMER_PREFIX) and not k.startswith(CONNECTOR_PREFIXES)]
     f8 = [k for k in tr if header.tensors[k].dtype == "F8_E4M3"]
@@ -275,6 +303,13 @@ def _upsampler(header: SafetensorsHeader, cfg: dict, rep: FileReport, readers: R
         what = f"spatial x{c.spatial_scale:g}" + (" (rational resampler)" if mode == "rational" else "")
     rep.info["what"] = what
     rep.title = f"latent upsampler, {what}"
+    made_for = _metadata_version(header.metadata) or _name_version(header.path)
+    release = re.search(r"-(\d+\.\d+)$", header.path.stem)  # ltx-2.3-spatial-upscaler-x2-1.1
+    if made_for or release:
+        rep.info["model_version"] = made_for
+        rep.info["release"] = release.group(1) if release else None
+        rep.title += " (" + ", ".join(([f"{VERSIONS[made_for].title.split(' (')[0]}"] if made_for else [])
+                                      + ([f"v{release.group(1)}"] if release else [])) + ")"
     rep.facts.append(f"{c.in_channels} latent channels, {c.mid_channels} wide, {c.num_blocks_per_stage} res blocks "
                      "per stage" + (f"; the {part.readers[0]} stage also reads the video VAE statistics from the "
                                     "checkpoint" if part.readers else ""))
@@ -322,7 +357,27 @@ def _lora(header: SafetensorsHeader, rep: FileReport, readers: Readers) -> None:
     if ignored:
         rep.facts.append(f"{len(ignored)} other tensors (e.g. {ignored[0]}) are ignored, as the official loader "
                          "ignores them (no alpha scaling)")
+    made_for = lora_version(header)
+    if made_for:
+        rep.info["model_version"] = made_for[0]
+        rep.facts.append(f"made for {VERSIONS[made_for[0]].title} ({made_for[1]})")
     rep.facts.append("strength comes from the job (W += strength * B @ A)")
+
+
+def lora_version(header: SafetensorsHeader) -> tuple[str, str] | None:
+    """(the version entry a LoRA was made for, how that is known): its ``model_version`` metadata, the LTX-2.3
+    switches of a transformer config in it, or its file name; None when nothing says."""
+    said = _metadata_version(header.metadata)
+    if said:
+        return said, f"model_version {header.metadata['model_version']!r} metadata"
+    try:
+        cfg = header.config()
+    except (CheckpointError, ValueError):
+        cfg = {}
+    if isinstance(cfg, dict) and isinstance(cfg.get("transformer"), dict):
+        return ("2.3", "its config's LTX-2.3 switches") if _ltx23_options(cfg) else ("2.0", "its config")
+    named = _name_version(header.path)
+    return (named, "file name only") if named else None
 
 
 # ----------------------------------------------------------------------------- Gemma
@@ -564,7 +619,8 @@ _DOWNLOAD_GAPS = ("no tokenizer.json", "missing shards", "the index lists", "mod
 
 # what each job slot holds, for the messages
 SLOT_WANTS = {
-    "checkpoint": "the single-file LTX-2 checkpoint (ltx-2-19b-distilled*.safetensors or ltx-2-19b-dev*.safetensors)",
+    "checkpoint": "the single-file LTX-2 checkpoint (ltx-2-19b-distilled*.safetensors or ltx-2-19b-dev*.safetensors; "
+                  "LTX-2.3: ltx-2.3-22b-distilled*.safetensors or ltx-2.3-22b-dev*.safetensors)",
     "spatial_upsampler": "the spatial x2 latent upscaler (ltx-2-spatial-upscaler-x2-1.0.safetensors)",
     "temporal_upsampler": "the temporal x2 latent upscaler (ltx-2-temporal-upscaler-x2-1.0.safetensors)",
     "lora": "a LoRA file (*.lora_A.weight / *.lora_B.weight pairs)",
@@ -626,18 +682,36 @@ def slot_problem(path: str | Path, slot: str, checkpoint: str | Path | None = No
         return (f"is a latent upsampler, {rep.info.get('what', '?')}; the two-stage pipelines upscale x2",
                 f"give the path of {want}")
     if slot == "checkpoint" and rep.kind == CHECKPOINT:
-        serious = [p for p in rep.problems if p.startswith(("LTX-2.3", "no transformer", "transformer config"))]
+        serious = [p for p in rep.problems if p.startswith(("model_version", "no transformer", "transformer config"))]
         if serious:
             return f"is an {rep.info.get('version')} checkpoint that cannot run: {serious[0]}", \
                 f"give the path of {want}"
     if slot == "lora" and rep.problems:
         return f"is a damaged LoRA: {rep.problems[0]}", f"give the path of {want}"
-    if slot == "lora" and checkpoint is not None and identify(checkpoint, readers=readers).kind == CHECKPOINT:
-        misfit = lora_fit_problems(path, checkpoint)
+    if slot == "lora" and checkpoint is not None:
+        ck = identify(checkpoint, readers=readers)
+        if ck.kind not in (CHECKPOINT, CONVERTED):
+            return None
+        fix = "give the LoRA made for this checkpoint's model (LTX-2 19B LoRAs for LTX-2, LTX-2.3 22B ones for 2.3)"
+        made_for, ck_version = rep.info.get("model_version"), _checkpoint_version(ck, Path(checkpoint))
+        if made_for and ck_version and made_for != ck_version:
+            how = lora_version(read_header(path))[1]
+            return (f"is a LoRA for {VERSIONS[made_for].title} ({how}), but the checkpoint {Path(checkpoint).name} "
+                    f"is {VERSIONS[ck_version].title}", fix)
+        misfit = lora_fit_problems(path, checkpoint) if ck.kind == CHECKPOINT else []
         if misfit:
-            return (f"does not fit the checkpoint {Path(checkpoint).name}: {misfit[0]}",
-                    "give the LoRA made for this checkpoint (LTX-2 19B LoRAs for an LTX-2 19B checkpoint)")
+            return f"does not fit the checkpoint {Path(checkpoint).name}: {misfit[0]}", fix
     return None
+
+
+def _checkpoint_version(rep: FileReport, path: Path) -> str | None:
+    """The version entry of a checkpoint (its report) or of a converted folder's file (its source's metadata)."""
+    if rep.kind == CHECKPOINT:
+        return rep.info.get("model_version")
+    try:
+        return _metadata_version(read_header(path).metadata)
+    except CheckpointError:
+        return None
 
 
 def lora_fit_problems(lora: str | Path, checkpoint: str | Path) -> list[str]:

@@ -30,6 +30,18 @@ def truncated_copy(src: Path, dst: Path, cut: int = 1000) -> Path:
     return dst
 
 
+def with_metadata(src: Path, dst: Path, **metadata: str) -> Path:
+    """A copy of safetensors ``src`` with ``metadata`` set in its header (the tensors unchanged)."""
+    raw = src.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    header["__metadata__"] = {**header.get("__metadata__", {}), **metadata}
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    dst.write_bytes(len(head).to_bytes(8, "little") + head + raw[8 + n:])
+    return dst
+
+
 def gemma_copy(tiny, dst: Path, drop: str | None = None) -> Path:
     shutil.copytree(tiny["gemma"], dst)
     if drop:
@@ -73,8 +85,9 @@ def test_fp8_dtype_mix_and_ltx23_config_are_reported():
     cast = ident.identify(SEED0 / "transformer_fp8_cast.safetensors", readers=readers_of)
     assert any("cast-only" in f for f in cast.facts)
     r23 = ident.identify(SEED0 / "transformer_ltx23.safetensors", readers=readers_of)  # header only: truncated as well
-    assert r23.info["version"] == "LTX-2.3"
-    assert any(p.startswith("LTX-2.3 config, not supported yet: apply_gated_attention=True") for p in r23.problems)
+    assert r23.info["version"] == "LTX-2.3" and r23.info["model_version"] == "2.3"
+    assert any(f.startswith("LTX-2.3 layout: apply_gated_attention=True") for f in r23.facts)
+    assert not any("not supported" in p for p in r23.problems)  # LTX-2.3 is a supported version now
     assert r23.problems[0].startswith("truncated: 230 of 230 tensors")
 
 
@@ -118,7 +131,8 @@ def test_check_passes_on_a_complete_set_and_shows_the_stages(tiny):
     ("truncated", "truncated: "),
     ("missing shard", "missing shards: 1 of the 2 files the index names are absent: model-00002-of-00002"),
     ("no tokenizer", "no tokenizer.json"),
-    ("ltx23", "LTX-2.3 config, not supported yet"),
+    ("version mismatch", "model_version '2.3.0' metadata says LTX-2.3 (22B) but the config has none of the LTX-2.3 "
+                         "switches"),
     ("not safetensors", "too short to be a safetensors file"),
     ("lora for another model", "not in the checkpoint's transformer"),
 ])
@@ -129,8 +143,8 @@ def test_check_names_each_problem_and_exits_1(tiny, tmp_path, case, expected):
         paths = [gemma_copy(tiny, tmp_path / "gemma", drop="model-00002-of-00002.safetensors")]
     elif case == "no tokenizer":
         paths = [gemma_copy(tiny, tmp_path / "gemma", drop="tokenizer.json")]
-    elif case == "ltx23":
-        paths = [SEED0 / "transformer_ltx23.safetensors"]
+    elif case == "version mismatch":
+        paths = [with_metadata(tiny["checkpoint"], tmp_path / "mixed.safetensors", model_version="2.3.0")]
     elif case == "not safetensors":
         (tmp_path / "x.safetensors").write_bytes(b"<html>")
         paths = [tmp_path / "x.safetensors"]
@@ -226,3 +240,63 @@ def test_slot_checks_read_headers_only(tiny, tmp_path):
     p.write_bytes(bytes(raw))
     assert ident.slot_problem(p, "checkpoint", readers=readers_of) is None
     assert json.loads(json.dumps(ident.identify(p, readers=readers_of).info))["version"] == "LTX-2"
+
+
+# ----------------------------------------------------------------------------- LTX-2.3
+
+@pytest.fixture(scope="module")
+def tiny23(tmp_path_factory) -> dict[str, Path]:
+    return ensure_tiny_model(tmp_path_factory.mktemp("tiny23") / "model", variant="tiny-2.3")
+
+
+def test_an_ltx23_checkpoint_is_named_with_its_kind_and_upsamplers(tiny23, tmp_path):
+    ck = ident.identify(tiny23["checkpoint"], readers=readers_of)
+    assert ck.kind == ident.CHECKPOINT and ck.ok, ck.problems
+    assert (ck.info["version"], ck.info["model_version"], ck.info["num_layers"]) == ("LTX-2.3", "2.3", 2)
+    assert ck.title.startswith("LTX-2.3 single-file checkpoint (dev or distilled not recorded)")
+    assert any("vocoder.bwe" in f for f in ck.facts)
+    # the official 2.3 names say dev / distilled when the header does not
+    for name, variant in (("ltx-2.3-22b-distilled.safetensors", "distilled"), ("ltx-2.3-22b-dev.safetensors", "dev")):
+        shutil.copy(tiny23["checkpoint"], tmp_path / name)
+        r = ident.identify(tmp_path / name, readers=readers_of)
+        assert r.info["variant"] == variant and r.info["short"] == f"LTX-2.3 single-file checkpoint ({variant})"
+    # the upsamplers, as their configs and the official 2.3 file names say
+    for src, name, title in (
+            (tiny23["spatial_upsampler"], "ltx-2.3-spatial-upscaler-x2-1.1.safetensors",
+             "latent upsampler, spatial x2 (LTX-2.3, v1.1)"),
+            (SEED0 / "upsampler_x1_5_rational.safetensors", "ltx-2.3-spatial-upscaler-x1.5-1.0.safetensors",
+             "latent upsampler, spatial x1.5 (rational resampler) (LTX-2.3, v1.0)"),
+            (tiny23["temporal_upsampler"], "ltx-2.3-temporal-upscaler-x2-1.0.safetensors",
+             "latent upsampler, temporal x2 (LTX-2.3, v1.0)")):
+        shutil.copy(src, tmp_path / name)
+        assert ident.identify(tmp_path / name, readers=readers_of).title == title
+    # the tiny 2.3 upsampler says its version in its metadata
+    assert ident.identify(tiny23["spatial_upsampler"], readers=readers_of).title == \
+        "latent upsampler, spatial x2 (LTX-2.3)"
+    assert ident.identify(tiny23["distilled_lora"], readers=readers_of).info["model_version"] == "2.3"
+
+
+def test_weights_check_passes_on_the_tiny_23_files(tiny23):
+    code, out = check(*tiny23.values())
+    assert code == 0, out
+    for words in ("LTX-2.3 single-file checkpoint", "latent upsampler, spatial x2 (LTX-2.3)",
+                  "latent upsampler, temporal x2 (LTX-2.3)", "made for LTX-2.3", "5 files: no problems"):
+        assert words in out, words
+
+
+def test_a_lora_of_the_other_version_is_refused_when_the_job_is_read(tiny, tiny23, tmp_path):
+    # a 2.3 LoRA (its metadata says so) on a 2.0 checkpoint: same shapes, refused by its version
+    found = _problems(_model(tiny, distilled_lora=tiny23["distilled_lora"]))
+    assert len(found) == 1 and found[0].startswith(f"model.distilled_lora: '{tiny23['distilled_lora']}' is a LoRA for "
+                                                   "LTX-2.3 (22B) (model_version 'tiny-2.3' metadata), but the "
+                                                   f"checkpoint {tiny['checkpoint'].name} is LTX-2 (19B)"), found
+    # the reverse: a 2.0 LoRA named as the official 19B one, on a 2.3 checkpoint; and as a user LoRA
+    named = tmp_path / "ltx-2-19b-distilled-lora-384.safetensors"
+    shutil.copy(tiny["distilled_lora"], named)
+    found = _problems(_model(tiny23, distilled_lora=named))
+    assert len(found) == 1 and "is a LoRA for LTX-2 (19B) (file name only)" in found[0], found
+    found = _problems({**_model(tiny23), "loras": [{"path": str(named)}]})
+    assert len(found) == 1 and found[0].startswith("model.loras: a list item 1 (") and "LTX-2 (19B)" in found[0], found
+    # each with its own version passes; a LoRA that says nothing is judged by its shapes alone
+    parse_job({"prompt": "x", "pipeline": "two-stage", "model": _model(tiny23)})
+    parse_job({"prompt": "x", "pipeline": "two-stage", "model": _model(tiny23, distilled_lora=tiny["distilled_lora"])})

@@ -178,6 +178,21 @@ def test_official_checkpoint_defaults() -> None:
     assert official_steps("2.0") == 40 and official_steps("2.3.0") == 30
     assert official_stg_blocks("2.0", 48) == [29] and official_stg_blocks("2.3", 48) == [28]
     assert official_stg_blocks("tiny-2.0", 2) == [1]
+    assert official_steps("tiny-2.3") == 30 and official_stg_blocks("tiny-2.3", 2) == [1]
+
+
+def test_the_model_field_takes_tiny_and_tiny_23(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LTX2_TINY_DIR", str(tmp_path / "tiny"))
+    job = parse_job({"prompt": "a fox", "model": "tiny-2.3"})
+    assert job.model == job.tiny_model == "tiny-2.3"
+    files = job.weight_files()  # its own folder beside the 2.0 one, its own file names
+    assert files["checkpoint"] == tmp_path / "tiny-2.3" / "ltx2.3-tiny.safetensors"
+    assert files["gemma"] == tmp_path / "tiny-2.3" / "gemma"
+    assert parse_job({"prompt": "a fox"}).weight_files()["checkpoint"] == tmp_path / "tiny" / "ltx2-tiny.safetensors"
+    assert (job.loras, job.converted_roles(), job.distilled_lora_strength) == ([], {}, 1.0)
+    assert parse_job({"prompt": "a fox"}).tiny_model == "tiny"
+    msg = only_problem({"prompt": "a fox", "model": "tiny-2.5"})
+    assert "model: 'tiny-2.5' is not a model name" in msg and "tiny-2.3" in msg
 
 
 @pytest.mark.parametrize("text, expected", [

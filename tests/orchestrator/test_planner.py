@@ -96,6 +96,51 @@ def test_plan_at_16gb_fits_every_stage(full):
     assert "q4 g64" in r.output and "no:" not in r.output and "tiles 512 px/64 x 64 f/24" in r.output
 
 
+@pytest.fixture(scope="module")
+def full23(tmp_path_factory) -> Path:
+    """The same two-stage 768x512x121 job with audio on header-only full-size LTX-2.3 (22B) files."""
+    folder = tmp_path_factory.mktemp("full23")
+    files = write_full_size_model(folder / "weights", version="2.3")
+    job = {"pipeline": "two-stage", "prompt": "a red fox in the snow, birdsong", "width": 768, "height": 512,
+           "frames": 121, "model": {k: str(v) for k, v in files.items()}, "memory_budget": "16GB",
+           "work_dir": str(folder / "work"), "output": str(folder / "out.mp4")}
+    path = folder / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def test_full_size_23_files_are_the_22b_layout(full23):
+    from ltx2.models.weights.identify import identify
+    from ltx2.stages.registry import readers_of
+
+    job = load_job(full23)
+    h = read_header(job.model.checkpoint)
+    assert h.metadata["model_version"] == "2.3.0"
+    n = sum(int(np.prod(t.shape)) for k, t in h.tensors.items()
+            if k.startswith(("model.diffusion_model.", "text_embedding_projection.")))
+    assert 21.9e9 < n < 22.4e9  # transformer, 8-layer gated connectors at 4096 / 2048, V2 feature extractor
+    assert h.tensors["text_embedding_projection.video_aggregate_embed.weight"].shape == (4096, 3840 * 49)
+    assert h.tensors["model.diffusion_model.transformer_blocks.47.attn1.to_gate_logits.weight"].shape == (32, 4096)
+    rep = identify(job.model.checkpoint, readers=readers_of)
+    assert rep.ok and rep.info["short"] == "LTX-2.3 single-file checkpoint (dev)", rep.problems
+    assert identify(job.model.spatial_upsampler, readers=readers_of).title == \
+        "latent upsampler, spatial x2 (LTX-2.3, v1.1)"
+
+
+def test_plan_23_at_16gb_fits_every_stage(full23):
+    """`ltx2 plan` of a two-stage 2.3 768x512x121 render with audio fits the 16 GB default budget, every stage."""
+    jp = plan_job(load_job(full23), 16 * GB)
+    assert not jp.refusals and not jp.bad_inputs
+    for name, sp in jp.plans.items():
+        assert sp.fits and sp.estimate is not None and (name == "export" or sp.total <= 16 * GB), (name, sp.note)
+    p = jp.plans
+    assert not any(sp.choice.get("weights_mode", {}).get("precision") == "float32" for sp in p.values())
+    assert p["denoise"].choice["weights_mode"]["precision"] in ("q8", "q4")
+    r = cli("plan", str(full23), "--budget", "16GB")
+    out = " ".join(r.output.split())
+    assert "8 of 8 stages will run" in out and "no:" not in out and "does not fit" not in out, out
+
+
 def test_plan_at_12gb_streams_and_shows_the_cost(full):
     jp = plan_job(load_job(full), 12 * GB)
     assert not jp.refusals
