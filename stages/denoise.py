@@ -32,10 +32,10 @@ class Params(StageParams):
                                                            "(steps left out: the checkpoint's official count)")
     guidance: Guidance | None = Field(None, description="multi-modal guidance per stream; none: unguided (distilled)")
     loras: LoraStrengths = Field([], description="strength of each user LoRA (weight roles lora.1, lora.2, ...)")
-    sampler: SamplerName = Field("euler", description="euler, or res_2s (the HQ pipeline's second-order sampler: two "
-                                 "transformer evaluations per step, fresh noise at each)")
-    distilled_lora: DistilledLora | None = Field(None, description="{strength: S} fuses the distilled LoRA (weight role "
-                                                 "distilled_lora; the HQ pipeline's stage 1); none: the checkpoint alone")
+    sampler: SamplerName = Field("euler", description="euler, or res_2s (the HQ pipeline's second-order sampler: "
+                                 "two transformer evaluations per step, fresh noise at each)")
+    distilled_lora: DistilledLora | None = Field(None, description="{strength: S} fuses the distilled LoRA (role "
+                                                 "distilled_lora; the HQ pipeline's stage 1); none: the checkpoint")
     weights_mode: WeightsModeParam = Field(DEFAULT_WEIGHTS_MODE, description="transformer precision and streaming "
                                            "(the planner picks it)")
 

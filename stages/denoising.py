@@ -269,7 +269,8 @@ def step_noise(seed: int, stage: str) -> StepNoise:
 
 
 def sample_to_artifact(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio_frames: int,
-                       sigmas: list[float], guidance, initial: Callable[[], TokenState], sampler: str = "euler") -> None:
+                       sigmas: list[float], guidance, initial: Callable[[], TokenState],
+                       sampler: str = "euler") -> None:
     """Run the sampler from ``initial()`` (or from the partial artifact's last step) and write latents.
 
     ``grid``: the video latent (frames, height, width); the pixel facts come from ``ctx.params``. res_2s walks

@@ -118,7 +118,8 @@ def test_res2s_resumed_from_any_step_checkpoint_is_bit_identical(guided, masked)
     full = sampler(model).run(_initial(), sigmas, 0, lambda k, st: states.__setitem__(k, st))
     n = len(sigmas) - 1
     assert sorted(states) == list(range(1, n + 1))
-    assert model.calls == (2 * (n - 1) + 1) * (2 if guided else 1)  # 2 evaluations per RK step, 1 at the end; x2 passes (cond, uncond) when guided
+    # 2 evaluations per RK step, 1 at the end; 2 passes each (cond, uncond) when guided
+    assert model.calls == (2 * (n - 1) + 1) * (2 if guided else 1)
     for k in range(1, n):
         # the checkpoint round trip: the stage writes the state as float32 arrays and reads them back
         saved = TokenState(mx.array(np.array(states[k].video)), mx.array(np.array(states[k].audio)))
