@@ -10,9 +10,15 @@ default). Relative paths are taken relative to the folder holding the job file.
 
 Notes on fields whose meaning depends on the pipeline:
 
-- ``steps``: the number of LTX2Scheduler steps of the guided stage 1 (pipelines ``two-stage`` and
-  ``one-stage``). Left out, it is the official count for the checkpoint: 40 for LTX-2, 30 for
-  LTX-2.3 (:func:`official_steps`, resolved by the denoise stage, which reads the checkpoint).
+- ``steps``: the number of LTX2Scheduler steps of the guided stage 1 (pipelines ``two-stage``,
+  ``one-stage`` and ``hq``). Left out, it is the official count for the checkpoint: 40 for LTX-2, 30 for
+  LTX-2.3 (:func:`official_steps`, resolved by the denoise stage, which reads the checkpoint); 15 for ``hq``
+  (res_2s, two transformer evaluations per step; spec.pipelines).
+- ``pipeline: hq``: the official HQ two-stage pipeline: res_2s in both stages, guidance without STG (its own
+  defaults, spec.pipelines.HQ, for the fields the job leaves out), the distilled LoRA fused into stage 1 at
+  0.25 and stage 2 at 0.5.
+- Two-stage sizes follow the spatial upsampler: x2 renders stage 1 at half size (width and height multiples
+  of 64); LTX-2.3's x1.5 one at 2/3 (multiples of 96, so stage 1 is a multiple of 64 latent-exact).
   The refine stage of the two-stage pipeline always uses the 3 fixed distilled stage-2 sigmas.
   The ``distilled`` pipeline uses fixed sigma lists for both stages (8 + 3 steps), so giving
   ``steps`` with it is an error rather than being silently ignored.
@@ -51,11 +57,13 @@ from ltx2.models.weights.identify import slot_problem
 from ltx2.models.weights.manifest import ManifestError, read_manifest
 from ltx2.spec.errors import BadInputError
 from ltx2.spec.geometry import (MAX_FRAMES, MAX_FRAMES_REASON, MAX_SECONDS, MAX_SIDE_PIXELS, MAX_SIDE_REASON,
-                                MAX_TIME_REASON, OFFICIAL_DECODE_TILING, duration_seconds, min_frames_for_audio)
+                                MAX_TIME_REASON, OFFICIAL_DECODE_TILING, duration_seconds, min_frames_for_audio,
+                                stage1_side, two_stage_factors, two_stage_side_step)
 from ltx2.spec.layout import CONVERTED_ROLES, TINY_FILES, TINY_MODELS
 from ltx2.spec.versions import official_stg_blocks, official_steps
 from ltx2.stages.contract import parse_memory_size
 from ltx2.stages.export import Params as ExportParams
+from ltx2.stages.latent_upsample import spatial_scale_of
 from ltx2.stages.params import AudioGuidance, Guidance, StreamGuidance, VideoGuidance
 from ltx2.stages.registry import readers_of
 
@@ -66,8 +74,9 @@ __all__ = ["Job", "JobError", "ModelFiles", "LoraFile", "CONVERTED_ROLES", "Deco
            "default_tiny_dir", "tiny_model_files", "official_steps", "official_stg_blocks",
            "PIPELINES", "DEFAULT_NEGATIVE_PROMPT", "TINY_FILES"]
 
-PIPELINES = ("distilled", "two-stage", "one-stage")
-Pipeline = Literal["distilled", "two-stage", "one-stage"]
+PIPELINES = ("distilled", "two-stage", "one-stage", "hq")
+Pipeline = Literal["distilled", "two-stage", "one-stage", "hq"]
+TWO_STAGE_PIPELINES = ("distilled", "two-stage", "hq")  # stage 1 at target / upsampler scale, upscale, refine
 
 # Written for this project (the official default is much longer); it names the usual failure modes.
 DEFAULT_NEGATIVE_PROMPT = (
@@ -437,11 +446,30 @@ class Job(BaseModel):
             data.setdefault("work_dir", f"{name}.work")
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _upsampler_scale(cls, data: Any, info: ValidationInfo) -> Any:
+        # The size rule of a two-stage job follows the spatial upsampler's scale, a fact of model.spatial_upsampler
+        # (validated after width and height): read it from the file now, for _size. Unreadable: x2 is assumed here
+        # and the model field reports the file.
+        if isinstance(info.context, dict) and isinstance(data, dict) and isinstance(data.get("model"), dict):
+            path = data["model"].get("spatial_upsampler")
+            try:
+                info.context["spatial_scale"] = spatial_scale_of(_resolve(Path(path), info)) if path else 2.0
+            except Exception:  # noqa: BLE001 - any unreadable file: the model field's own check says why
+                info.context["spatial_scale"] = 2.0
+        return data
+
     @field_validator("width", "height")
     @classmethod
     def _size(cls, v: int, info: ValidationInfo) -> int:
         pipeline = info.data.get("pipeline")
-        if pipeline in ("distilled", "two-stage"):
+        scale = float((info.context or {}).get("spatial_scale", 2.0))
+        if pipeline in TWO_STAGE_PIPELINES and scale != 2.0:
+            step, (up, down) = two_stage_side_step(scale), two_stage_factors(scale)
+            why = (f" (pipeline {pipeline} renders stage 1 at {down}/{up} of the size for the x{scale:g} spatial "
+                   f"upsampler, itself a multiple of {step * down // up})")
+        elif pipeline in TWO_STAGE_PIPELINES:
             step, why = 64, f" (pipeline {pipeline} renders stage 1 at half size, itself a multiple of 32)"
         else:
             step, why = 32, " (the video VAE compresses space 32x)"
@@ -506,7 +534,8 @@ class Job(BaseModel):
         if not isinstance(v, ModelFiles):
             return v
         pipeline = info.data.get("pipeline")
-        need = {"distilled": ["spatial_upsampler"], "two-stage": ["spatial_upsampler", "distilled_lora"]}
+        need = {"distilled": ["spatial_upsampler"], "two-stage": ["spatial_upsampler", "distilled_lora"],
+                "hq": ["spatial_upsampler", "distilled_lora"]}
         held = v.converted_roles()
         missing = [k for k in need.get(pipeline, []) if getattr(v, k) is None and k not in held]
         if missing:
@@ -578,7 +607,25 @@ class Job(BaseModel):
 
     @property
     def two_stage(self) -> bool:
-        return self.pipeline in ("distilled", "two-stage")
+        return self.pipeline in TWO_STAGE_PIPELINES
+
+    @property
+    def spatial_scale(self) -> float:
+        """The spatial upsampler's scale (2.0, or 1.5 for LTX-2.3's rational one): the tiny model's is x2."""
+        if self.tiny_model:
+            return 2.0
+        path = self.model.spatial_upsampler or self.model.converted_roles().get("spatial_upsampler")
+        try:
+            return spatial_scale_of(path) if path is not None else 2.0
+        except Exception:  # noqa: BLE001 - a header without a config: x2, and the upscale stage's check says why
+            return 2.0
+
+    @property
+    def stage1_size(self) -> tuple[int, int]:
+        """(width, height) of stage 1: target / upsampler scale for the two-stage pipelines, the target otherwise."""
+        if not self.two_stage:
+            return self.width, self.height
+        return stage1_side(self.width, self.spatial_scale), stage1_side(self.height, self.spatial_scale)
 
     @property
     def output_frames(self) -> int:

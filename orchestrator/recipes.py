@@ -15,6 +15,13 @@ sigmas; x2 upscale; refine as in ``distilled`` (same 3 stage-2 sigmas, no CFG) w
 LoRA fused into the checkpoint.
 ``one-stage`` (the dev checkpoint): guided denoise at full size; no upscale, no refine: decode and
 vocode read stage1.zarr.
+``hq`` (the dev checkpoint; ltx-pipelines' ti2vid_two_stages_hq, for LTX-2 and LTX-2.3): as ``two-stage`` but
+both stages sample with res_2s (a second-order step: two transformer evaluations and two fresh noise
+injections per step), stage 1 over 15 LTX2Scheduler steps with guidance without STG, and the distilled LoRA
+fused into stage 1 (0.25) and stage 2 (0.5); defaults in spec.pipelines.HQ. The official loop seeds its
+injection noise with a fixed seed; here it derives from ``seed`` per stage and step (so resume is exact).
+Stage 1 renders at target / the spatial upsampler's scale: half size with the x2 upsamplers, 2/3 with
+LTX-2.3's x1.5 one.
 ``temporal_upscale`` (distilled and two-stage; this project's design, no official pipeline does it):
 after the x2 spatial upscale the temporal x2 upscaler doubles the latent frames (F -> 2F-1) and
 refine runs at 2N-1 frames and 2*fps on them; the audio latent is carried unchanged.
@@ -33,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ltx2.spec.geometry import OFFICIAL_DECODE_TILING
+from ltx2.spec.pipelines import HQ
 from ltx2.spec.schedules import DISTILLED_SIGMAS, STAGE2_DISTILLED_SIGMAS
 
 from .job import Job
@@ -56,9 +64,21 @@ class Node:
     extra_roles: tuple[str, ...] = ()  # optional weight roles it reads in this recipe (distilled_lora)
 
 
-def _half_size(job: Job) -> dict[str, int]:
-    return dict(width=job.width // 2, height=job.height // 2) if job.two_stage else dict(width=job.width,
-                                                                                          height=job.height)
+def _stage1_size(job: Job) -> dict[str, int]:
+    width, height = job.stage1_size  # target / upsampler scale in the two-stage pipelines
+    return dict(width=width, height=height)
+
+
+def hq_guidance(job: Job) -> dict[str, Any]:
+    """The HQ pipeline's guidance: its official values (spec.pipelines.HQ: no STG) for every field the job leaves
+    out, the job's own where it sets them."""
+    out: dict[str, Any] = {}
+    for m, spec in (("video", HQ.video_guidance), ("audio", HQ.audio_guidance)):
+        given = getattr(job.guidance, m)
+        mine = given.model_dump(include=given.model_fields_set) if m in job.guidance.model_fields_set else {}
+        out[m] = {"cfg": spec.cfg, "stg": spec.stg, "rescale": spec.rescale, "modality": spec.modality,
+                  "stg_blocks": list(HQ.stg_blocks), **mine}
+    return out
 
 
 def text_params(job: Job) -> dict[str, Any]:
@@ -66,20 +86,30 @@ def text_params(job: Job) -> dict[str, Any]:
 
 
 def stage1_params(job: Job) -> dict[str, Any]:
+    hq = job.pipeline == "hq"
     if job.pipeline == "distilled":
         schedule, guidance = {"kind": "fixed", "sigmas": list(DISTILLED_SIGMAS)}, None
+    elif hq:  # the HQ step count whatever the model version
+        schedule, guidance = {"kind": "ltx2", "steps": job.steps or HQ.steps}, hq_guidance(job)
     else:  # steps left out (None): the checkpoint version's official count (its identity is in the key)
         schedule, guidance = {"kind": "ltx2", "steps": job.steps}, job.guidance
-    return {**_half_size(job), "frames": job.frames, "fps": job.fps, "seed": job.seed, "schedule": schedule,
-            "guidance": guidance, "loras": job.lora_strengths}
+    return {**_stage1_size(job), "frames": job.frames, "fps": job.fps, "seed": job.seed, "schedule": schedule,
+            "guidance": guidance, "loras": job.lora_strengths, "sampler": HQ.sampler if hq else "euler",
+            "distilled_lora": {"strength": HQ.stage1_distilled_lora} if hq else None}
 
 
 def refine_params(job: Job) -> dict[str, Any]:
     # after temporal-upscale refine works at 2N-1 frames and 2*fps (its positions use fps: timing stays right)
     return {"width": job.width, "height": job.height, "frames": job.output_frames, "fps": job.output_fps,
             "seed": job.seed, "schedule": {"kind": "fixed", "sigmas": list(STAGE2_DISTILLED_SIGMAS)},
-            "distilled_lora": {"strength": job.distilled_lora_strength} if job.pipeline == "two-stage" else None,
-            "loras": job.lora_strengths}
+            "distilled_lora": _stage2_lora(job), "loras": job.lora_strengths,
+            "sampler": HQ.sampler if job.pipeline == "hq" else "euler"}
+
+
+def _stage2_lora(job: Job) -> dict[str, float] | None:
+    if job.pipeline == "hq":
+        return {"strength": HQ.stage2_distilled_lora}
+    return {"strength": job.distilled_lora_strength} if job.pipeline == "two-stage" else None
 
 
 def resolve_tiling(job: Job) -> dict[str, int] | None:
@@ -103,6 +133,8 @@ def _always(job: Job) -> bool:
 _LARGE = dict(planned=_always)  # text-encode, denoise, refine: the planner picks the weights mode
 _TEXT = Node("text-encode", params=text_params, **_LARGE)
 _STAGE1 = Node("denoise", {"text": "text-encode"}, stage1_params, user_loras=True, **_LARGE)
+_HQ_STAGE1 = Node("denoise", {"text": "text-encode"}, stage1_params, user_loras=True,
+                  extra_roles=("distilled_lora",), **_LARGE)
 
 
 def _outputs(latents: str) -> tuple[Node, ...]:
@@ -118,10 +150,10 @@ def _outputs(latents: str) -> tuple[Node, ...]:
     )
 
 
-def _two_stage(refine_roles: tuple[str, ...]) -> tuple[Node, ...]:
+def _two_stage(refine_roles: tuple[str, ...], stage1: Node = _STAGE1) -> tuple[Node, ...]:
     return (
-        _TEXT, _STAGE1,
-        Node("upscale", {"latents": "denoise"}),
+        _TEXT, stage1,
+        Node("upscale", {"latents": "denoise"}, lambda job: {"scale": job.spatial_scale}),
         Node("temporal-upscale", {"latents": "upscale"}, when=lambda job: job.temporal_upscale),
         Node("refine", {"latents": "temporal-upscale|upscale", "text": "text-encode"}, refine_params,
              user_loras=True, extra_roles=refine_roles, **_LARGE),
@@ -133,4 +165,5 @@ RECIPES: dict[str, tuple[Node, ...]] = {
     "distilled": _two_stage(()),
     "two-stage": _two_stage(("distilled_lora",)),
     "one-stage": (_TEXT, _STAGE1, *_outputs("denoise")),
+    "hq": _two_stage(("distilled_lora",), _HQ_STAGE1),
 }

@@ -1,4 +1,4 @@
-"""Parity of the sampling math (schedules, shapes, positions, guidance) with the reference."""
+"""Parity of the sampling math (schedules, shapes, positions, guidance, the res_2s sampler) with the reference."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import mlx.core as mx
 import numpy as np
 
 from ltx2.stages import sampling
-from ltx2.stages.sampling import GuiderParams, guide, guided_x0, plan_passes
+from ltx2.stages.sampling import GuiderParams, blend_clean, guide, guided_x0, plan_passes
+from ltx2.stages.sampling.res2s import res2s_schedule, res2s_step, standardized_noise
 
 from . import SCHEDULE_TOL, ParityResult, compare, load_fixture
 
@@ -114,3 +115,69 @@ def check_guidance(directory: Path, name: str) -> list[ParityResult]:
                 results.append(bad[0] if bad else max(errs[m], key=lambda r: r.rel_err))
             s += 1
     return results
+
+
+# The res_2s sampler is checked on a toy denoiser, in float32 against the reference's float64 loop.
+RES2S_TOL = 1e-5
+
+
+def _res2s_case(z: dict, case: str) -> list[ParityResult]:
+    name = "res2s"
+    g = lambda k: z[f"{case}_{k}"]  # noqa: E731
+    sigmas = res2s_schedule(g("sigmas").tolist())
+    streams = ("video", "audio")
+    w = [mx.array(g(f"{m}_w")) for m in streams]
+    b = [mx.array(g(f"{m}_b")) for m in streams]
+    masks = [mx.array(g(f"{m}_mask")) for m in streams]
+    cleans = [mx.array(g(f"{m}_clean")) for m in streams]
+    calls: list[tuple[float, tuple[mx.array, ...]]] = []
+
+    def keep(i: int, x: mx.array) -> mx.array:
+        return blend_clean(x, masks[i], cleans[i])
+
+    def denoise(xs, sigma, _stage):
+        calls.append((sigma, xs))
+        return tuple(keep(i, mx.tanh(x @ w[i] + float(np.float32(sigma)) * b[i])) for i, x in enumerate(xs))
+
+    draws = iter(range(10 ** 6))
+    results: list[ParityResult] = []
+    normalized_errs = []
+
+    def noise(_stage, _i, shape):
+        k = next(draws)
+        raw = z[f"{case}_noise{k}_raw"]
+        if tuple(raw.shape) != tuple(shape):
+            raise ValueError(f"noise draw {k}: shape {shape}, the reference drew {raw.shape}")
+        normalized_errs.append(compare(name, f"{case}_noise{k}", np.array(standardized_noise(mx.array(raw))),
+                                       z[f"{case}_noise{k}_normalized"], RES2S_TOL))
+        return mx.array(raw.astype(np.float32))
+
+    xs = (mx.array(g("video_init")), mx.array(g("audio_init")))
+    for i in range(len(sigmas) - 1):
+        xs = res2s_step(xs, sigmas[i], sigmas[i + 1], denoise, noise, keep)
+        mx.eval(*xs)
+    n_ref = len(z[f"{case}_call_sigma"])
+    if len(calls) != n_ref:
+        return [ParityResult(name, f"{case}_calls", None, 0.0, "FAIL",
+                             f"{len(calls)} denoiser calls, the reference made {n_ref}")]
+    results.append(compare(name, f"{case}_call_sigmas", np.array([s for s, _ in calls]), z[f"{case}_call_sigma"],
+                           SCHEDULE_TOL))
+    for m, stream in enumerate(streams):
+        # every denoiser input: the state entering each step and each midpoint, in order
+        errs = [compare(name, f"{case}_call{k}_{stream}", np.array(x[m]), z[f"{case}_call{k}_{stream}"], RES2S_TOL)
+                for k, (_, x) in enumerate(calls)]
+        worst = max(errs, key=lambda r: (r.status != "pass", r.rel_err or 0.0))
+        results.append(ParityResult(name, f"{case}_{stream}_states({len(errs)})", worst.rel_err, RES2S_TOL,
+                                    worst.status, worst.output))
+        results.append(compare(name, f"{case}_{stream}_out", np.array(xs[m]), g(f"{stream}_out"), RES2S_TOL))
+    if normalized_errs:
+        results.append(max(normalized_errs, key=lambda r: (r.status != "pass", r.rel_err or 0.0)))
+    return results
+
+
+def check_res2s(directory: Path, name: str) -> list[ParityResult]:
+    """The res_2s loop (stages.sampling.res2s) on every case of the fixture: each denoiser input, the noise as
+    normalised, the final states."""
+    z = load_fixture(directory, name)
+    cases = sorted({k[: -len("_sigmas")] for k in z if k.endswith("_sigmas") and not k.endswith("call_sigmas")})
+    return [r for case in cases for r in _res2s_case(z, case)]

@@ -117,3 +117,32 @@ def min_frames_for_audio(fps: float) -> int | None:
         if audio_latent_frames(frames, fps) >= 1:
             return frames
     return None
+
+
+# Two-stage pipelines: stage 1 renders at target / scale and the spatial latent upsampler brings it to the target.
+# scale -> (up, down) as whole factors: x2 (the official x2 upsamplers) and x1.5 (LTX-2.3's rational resampler).
+TWO_STAGE_SPATIAL_SCALES: dict[float, tuple[int, int]] = {2.0: (2, 1), 1.5: (3, 2)}
+
+
+def two_stage_factors(scale: float) -> tuple[int, int]:
+    """(up, down) of a two-stage spatial scale; ValueError for a scale the pipelines do not run."""
+    try:
+        return TWO_STAGE_SPATIAL_SCALES[float(scale)]
+    except KeyError:
+        raise ValueError(f"spatial scale x{scale:g}: the two-stage pipelines upscale x"
+                         f"{' or x'.join(f'{s:g}' for s in TWO_STAGE_SPATIAL_SCALES)}") from None
+
+
+def two_stage_side_step(scale: float) -> int:
+    """Target sides must be multiples of this: 32 * up, so that stage 1 (target * down / up) is a whole number of
+    latent pixels that is itself a multiple of ``down`` (the upsampler then lands exactly on the target: the
+    rational x1.5 resampler maps a latent side L to ceil(3L/2)). x2: 64 (stage 1 a multiple of 32); x1.5: 96
+    (stage 1 a multiple of 64)."""
+    up, _ = two_stage_factors(scale)
+    return VIDEO_SPACE_SCALE * up
+
+
+def stage1_side(target: int, scale: float) -> int:
+    """The stage-1 side of a two-stage render of ``target`` pixels (x2: half; x1.5: two thirds)."""
+    up, down = two_stage_factors(scale)
+    return target * down // up

@@ -10,12 +10,14 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from ltx2.spec.geometry import audio_latent_frames, video_latent_shape
+from ltx2.spec.pipelines import SamplerName
 
 from .contract import BadInput, MemoryPlan
 from .denoising import (LatentLayout, TokenState, check_transformer, guider_params, sample_to_artifact, sampling_memory, sigmas_for,
                         stg_blocks)
 from .memory import weights_mode_choices
-from .params import DEFAULT_WEIGHTS_MODE, Guidance, LoraStrengths, Ltx2Schedule, Schedule, WeightsModeParam
+from .params import (DEFAULT_WEIGHTS_MODE, DistilledLora, Guidance, LoraStrengths, Ltx2Schedule, Schedule,
+                     WeightsModeParam)
 from .registry import Port, PredictedOutput, StageContext, StageDef, StageParams
 from .sampling import gaussian_noise, noise_key
 
@@ -30,6 +32,10 @@ class Params(StageParams):
                                                            "(steps left out: the checkpoint's official count)")
     guidance: Guidance | None = Field(None, description="multi-modal guidance per stream; none: unguided (distilled)")
     loras: LoraStrengths = Field([], description="strength of each user LoRA (weight roles lora.1, lora.2, ...)")
+    sampler: SamplerName = Field("euler", description="euler, or res_2s (the HQ pipeline's second-order sampler: "
+                                 "two transformer evaluations per step, fresh noise at each)")
+    distilled_lora: DistilledLora | None = Field(None, description="{strength: S} fuses the distilled LoRA (role "
+                                                 "distilled_lora; the HQ pipeline's stage 1); none: the checkpoint")
     weights_mode: WeightsModeParam = Field(DEFAULT_WEIGHTS_MODE, description="transformer precision and streaming "
                                            "(the planner picks it)")
 
@@ -87,13 +93,13 @@ def run(ctx: StageContext) -> None:
                            (1, a_frames, layout.audio_channels * layout.audio_mel_bins))
         return TokenState(v, a)
 
-    sample_to_artifact(ctx, layout, grid, a_frames, sigmas, guidance, initial)
+    sample_to_artifact(ctx, layout, grid, a_frames, sigmas, guidance, initial, sampler=ctx.params.sampler)
 
 
 STAGE = StageDef(
     name="denoise", version=1, summary="stage 1: text contexts -> video + audio latents from seeded noise",
     inputs={"text": Port("text")}, params=Params, output_kind="latents", output_name="stage1.zarr",
-    weights={"checkpoint": "transformer"}, optional_weights=("lora.*",), resumable=True,
+    weights={"checkpoint": "transformer"}, optional_weights=("distilled_lora", "lora.*"), resumable=True,
     estimate=estimate, run=run, check=check, predict=predict,
     choices=lambda ctx: weights_mode_choices(ctx, "transformer"),
     budget_fix="raise memory_budget or render fewer frames / a smaller size",

@@ -25,9 +25,9 @@ from ltx2.spec.versions import model_version
 from .contract import BadInput, MemoryPlan
 from .memory import COMPUTE_BYTES, cached_header, lora_block_bytes, transformer_held, weights_mode
 from .params import FixedSchedule, Guidance
-from .sampling import (GuiderParams, audio_positions, blend_clean, euler_step, guided_x0, ltx2_sigmas, pass_contexts,
-                       pass_perturbations, patchify_audio, patchify_video, repeat_for_passes, unpatchify_audio,
-                       unpatchify_video, video_positions)
+from .sampling import (GuiderParams, audio_positions, blend_clean, euler_step, gaussian_noise, guided_x0, ltx2_sigmas,
+                       noise_key, pass_contexts, pass_perturbations, patchify_audio, patchify_video, repeat_for_passes,
+                       res2s_schedule, res2s_step, unpatchify_audio, unpatchify_video, video_positions)
 
 
 @dataclass
@@ -52,15 +52,28 @@ class Conditioning:
     audio_clean: mx.array | None = None
 
 
+# noise(step index, "mid" | "step", "video" | "audio", shape) -> a standard normal draw (res_2s injections)
+StepNoise = Callable[[int, str, str, tuple[int, ...]], mx.array]
+SAMPLERS = ("euler", "res_2s")
+
+
 class Sampler:
-    """Euler sampling of the joint video+audio state, guided (MultiModalGuider) or not."""
+    """Sampling of the joint video+audio state, guided (MultiModalGuider) or not: Euler, or res_2s (the HQ
+    pipeline's second-order sampler, which also needs ``noise``)."""
 
     def __init__(self, model: LTX2Transformer, cond: Conditioning,
-                 guidance: tuple[GuiderParams, GuiderParams] | None = None, passes_per_call: int | None = None):
+                 guidance: tuple[GuiderParams, GuiderParams] | None = None, passes_per_call: int | None = None,
+                 sampler: str = "euler", noise: StepNoise | None = None):
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
+        if sampler == "res_2s" and noise is None:
+            raise ValueError("the res_2s sampler injects noise at every step: give noise")
         self.model = model
         self.cond = cond
         self.guidance = guidance
         self.passes_per_call = passes_per_call
+        self.sampler = sampler
+        self.noise = noise
         self._tables: dict[int, object] = {}
 
     def _positions_tables(self, n: int):
@@ -108,20 +121,49 @@ class Sampler:
             step = 0
         return guided_x0(run, vg, ag, step=step, last=last, passes_per_call=self.passes_per_call)
 
+    def _keep(self, i: int, x: mx.array) -> mx.array:
+        """Stream ``i`` (0 video, 1 audio) with its conditioning tokens put back clean."""
+        c = self.cond
+        mask, clean = (c.video_mask, c.video_clean) if i == 0 else (c.audio_mask, c.audio_clean)
+        return x if mask is None else blend_clean(x, mask[..., None], clean)
+
     def run(self, state: TokenState, sigmas: Sequence[float], start: int = 0,
             on_step: Callable[[int, TokenState], None] | None = None) -> TokenState:
-        """Steps ``start .. len(sigmas)-2``; ``on_step(k, state)`` after step k completes (k counts from 1)."""
-        c = self.cond
+        """Steps ``start .. len(sigmas)-2``; ``on_step(k, state)`` after step k completes (k counts from 1).
+
+        res_2s walks ``sigmas`` as :func:`sampling.res2s_schedule` gives them (the caller passes that list)."""
+        if self.sampler == "res_2s":
+            return self._run_res2s(state, sigmas, start, on_step)
         last = None
         for i in range(start, len(sigmas) - 1):
             v0, a0 = self.x0(state, float(sigmas[i]), i, last)
             last = (v0, a0)
-            if c.video_mask is not None:
-                v0 = blend_clean(v0, c.video_mask[..., None], c.video_clean)
-            if c.audio_mask is not None:
-                a0 = blend_clean(a0, c.audio_mask[..., None], c.audio_clean)
-            state = TokenState(euler_step(state.video, v0, sigmas[i], sigmas[i + 1]),
-                               euler_step(state.audio, a0, sigmas[i], sigmas[i + 1]))
+            state = TokenState(euler_step(state.video, self._keep(0, v0), sigmas[i], sigmas[i + 1]),
+                               euler_step(state.audio, self._keep(1, a0), sigmas[i], sigmas[i + 1]))
+            mx.eval(state.video, state.audio)
+            if on_step is not None:
+                on_step(i + 1, state)
+        return state
+
+    def _run_res2s(self, state: TokenState, sigmas: Sequence[float], start: int,
+                   on_step: Callable[[int, TokenState], None] | None) -> TokenState:
+        # Each step depends on the state and the step index alone (its noise keys are named by the index), so the
+        # per-step checkpoint is all a resumed run needs. ``last``: the guided x0 a skip_step step reuses (the
+        # official loop's last computed prediction is the previous step's midpoint one).
+        last = None
+        for i in range(start, len(sigmas) - 1):
+            def denoise(xs, sigma, stage, i=i):
+                nonlocal last
+                # the midpoint evaluation is never a skipped step (the reference calls it as step 0)
+                v0, a0 = self.x0(TokenState(*xs), sigma, i if stage == "step" else 0, last)
+                last = (v0, a0)
+                return self._keep(0, v0), self._keep(1, a0)
+
+            def noise(stage, stream, shape, i=i):
+                return self.noise(i, stage, ("video", "audio")[stream], shape)
+
+            v, a = res2s_step((state.video, state.audio), sigmas[i], sigmas[i + 1], denoise, noise, self._keep)
+            state = TokenState(v, a)
             mx.eval(state.video, state.audio)
             if on_step is not None:
                 on_step(i + 1, state)
@@ -219,13 +261,25 @@ def text_conditioning(text, guidance, video_positions, audio_positions) -> Condi
                         negative_video_context=neg("video_context"), negative_audio_context=neg("audio_context"))
 
 
+def step_noise(seed: int, stage: str) -> StepNoise:
+    """The res_2s injections' noise of a stage: one stream per step, injection and modality, named by the step index
+    (so a resumed run draws what the uninterrupted one did)."""
+    def draw(step: int, where: str, stream: str, shape: tuple[int, ...]) -> mx.array:
+        return gaussian_noise(noise_key(seed, stage, "res_2s", step, where, stream), shape)
+    return draw
+
+
 def sample_to_artifact(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio_frames: int,
-                       sigmas: list[float], guidance, initial: Callable[[], TokenState]) -> None:
+                       sigmas: list[float], guidance, initial: Callable[[], TokenState],
+                       sampler: str = "euler") -> None:
     """Run the sampler from ``initial()`` (or from the partial artifact's last step) and write latents.
 
-    ``grid``: the video latent (frames, height, width); the pixel facts come from ``ctx.params``.
+    ``grid``: the video latent (frames, height, width); the pixel facts come from ``ctx.params``. res_2s walks
+    ``res2s_schedule(sigmas)`` (a final 0 reached through 0.0011), and its steps are what the checkpoints count.
     """
     p = ctx.params
+    if sampler == "res_2s":
+        sigmas = res2s_schedule(sigmas)
     f, h, w = grid
     total = len(sigmas) - 1
     writer = ctx.writer()
@@ -255,7 +309,8 @@ def sample_to_artifact(ctx, layout: LatentLayout, grid: tuple[int, int, int], au
             time.sleep(delay)
 
     ctx.progress.step(start, total, sigma=float(sigmas[start]))
-    Sampler(model, cond, guidance, passes_per_call=passes_per_call(mode)).run(state, sigmas, start, on_step)
+    Sampler(model, cond, guidance, passes_per_call=passes_per_call(mode), sampler=sampler,
+            noise=step_noise(int(p.seed), ctx.stage.name)).run(state, sigmas, start, on_step)
     if mode.streaming:
         emit_stream_stats(ctx, model.stats, total - start)
     writer.finalize(facts={"frame_count": int(p.frames), "height": int(p.height), "width": int(p.width),

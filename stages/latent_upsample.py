@@ -9,6 +9,9 @@ i.e. 8(2F-2)+1 pixel frames at twice the frame rate (the same first and last fra
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
+
 import mlx.core as mx
 
 from ltx2.models.upsampler import (UPSAMPLER_KEYMAP, UpsamplerConfig, UpsamplerConfigError, load_latent_statistics, load_upsampler,
@@ -16,19 +19,40 @@ from ltx2.models.upsampler import (UPSAMPLER_KEYMAP, UpsamplerConfig, UpsamplerC
 from ltx2.models.upsampler.memory import activation_bytes
 from ltx2.models.weights.source import open_source
 from ltx2.models.weights.identify import slot_problem
+from ltx2.spec.geometry import two_stage_factors
 
 from .contract import BadInput, MemoryPlan, StageError
 from .memory import COMPUTE_BYTES, weight_bytes
 from .registry import Port, PredictedOutput, StageContext, StageDef, StageParams, readers_of
 
 
+@lru_cache(maxsize=32)
+def _scale_of(path: str, size: int, mtime_ns: int) -> float:
+    return float(UpsamplerConfig.from_config(open_source(path, UPSAMPLER_KEYMAP).config()).spatial_scale)
+
+
+def spatial_scale_of(path: str | Path) -> float:
+    """The spatial scale of a latent upsampler file (2.0 or 1.5 for the official spatial ones): its header only."""
+    st = Path(path).stat()
+    try:
+        return _scale_of(str(path), st.st_size, st.st_mtime_ns)
+    except UpsamplerConfigError as e:
+        raise BadInput(f"{path}: {e}") from e
+
+
 def check_upsampler(ctx: StageContext, role: str) -> None:
     """Refuse (bad input) an upsampler file of the wrong kind for ``role`` (``spatial_upsampler`` or
-    ``temporal_upsampler``), before anything is loaded: headers only."""
+    ``temporal_upsampler``), or a spatial one of another scale than the stage's ``scale`` parameter (the
+    stage-1 size was chosen for it), before anything is loaded: headers only."""
     path = ctx.weights[role]
     bad = slot_problem(path, role, readers=readers_of)
     if bad:
         raise BadInput(f"{ctx.stage.name}: {role} weights {path} {bad[0]}; {bad[1]} (--weights {role}=PATH)")
+    want = getattr(ctx.params, "scale", None)
+    if role == "spatial_upsampler" and want is not None and spatial_scale_of(path) != float(want):
+        raise BadInput(f"{ctx.stage.name}: {role} weights {path} upscale x{spatial_scale_of(path):g}, the stage was "
+                       f"planned for x{float(want):g}; give scale={spatial_scale_of(path):g} (and a stage-1 size of "
+                       f"target / {spatial_scale_of(path):g}), or the x{float(want):g} upsampler")
 
 
 def upsample_memory(ctx: StageContext, role: str) -> MemoryPlan:
@@ -56,7 +80,7 @@ def upsample_to_artifact(ctx: StageContext, role: str) -> None:
     _, _, f0, h0, w0 = lat.shape("video")
     _, _, f1, h1, w1 = video.shape
     temporal = role == "temporal_upsampler"
-    ok = (f1, h1, w1) == (2 * f0 - 1, h0, w0) if temporal else f1 == f0
+    ok = (f1, h1, w1) == (2 * f0 - 1, h0, w0) if temporal else (f1, h1, w1) == (f0, *_scaled(ctx, h0, w0))
     if not ok:  # the slot check passed, so the network itself is wrong
         raise StageError(f"{ctx.stage.name}: the upsampler turned {f0}x{h0}x{w0} latents into {f1}x{h1}x{w1}")
     f = lat.facts
@@ -70,16 +94,24 @@ def upsample_to_artifact(ctx: StageContext, role: str) -> None:
     ctx.progress.step(1, 1)
 
 
+def _scaled(ctx: StageContext, h: int, w: int) -> tuple[int, int]:
+    """Latent height and width after the spatial upsampler of the stage's ``scale`` (x1.5: ceil(3L/2), the rational
+    resampler's blurred stride-2 output)."""
+    up, down = two_stage_factors(getattr(ctx.params, "scale", 2.0))
+    return -(-h * up // down), -(-w * up // down)
+
+
 def predict_upsampled(ctx: StageContext, role: str) -> PredictedOutput:
-    """The input's latents with the video x2 in space (spatial) or F -> 2F-1 frames at 2x fps (temporal)."""
+    """The input's latents with the video x``scale`` in space (spatial) or F -> 2F-1 frames at 2x fps (temporal)."""
     lat = ctx.inputs["latents"]
     v, f = lat.shape("video"), lat.facts
     if role == "temporal_upsampler":
         video = v[:2] + (2 * v[2] - 1,) + v[3:]
         facts = {"frame_count": 2 * f["frame_count"] - 1, "fps": 2 * f["fps"]}
     else:
-        video = v[:3] + (v[3] * 2, v[4] * 2)
-        facts = {"width": f["width"] * 2, "height": f["height"] * 2}
+        h, w = _scaled(ctx, v[3], v[4])
+        video = v[:3] + (h, w)
+        facts = {"width": f["width"] * w // v[4], "height": f["height"] * h // v[3]}
     return PredictedOutput({"video": video, "audio": lat.shape("audio")}, {**f, **facts})
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
+from ltx2.spec.pipelines import SamplerName
 from ltx2.spec.schedules import STAGE2_DISTILLED_SIGMAS
 
 from .contract import BadInput, MemoryPlan
@@ -35,6 +36,8 @@ class Params(StageParams):
     distilled_lora: DistilledLora | None = Field(None, description="{strength: S} fuses the distilled LoRA "
                                                  "(weight role distilled_lora); none: the checkpoint alone")
     loras: LoraStrengths = Field([], description="strength of each user LoRA (weight roles lora.1, lora.2, ...)")
+    sampler: SamplerName = Field("euler", description="euler, or res_2s (the HQ pipeline's second-order sampler: two "
+                                 "transformer evaluations per step, fresh noise at each)")
     weights_mode: WeightsModeParam = Field(DEFAULT_WEIGHTS_MODE, description="transformer precision and streaming "
                                            "(the planner picks it)")
 
@@ -85,7 +88,7 @@ def run(ctx: StageContext) -> None:
         na = gaussian_noise(noise_key(seed, "refine", "audio"), a.shape)
         return TokenState(noise_latent(v, nv, 1.0, sigmas[0]), noise_latent(a, na, 1.0, sigmas[0]))
 
-    sample_to_artifact(ctx, layout, grid, a_frames, sigmas, None, initial)
+    sample_to_artifact(ctx, layout, grid, a_frames, sigmas, None, initial, sampler=ctx.params.sampler)
 
 
 STAGE = StageDef(

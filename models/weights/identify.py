@@ -24,6 +24,7 @@ from typing import Protocol
 
 from ltx2.models.transformer.config import TransformerConfig
 from ltx2.models.upsampler.config import UpsamplerConfig
+from ltx2.spec.geometry import TWO_STAGE_SPATIAL_SCALES
 from ltx2.spec.layout import (CHECKPOINT_PARTS, CHECKPOINT_PREFIXES, COMPONENTS, GEMMA_LM_PREFIXES, TRANSFORMER,
                               lora_role, nested_prefixes)
 from ltx2.spec.versions import VERSIONS
@@ -677,9 +678,10 @@ def slot_problem(path: str | Path, slot: str, checkpoint: str | Path | None = No
                 f"give the path of {want}" + (f"; this file belongs under {home}" if home else ""))
     if rep.kind == UPSAMPLER and rep.problems:
         return f"is a latent upsampler that cannot run: {rep.problems[0]}", f"give the path of {want}"
-    if slot == "spatial_upsampler" and rep.kind == UPSAMPLER and rep.info.get("spatial_scale") != 2.0:
-        # the pipelines render stage 1 at half size: another scale would only fail in refine, after denoise
-        return (f"is a latent upsampler, {rep.info.get('what', '?')}; the two-stage pipelines upscale x2",
+    if slot == "spatial_upsampler" and rep.kind == UPSAMPLER and rep.info.get("spatial_scale") not in \
+            TWO_STAGE_SPATIAL_SCALES:
+        # the pipelines render stage 1 at target / scale: another scale would only fail in refine, after denoise
+        return (f"is a latent upsampler, {rep.info.get('what', '?')}; the two-stage pipelines upscale x2 or x1.5",
                 f"give the path of {want}")
     if slot == "checkpoint" and rep.kind == CHECKPOINT:
         serious = [p for p in rep.problems if p.startswith(("model_version", "no transformer", "transformer config"))]

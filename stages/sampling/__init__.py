@@ -6,6 +6,7 @@ positions  RoPE position grids (video in pixel space and seconds, audio in secon
 noise      seeded noise streams (explicit MLX keys) and the noiser
 steps      Euler step, clean-token blend
 guidance   CFG / STG / modality guidance with rescale, pass planning and batching
+res2s      the res_2s second-order sampler step (HQ pipeline)
 """
 
 from ltx2.spec.geometry import (AudioLatentShape, VideoLatentShape, audio_latent_frames, audio_latent_shape,
@@ -18,6 +19,7 @@ from .guidance import (AUDIO_GUIDER_DEFAULTS, NO_GUIDANCE, VIDEO_GUIDER_DEFAULTS
 from .noise import gaussian_noise, noise_key, noise_latent
 from .patchify import patchify_audio, patchify_video, unpatchify_audio, unpatchify_video
 from .positions import audio_positions, video_positions
+from .res2s import res2s_schedule, res2s_step, standardized_noise
 from .schedules import distilled_sigmas, ltx2_sigmas, shift_for_tokens
 from .steps import blend_clean, euler_step, velocity
 
@@ -30,4 +32,5 @@ __all__ = [
     "DISTILLED_SIGMAS", "STAGE2_DISTILLED_SIGMAS", "distilled_sigmas", "ltx2_sigmas", "shift_for_tokens",
     "AudioLatentShape", "VideoLatentShape", "audio_latent_frames", "audio_latent_shape", "video_latent_shape",
     "blend_clean", "euler_step", "velocity",
+    "res2s_schedule", "res2s_step", "standardized_noise",
 ]

@@ -109,7 +109,7 @@ def test_readers_are_the_registry_s_declarations():
     for name in stage_names():
         for role, part in stage_def(name).weights.items():
             assert name in (readers_of(role=role) if part is None else readers_of(prefixes=CHECKPOINT_PARTS[part]))
-    assert readers_of(role="lora.2") == ("denoise", "refine") and readers_of(role="distilled_lora") == ("refine",)
+    assert readers_of(role="lora.2") == ("denoise", "refine") and readers_of(role="distilled_lora") == ("denoise", "refine")  # HQ: stage 1 too
     assert readers_of(prefixes=COMPONENTS["video VAE encoder"]) == readers_of(role="nothing") == ()
     assert readers_of(prefixes=COMPONENTS["text connectors"]) == ("text-encode",)  # not the transformer's
     stats = COMPONENTS["video VAE statistics"]
@@ -204,8 +204,9 @@ def test_truncated_temporal_foreign_and_incomplete_files_are_refused(tiny, tmp_p
     assert len(found) == 1 and "is truncated: " in found[0] and "re-download the single-file" in found[0], found
     found = _problems(_model(tiny, spatial_upsampler=SEED0 / "upsampler_temporal_x2.safetensors"))
     assert "is a latent upsampler, temporal x2, not the spatial x2 latent upscaler" in found[0], found
-    found = _problems(_model(tiny, spatial_upsampler=SEED0 / "upsampler_x1_5_rational.safetensors"))
-    assert "spatial x1.5 (rational resampler); the two-stage pipelines upscale x2" in found[0], found
+    # LTX-2.3's x1.5 rational upsampler is accepted (stage 1 at 2/3 of the target; tests/orchestrator/test_hq.py)
+    parse_job({"prompt": "x", "pipeline": "two-stage", "width": 1152, "height": 768,
+               "model": _model(tiny, spatial_upsampler=SEED0 / "upsampler_x1_5_rational.safetensors")})
     parse_job({"prompt": "x", "pipeline": "two-stage",  # an x2 rational upsampler is accepted
                "model": _model(tiny, spatial_upsampler=SEED0 / "upsampler_x2_rational.safetensors")})
     found = _problems(_model(tiny, distilled_lora=SEED0 / "transformer_lora.lora_0.safetensors"))
