@@ -25,8 +25,9 @@ def _job(folder: Path, **changes) -> Path:
     return path
 
 
-def test_hq_tiny_render(tmp_path):
-    ltx2("run", str(_job(tmp_path, pipeline="hq", steps=2)))
+@pytest.mark.parametrize("model", ["tiny", "tiny-2.3"])
+def test_hq_tiny_render(tmp_path, model):
+    ltx2("run", str(_job(tmp_path, pipeline="hq", steps=2, model=model)))
     assert (tmp_path / "out.mp4").stat().st_size > 0
     stage1 = open_artifact(tmp_path / "work" / "stage1.zarr")
     # res_2s walks 2 steps + the final x0 at sigma 0.0011: 3 checkpointed steps
