@@ -27,17 +27,6 @@ def weight_bytes(path: Path, prefixes: Iterable[str], exclude: Iterable[str] = (
     return sum(_element_counts(path, prefixes, exclude)) * bytes_per_element
 
 
-def conv_weight_copy_bytes(path: Path, prefixes: Iterable[str], exclude: Iterable[str] = (),
-                           bytes_per_element: int = COMPUTE_BYTES) -> int:
-    """A contiguous copy of the largest tensor under ``prefixes``, held during a convolution with it.
-
-    Conv weights are loaded as transposed views of the file's PyTorch layout (strict.conv_weight_to_mlx), and
-    MLX's CPU convolution copies a non-contiguous weight to a contiguous float32 buffer on every call: a conv
-    stage holds one such copy, of at most its largest tensor, on top of its weights (measured: 108 MiB of the
-    full-size upscale's peak, the copy of a 1024x1024x3x3x3 weight)."""
-    return max(_element_counts(path, prefixes, exclude), default=0) * bytes_per_element
-
-
 # ---------------------------------------------------------------------------------------------------
 # Weights held under a WeightsMode (precision, streaming): see models/weights/modes.py for the rules.
 

@@ -105,7 +105,8 @@ class WeightSource(ABC):
 
     def conv_copy_bytes(self, bytes_per_element: int = COMPUTE_BYTES) -> int:
         """The contiguous copy MLX's CPU convolution makes of a weight in a non-MLX layout, per call: the
-        largest tensor, at the compute precision (none when the file already stores MLX's layout)."""
+        largest tensor, at the compute precision (none when the file already stores MLX's layout). Measured:
+        108 MiB of the full-size upscale's peak, the copy of a 1024x1024x3x3x3 weight."""
         if self.stores_mlx_layout:
             return 0
         return max((math.prod(s) for s in self.shapes().values()), default=0) * bytes_per_element

@@ -23,6 +23,7 @@ from enum import Enum
 
 import mlx.core as mx
 
+from ltx2.models.transformer.perturbations import ALL, Perturbation
 from ltx2.spec.versions import DEFAULT_VERSION, GuidanceDefaults
 
 
@@ -118,8 +119,6 @@ class GuidancePass:
 
     def perturbation(self):
         """This pass as the transformer's ``Perturbation`` (ltx2.models.transformer.perturbations)."""
-        from ltx2.models.transformer.perturbations import ALL, Perturbation
-
         def sel(blocks):
             return ALL if blocks is None else blocks
 

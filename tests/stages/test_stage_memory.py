@@ -3,17 +3,11 @@ by benchmarks/pipeline_memory.py on full-size files)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import mlx.core as mx
-import numpy as np
 import pytest
-from safetensors.numpy import save_file
 
 from ltx2.models.upsampler import LatentUpsampler, UpsamplerConfig
 from ltx2.models.upsampler.memory import activation_bytes, upsampled_fhw
-from ltx2.stages.memory import conv_weight_copy_bytes
 
 TINY = {"in_channels": 8, "mid_channels": 32, "num_blocks_per_stage": 1, "dims": 3}
 
@@ -38,11 +32,3 @@ def test_upsampler_activations_grow_with_the_latent_but_the_3d_unfold_is_capped(
     assert small < big
     # 4x the voxels: the activations grow 4x, the (chunked) unfolded conv input does not
     assert big < 4 * small
-
-
-def test_conv_weight_copy_is_the_largest_tensor_in_float32(tmp_path: Path):
-    path = tmp_path / "w.safetensors"
-    save_file({"a.weight": np.zeros((8, 4, 3, 3), np.float16), "b.weight": np.zeros((16, 16, 3), np.float16),
-               "c.bias": np.zeros((1000,), np.float16)}, str(path), metadata={"config": json.dumps({})})
-    assert conv_weight_copy_bytes(path, ("a.", "b.")) == 16 * 16 * 3 * 4
-    assert conv_weight_copy_bytes(path, ("a.",)) == 8 * 4 * 3 * 3 * 4
