@@ -47,9 +47,6 @@ __all__ = ["StagePlan", "JobPlan", "PredictedArtifact", "plan_job", "STREAM_BYTE
 # is bounded by the disk instead (Apple SSDs: 3-7 GB/s).
 STREAM_BYTES_PER_S = 0.8e9
 
-# the network a streamed stage reads block by block
-_STREAMED_NETWORK = {"text-encode": "gemma", "denoise": "transformer", "refine": "transformer"}
-
 
 @dataclass
 class PredictedArtifact:
@@ -149,7 +146,7 @@ def _measured(job: Job, name: str, choice: dict) -> float | None:
 
 
 def _stream_cost(plan: StagePlan, ctx: StageContext, job: Job) -> None:
-    network = _STREAMED_NETWORK.get(ctx.stage.name)
+    network = ctx.stage.streams
     per_pass = stream_bytes_per_pass(ctx, network) if network else None
     if per_pass is None:
         return

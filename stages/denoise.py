@@ -101,6 +101,6 @@ STAGE = StageDef(
     inputs={"text": Port("text")}, params=Params, output_kind="latents", output_name="stage1.zarr",
     weights={"checkpoint": "transformer"}, optional_weights=("distilled_lora", "lora.*"), resumable=True,
     estimate=estimate, run=run, check=check, predict=predict,
-    choices=lambda ctx: weights_mode_choices(ctx, "transformer"),
+    choices=lambda ctx: weights_mode_choices(ctx, "transformer"), streams="transformer",
     budget_fix="raise memory_budget or render fewer frames / a smaller size",
 )

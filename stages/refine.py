@@ -96,6 +96,6 @@ STAGE = StageDef(
     inputs={"latents": Port("latents"), "text": Port("text")}, params=Params, output_kind="latents",
     output_name="latents.zarr", weights={"checkpoint": "transformer"}, optional_weights=("distilled_lora", "lora.*"),
     resumable=True, resolve=resolve, check=check_transformer, estimate=estimate, run=run, predict=predict,
-    choices=lambda ctx: weights_mode_choices(ctx, "transformer"),
+    choices=lambda ctx: weights_mode_choices(ctx, "transformer"), streams="transformer",
     budget_fix="raise memory_budget or render fewer frames / a smaller size",
 )

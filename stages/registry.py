@@ -128,6 +128,9 @@ class StageDef:
     resolve: Callable[[Mapping[str, Any], StageParams], StageParams] | None = None
     # the planner: (parameter update, label) pairs to try, most preferred first (weights precision, decode tiles)
     choices: Callable[[StageContext], Iterable[tuple[dict[str, Any], str]]] | None = None
+    # the large network a streamed weights mode reads block by block ("transformer", "gemma"): the planner
+    # estimates its read cost per pass
+    streams: str | None = None
     # the planner: what the output will hold, from the (predicted) inputs and params
     predict: Callable[[StageContext], PredictedOutput] | None = None
     # headers-only checks of weights and params (a refused config) that must fail before any stage runs

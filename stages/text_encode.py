@@ -153,6 +153,7 @@ STAGE = StageDef(
     inputs={}, params=Params, output_kind="text", output_name="text.zarr",
     weights={"gemma": None, "checkpoint": "text_embeddings"},
     check=check, estimate=estimate, run=run, choices=lambda ctx: weights_mode_choices(ctx, "gemma"),
+    streams="gemma",
     predict=predict_text,
     budget_fix="raise memory_budget (the Gemma-3 text encoder is the largest part)",
 )
