@@ -148,19 +148,49 @@ TEXT = KindSpec(
     cross_check=_text_check,
 )
 
+def _conditioning_check(shapes, facts):
+    problems = []
+    medium = facts.get("medium")
+    want = {"image": "video", "video": "video", "audio": "audio"}.get(medium)
+    if want is None:
+        return [f"fact medium={medium!r} is not image, video or audio"]
+    if want not in shapes:
+        problems.append(f"a {medium} conditioning holds no {want} array (found {sorted(shapes) or 'none'})")
+    if medium == "image" and want in shapes and shapes[want][2] != 1:
+        problems.append(f"an image conditioning has {shapes[want][2]} latent frames, not 1")
+    if "attention" in shapes and "video" in shapes:
+        _, _, f, h, w = shapes["video"]
+        if tuple(shapes["attention"]) != (shapes["video"][0], f * h * w):
+            problems.append(f"array attention has shape {tuple(shapes['attention'])}, not (batch, latent tokens) = "
+                            f"{(shapes['video'][0], f * h * w)}")
+    return problems
+
+
 CONDITIONING = KindSpec(
     name="conditioning",
-    reserved=True,
-    doc="RESERVED: conditioning latents (image-to-video, keyframes, IC-LoRA references). Only a "
-        "minimal form is defined: one latent clip placed at one frame with one strength. The "
-        "issues that add conditioning will settle the full form and bump SCHEMA_VERSION.",
+    doc="One conditioning medium encoded to latents by an encode stage (image-encode, video-encode, "
+        "audio-encode): an image (one latent frame), a video clip (IC-LoRA reference or retake source) or "
+        "a soundtrack (audio-to-video, retake source). How it applies (frame, strength, replace / keyframe / "
+        "reference / frozen / source) is the denoising stage's parameter, not part of this artifact, so one "
+        "encoding serves every job that shares the file and size.",
     arrays=(
-        ArraySpec("video", 5, FLOATS, time_axis=2, doc="(batch, channels, latent_frames, h, w)"),
+        ArraySpec("video", 5, FLOATS, time_axis=2, required=False,
+                  doc="(batch, channels, latent_frames, h, w): image or video latent"),
+        ArraySpec("audio", 4, FLOATS, time_axis=2, chunk_time=256, required=False,
+                  doc="(batch, channels, latent_frames, mel_bins): audio latent"),
+        ArraySpec("attention", 2, FLOATS, None, required=False,
+                  doc="(batch, latent tokens): the conditioning attention mask's per-token weight in [0, 1] "
+                      "(the mask video's area means per latent cell)"),
     ),
     facts=(
-        FactSpec("frame_index", _INT, "pixel frame where the clip starts"),
-        FactSpec("strength", _FLOAT, "conditioning strength, 1.0 = hard replace"),
+        FactSpec("medium", (str,), "image, video or audio"),
+        FactSpec("source_sha256", (str,), "sha256 of the file it was encoded from"),
+        FactSpec("width", _INT, "pixel width encoded (0 for audio)"),
+        FactSpec("height", _INT, "pixel height encoded (0 for audio)"),
+        FactSpec("frame_count", _INT, "pixel frames encoded (the clip the audio spans, for audio)"),
+        FactSpec("fps", _FLOAT, "frame rate of the clip it conditions"),
     ),
+    cross_check=_conditioning_check,
 )
 
 LATENTS = KindSpec(

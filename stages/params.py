@@ -117,3 +117,35 @@ class DistilledLora(BaseModel):
 
 
 LoraStrengths = list[float]  # one per weight role lora.1, lora.2, ... (the job's own LoRAs)
+
+
+class CondItem(BaseModel):
+    """How one ``conditioning`` input (an encode stage's artifact, same position in the port's list) applies to the
+    latent state, as the official conditioning items do:
+
+    - ``replace`` (VideoConditionByLatentIndex): the image's tokens replace latent frame ``frame // 8`` of the clean
+      latent, denoise mask ``1 - strength`` there (``frame`` a multiple of 8);
+    - ``keyframe`` (VideoConditionByKeyframeIndex): the image's tokens appended, placed in time at pixel frame
+      ``frame``, denoise mask ``1 - strength``;
+    - ``reference`` (VideoConditionByReferenceLatent, IC-LoRA): the reference video's tokens appended, positions x
+      ``downscale_factor``; with the artifact's attention weights (x ``attention_strength``) or an
+      ``attention_strength`` below 1, the conditioning attention mask;
+    - ``frozen`` (audio-to-video): the audio latent is the audio state, kept as given (mask 0, its sigma 0);
+    - ``source`` (retake): the clip's latent is the initial state of its stream; the stage's ``retake`` window
+      sets which tokens are regenerated.
+    """
+
+    model_config = _FROZEN
+    use: Literal["replace", "keyframe", "reference", "frozen", "source"]
+    frame: int = Field(0, ge=0, description="pixel frame (replace, keyframe)")
+    strength: float = Field(1.0, ge=0.0, le=1.0, description="1: kept as given; 0: fully regenerated")
+    downscale_factor: int = Field(1, ge=1, description="target / reference size (reference)")
+    attention_strength: float = Field(1.0, ge=0.0, le=1.0, description="scales the conditioning attention mask")
+
+
+class RetakeWindow(BaseModel):
+    """The time window [start, end) seconds a retake regenerates (TemporalRegionMask); outside it the source is kept."""
+
+    model_config = _FROZEN
+    start: float = Field(ge=0.0)
+    end: float = Field(gt=0.0)

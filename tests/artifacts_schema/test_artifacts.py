@@ -82,7 +82,7 @@ def _text():
 
 
 def _conditioning():
-    return {"video": rand((1, 8, 1, 4, 6), 5, mx.bfloat16)}, {"frame_index": 0, "strength": 1.0}
+    return {"video": rand((1, 8, 1, 4, 6), 5, mx.bfloat16)}, {"medium": "image", "source_sha256": "0" * 64, "width": 96, "height": 64, "frame_count": 9, "fps": 24.0}
 
 
 def _latents():
@@ -138,7 +138,7 @@ def test_bfloat16_is_stored_as_uint16_bits_and_reads_as_float32_numpy(tmp_path):
     w = writer(tmp_path / "c.zarr", "conditioning")
     f32 = rand((1, 4, 2, 2, 2), 13)
     w.write_array("video", np.array(f32), logical_dtype="bfloat16")
-    art = open_artifact(w.finalize({"frame_index": 0, "strength": 0.5}))
+    art = open_artifact(w.finalize({**_conditioning()[1], "medium": "video"}))
     np.testing.assert_array_equal(bits(art.read("video")), bits(f32.astype(mx.bfloat16)))
 
 
