@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import mlx.core as mx
 import numpy as np
@@ -25,6 +25,7 @@ from ltx2.spec.versions import model_version
 from .contract import BadInput, MemoryPlan
 from .memory import COMPUTE_BYTES, cached_header, lora_block_bytes, transformer_held, weights_mode
 from .params import FixedSchedule, Guidance
+from .sampling.conditioning import TokenLatents
 from .sampling import (GuiderParams, audio_positions, blend_clean, euler_step, gaussian_noise, guided_x0, ltx2_sigmas,
                        noise_key, pass_contexts, pass_perturbations, patchify_audio, patchify_video, repeat_for_passes,
                        res2s_schedule, res2s_step, unpatchify_audio, unpatchify_video, video_positions)
@@ -50,6 +51,17 @@ class Conditioning:
     audio_mask: mx.array | None = None
     video_clean: mx.array | None = None  # the clean tokens kept where the mask is 0
     audio_clean: mx.array | None = None
+    video_attention: np.ndarray | None = None  # (B, Tv, Tv) self-attention strengths in [0, 1] (IC-LoRA references)
+    video_frozen: bool = False  # the stream is kept as given: its sigma is 0 (prompt AdaLN, the A/V gates)
+    audio_frozen: bool = False  # (audio-to-video's soundtrack)
+
+    def with_states(self, video: TokenLatents, audio: TokenLatents) -> "Conditioning":
+        """These contexts with the per-token facts of two conditioned stream states."""
+        def mask(s: TokenLatents):
+            return None if np.all(s.mask == 1.0) else mx.array(s.mask)
+        return replace(self, video_positions=video.positions, audio_positions=audio.positions,
+                       video_mask=mask(video), audio_mask=mask(audio), video_clean=video.clean, audio_clean=audio.clean,
+                       video_attention=video.attention, video_frozen=video.frozen, audio_frozen=audio.frozen)
 
 
 # noise(step index, "mid" | "step", "video" | "audio", shape) -> a standard normal draw (res_2s injections)
@@ -88,13 +100,17 @@ class Sampler:
         def mask(m, x):
             return mx.ones(x.shape[:2], dtype=mx.float32) if m is None else m.astype(mx.float32)
 
-        vm, am = mask(self.cond.video_mask, state.video), mask(self.cond.audio_mask, state.audio)
-        s = mx.array(sigma, dtype=mx.float32)
-        video = ModalityInput(latent=repeat_for_passes(state.video, n), sigma=s,
-                              timesteps=repeat_for_passes(vm * s, n), positions=None, context=vctx,
-                              enabled=enabled[0])
-        audio = ModalityInput(latent=repeat_for_passes(state.audio, n), sigma=s,
-                              timesteps=repeat_for_passes(am * s, n), positions=None, context=actx,
+        c = self.cond
+        vm, am = mask(c.video_mask, state.video), mask(c.audio_mask, state.audio)
+        # a frozen stream runs at sigma 0 (its timesteps are 0 through its mask already)
+        sv = mx.array(0.0 if c.video_frozen else sigma, dtype=mx.float32)
+        sa = mx.array(0.0 if c.audio_frozen else sigma, dtype=mx.float32)
+        attention = None if c.video_attention is None else repeat_for_passes(mx.array(c.video_attention), n)
+        video = ModalityInput(latent=repeat_for_passes(state.video, n), sigma=sv,
+                              timesteps=repeat_for_passes(vm * sv, n), positions=None, context=vctx,
+                              attention_mask=attention, enabled=enabled[0])
+        audio = ModalityInput(latent=repeat_for_passes(state.audio, n), sigma=sa,
+                              timesteps=repeat_for_passes(am * sa, n), positions=None, context=actx,
                               enabled=enabled[1])
         return video, audio
 
@@ -107,14 +123,19 @@ class Sampler:
             return self.model.denoise(v, a, None, self._positions_tables(1))
         b = state.video.shape[0]
 
+        vg, ag = self.guidance
+        # a stream whose guider carries no negative prompt reads its positive one in the unconditional pass (the
+        # official rule; audio-to-video guides only the video)
+        neg_v = c.negative_video_context if c.negative_video_context is not None or vg.wants_uncond else c.video_context
+        neg_a = c.negative_audio_context if c.negative_audio_context is not None or ag.wants_uncond else c.audio_context
+
         def run(passes: Sequence) -> tuple[mx.array, mx.array]:
             n = len(passes)
             enabled = (passes[0].video_enabled, passes[0].audio_enabled)
-            v, a = self._inputs(state, sigma, n, pass_contexts(passes, c.video_context, c.negative_video_context),
-                                pass_contexts(passes, c.audio_context, c.negative_audio_context), enabled)
+            v, a = self._inputs(state, sigma, n, pass_contexts(passes, c.video_context, neg_v),
+                                pass_contexts(passes, c.audio_context, neg_a), enabled)
             return self.model.denoise(v, a, pass_perturbations(passes, b), self._positions_tables(n))
 
-        vg, ag = self.guidance
         if last is None and (vg.skips(step) or ag.skips(step)):
             # a run resumed on a skip_step step has no previous x0 to reuse: compute this step in full
             # (the one place a resumed render can differ from an uninterrupted one; skip_step 0 never does)
