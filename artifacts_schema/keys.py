@@ -50,6 +50,10 @@ class WeightFileError(BadInputError):
     """A weight file or folder is missing or is not what its extension says."""
 
 
+class InputFileError(BadInputError):
+    """A media file a stage reads (a conditioning image, video or soundtrack) cannot be read."""
+
+
 # ----------------------------------------------------------------------------- canonical JSON
 
 def _normalise(obj: Any) -> Any:
@@ -153,6 +157,27 @@ def weight_identity(path: Path | str) -> dict[str, Any]:
     raise WeightFileError(f"{path}: no such weight file or folder"
                           + (" (the tiny model is generated on first use; generate it before planning)"
                              if "tiny" in path.as_posix() else ""))
+
+
+_FILE_KEYS: dict[tuple[str, int, int], str] = {}
+
+
+def file_key(path: Path | str) -> str:
+    """The key of a media file an encode stage reads: the sha256 of its content (so jobs that share the file, under
+    any name, share the encoding). Remembered per (path, size, mtime) within a process: a plan hashes each once."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise InputFileError(f"{path}: cannot be read ({e.strerror}); check the path in the job") from None
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _FILE_KEYS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _FILE_KEYS[memo] = h.hexdigest()
+    return _FILE_KEYS[memo]
 
 
 # ----------------------------------------------------------------------------- stage keys

@@ -201,6 +201,9 @@ LATENTS = KindSpec(
         ArraySpec("video", 5, FLOATS, time_axis=2, doc="(batch, channels, latent_frames, h, w)"),
         # Audio latents are tiny (a few hundred bytes per latent frame): a few big chunks.
         ArraySpec("audio", 4, FLOATS, time_axis=2, chunk_time=256, doc="(batch, channels, latent_frames, mel_bins)"),
+        ArraySpec("video_appended", 3, FLOATS, None, required=False,
+                  doc="(batch, tokens, channels): conditioning tokens appended to the video (keyframes, IC-LoRA "
+                      "references) as the last step left them, so a resumed stage continues them"),
     ),
     facts=(
         FactSpec("frame_count", _INT, "pixel frames the latents decode to"),

@@ -30,10 +30,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 def readers() -> Readers:
     """Which stages read a part: the stage registry's answer, listed in the order the pipelines run them."""
     # lazy: the recipes and the registry load every stage module (zarr, PyAV, Pillow); `ltx2` starts without them
-    from ltx2.orchestrator.recipes import RECIPES
+    from ltx2.orchestrator.recipes import stage_order
     from ltx2.stages.registry import readers_of
 
-    return partial(readers_of, order=tuple(dict.fromkeys(node.stage for nodes in RECIPES.values() for node in nodes)))
+    return partial(readers_of, order=stage_order())
 
 
 def expand(paths: list[Path]) -> list[Path]:

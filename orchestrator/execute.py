@@ -185,7 +185,7 @@ def run_job(job: Job, job_name: str, force: set[str] = frozenset(),
         inputs = {i: entry_path(store, by_name[producer[i]], keys[producer[i]]) if i in producer else work / i
                   for i in st.inputs}
         args = stage_args(st, entry_path(store, st, key), inputs, key, job.memory_budget, st.name in forced)
-        return StageInvocation(st.name, tuple(args), work / "logs" / f"{st.name}.log",
+        return StageInvocation(st.stage, tuple(args), work / "logs" / f"{st.name}.log",
                                budget_bytes=job.memory_budget, requirement=plan.total)
 
     def started(task: Task, inv: StageInvocation) -> None:

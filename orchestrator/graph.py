@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from ltx2.artifacts_schema.keys import stage_key_material as _key_material
-from ltx2.artifacts_schema.keys import digest, weight_identity
+from ltx2.artifacts_schema.keys import digest, file_key, weight_identity
 from ltx2.spec.layout import lora_role
 from ltx2.stages.registry import StageDef, StageParams, stage_def
 
 from .job import Job
-from .recipes import RECIPES, Node, resolve_tiling
+from .recipes import Expand, Node, recipe_for, resolve_tiling
 
 __all__ = ["Stage", "plan_stages", "resolve_tiling", "stage_key_material", "stage_key", "plan_keys"]
 
@@ -30,16 +30,27 @@ class Stage:
     """One step of a job's plan. ``ports``: port -> the artifact name(s) it reads. ``output``: an artifact
     name in the work folder, or for a file output (export, preview) the absolute path of the file."""
 
-    name: str
+    name: str  # the node's name in the plan (the stage's, or e.g. image-encode.s1.0 where it runs several times)
     ports: Mapping[str, str | tuple[str, ...]]
     output: str
     params: StageParams
     weights: dict[str, Path] = field(default_factory=dict)
     planned: bool = False  # the memory planner may replace parameters with the stage's memory choices
+    stage: str = ""  # the registered stage it runs (default: ``name``)
+
+    def __post_init__(self) -> None:
+        if not self.stage:
+            object.__setattr__(self, "stage", self.name)
 
     @property
     def definition(self) -> StageDef:
-        return stage_def(self.name)
+        return stage_def(self.stage)
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The media files it reads through ``file`` ports (absolute paths)."""
+        return tuple(Path(self.ports[p]) for p, spec in self.definition.inputs.items()
+                     if spec.kind == "file" and p in self.ports)
 
     @property
     def version(self) -> int:
@@ -69,44 +80,58 @@ class Stage:
         return out
 
 
-def stage_weights(job: Job, tiny_dir: Path | None = None) -> Callable[[StageDef, Sequence[str]], dict[str, Path]]:
-    """``files(stage, roles)`` -> role -> path: the converted file where the job's converted folder holds the
-    checkpoint part the stage reads for that role, else the official file. User LoRAs are roles lora.N."""
+def stage_weights(job: Job, tiny_dir: Path | None = None
+                  ) -> Callable[[StageDef, Sequence[str], Sequence[Path]], dict[str, Path]]:
+    """``files(stage, roles, loras)`` -> role -> path: the converted file where the job's converted folder holds
+    the checkpoint part the stage reads for that role, else the official file; the LoRA files ``loras`` are roles
+    lora.1, lora.2, ..."""
     official = job.weight_files(tiny_dir)
-    official.update({lora_role(i): p for i, (p, _) in enumerate(job.loras)})
     converted = job.converted_roles()
 
-    def files(stage: StageDef, roles: Sequence[str]) -> dict[str, Path]:
+    def files(stage: StageDef, roles: Sequence[str], loras: Sequence[Path] = ()) -> dict[str, Path]:
         out = {}
         for role in roles:
             part = stage.weights.get(role) or role
             out[role] = converted.get(part) or official[role]
+        out.update({lora_role(i): Path(p) for i, p in enumerate(loras)})
         return out
     return files
 
 
-def _source(node: Node, spec: str, built: Mapping[str, Stage]) -> str:
+def _source(node: Node, port: str, spec, built: Mapping[str, Stage], job: Job) -> str | tuple[str, ...]:
+    """The artifact name(s) or file path a port reads."""
+    if callable(spec):
+        got = spec(job)
+        if isinstance(got, (str, Path)) and stage_def(node.stage).inputs[port].kind == "file":
+            return str(Path(got).resolve())
+        return tuple(_source(node, port, name, built, job) for name in got)
     for name in spec.split("|"):
         if name in built:
             return built[name].output
-    raise KeyError(f"recipe: {node.stage} reads {spec}, which this job does not run")
+    raise KeyError(f"recipe: {node.name} reads {spec}, which this job does not run")
+
+
+def _entries(job: Job):
+    for entry in recipe_for(job):
+        yield from (entry(job) if isinstance(entry, Expand) else (entry,))
 
 
 def plan_stages(job: Job, tiny_dir: Path | None = None) -> list[Stage]:
     """The ordered stages of ``job``'s pipeline. Needs no artifact and no weight file to exist."""
     files = stage_weights(job, tiny_dir)
     built: dict[str, Stage] = {}
-    for node in RECIPES[job.pipeline]:
+    for node in _entries(job):
         if not node.when(job):
             continue
         sd = stage_def(node.stage)
-        ports = {port: _source(node, src, built) for port, src in node.inputs.items()}
-        roles = [*sd.weights, *node.extra_roles]
-        if node.user_loras:
-            roles += [lora_role(i) for i in range(len(job.loras))]
-        output = str(node.output(job)) if node.output is not None else sd.output_name
-        built[node.stage] = Stage(node.stage, ports, output, sd.parse_params(node.params(job)), files(sd, roles),
-                                  planned=node.planned(job))
+        ports = {port: _source(node, port, src, built, job) for port, src in node.inputs.items()}
+        ports = {port: v for port, v in ports.items() if v != ()}
+        loras = [p for p, _ in node.loras(job)] if node.loras is not None else []
+        output = str(node.output(job)) if node.output is not None else (
+            f"{node.id}.zarr" if node.id else sd.output_name)
+        built[node.name] = Stage(node.name, ports, output, sd.parse_params(node.params(job)),
+                                 files(sd, [*sd.weights, *node.extra_roles], loras), planned=node.planned(job),
+                                 stage=node.stage)
     return list(built.values())
 
 
@@ -119,7 +144,7 @@ def stage_key_material(stage: Stage, input_keys: Mapping[str, str],
     missing = [a for a in stage.inputs if a not in input_keys]
     if missing:
         raise KeyError(f"stage {stage.name}: no key for its input artifact(s) {missing}")
-    return _key_material(stage.name, stage.version, stage.params.key_material(), stage.weights,
+    return _key_material(stage.stage, stage.version, stage.params.key_material(), stage.weights,
                          {a: input_keys[a] for a in stage.inputs}, identify)
 
 
@@ -135,6 +160,8 @@ def plan_keys(stages: Sequence[Stage], identify: Callable[[Path], Any] = weight_
     by_artifact: dict[str, str] = dict(external or {})
     keys: dict[str, str] = {}
     for stage in stages:
+        for f in stage.files:  # a media file is keyed by its content
+            by_artifact.setdefault(str(f), file_key(f))
         key = stage_key(stage, by_artifact, identify)
         keys[stage.name] = key
         by_artifact[stage.output] = key

@@ -102,7 +102,10 @@ def _context(st: Stage, predicted: Mapping[str, PredictedArtifact], budget: int)
     sd = st.definition
     inputs: dict[str, Any] = {}
     for port, v in st.ports.items():
-        inputs[port] = [predicted[n] for n in v] if isinstance(v, tuple) else predicted[v]
+        if sd.inputs[port].kind == "file":  # a media file: the hooks read its path
+            inputs[port] = Path(v)
+        else:
+            inputs[port] = [predicted[n] for n in v] if isinstance(v, tuple) else predicted[v]
     params = sd.resolve(inputs, st.params) if sd.resolve is not None else st.params
     return StageContext(sd, inputs, Path(st.output), params, {r: Path(p) for r, p in st.weights.items()}, "",
                         budget, Progress(st.name, None))

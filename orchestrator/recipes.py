@@ -34,10 +34,10 @@ depend on resolution (the official pipelines use its default token count).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from ltx2.spec.geometry import OFFICIAL_DECODE_TILING
 from ltx2.spec.pipelines import HQ
@@ -48,25 +48,135 @@ from .job import Job
 ParamsOf = Callable[[Job], dict[str, Any]]
 
 
+# A port's source: a node name (``a|b``: the first of them the job runs), or from the job: the node names of a
+# ``many`` port, or the path of a media file (a ``file`` port: the file's content is its key)
+Source = Union[str, Callable[[Job], Union[Sequence[str], Path]]]
+
+
 @dataclass(frozen=True)
 class Node:
-    """One stage of a recipe. ``inputs``: port -> the node whose output it reads (``a|b``: the first of
-    them the job runs). ``params``: the stage's parameters from the job. ``planned``: the memory planner
-    may replace parameters with the stage's memory choices (weights precision, decode tiles)."""
+    """One stage of a recipe. ``inputs``: port -> its source. ``params``: the stage's parameters from the job.
+    ``planned``: the memory planner may replace parameters with the stage's memory choices (weights precision,
+    decode tiles). ``id``: the node's name where one stage runs several times (one encode per image and size);
+    its artifact is then ``<id>.zarr``."""
 
     stage: str
-    inputs: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, Source] = field(default_factory=dict)
     params: ParamsOf = lambda job: {}
     when: Callable[[Job], bool] = lambda job: True
     planned: Callable[[Job], bool] = lambda job: False
     output: Callable[[Job], Path] | None = None  # a file output's path (export, preview); artifacts are named
-    user_loras: bool = False  # reads the job's own LoRAs (roles lora.1, lora.2, ...)
+    # the LoRA files fused into its transformer, with strengths (roles lora.1, lora.2, ...): the job's own
+    loras: Callable[[Job], list[tuple[Path, float]]] | None = None
     extra_roles: tuple[str, ...] = ()  # optional weight roles it reads in this recipe (distilled_lora)
+    id: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.id or self.stage
+
+
+@dataclass(frozen=True)
+class Expand:
+    """Nodes the job asks for (one encode per conditioning file and size): ``nodes(job)``, of the ``stages`` named."""
+
+    nodes: Callable[[Job], Iterable[Node]]
+    stages: tuple[str, ...]
+
+    def __call__(self, job: Job) -> Iterable[Node]:
+        return self.nodes(job)
+
+
+Entry = Union[Node, Expand]
+
+
+def stage_order() -> tuple[str, ...]:
+    """Every stage a recipe can run, in the order the pipelines run them."""
+    names: list[str] = []
+    for recipe in RECIPES.values():
+        for entry in recipe:
+            names += entry.stages if isinstance(entry, Expand) else [entry.stage]
+    return tuple(dict.fromkeys(names))
 
 
 def _stage1_size(job: Job) -> dict[str, int]:
-    width, height = job.stage1_size  # target / upsampler scale in the two-stage pipelines
+    # target / upsampler scale in the two-stage pipelines; a retake renders in one stage at the source's size
+    width, height = (job.width, job.height) if job.retake is not None else job.stage1_size
     return dict(width=width, height=height)
+
+
+# ----------------------------------------------------------------------------- conditioning
+# Each conditioning file is encoded by its own node (its content, the size and the weights key it, so jobs sharing
+# a file share the encoding); the denoising nodes read them through their `conditioning` port, and the parameter
+# of the same name says how each applies, in the same order (stages.params.CondItem).
+
+def _image_item(img) -> dict[str, Any]:
+    use = img.mode if img.mode != "auto" else ("replace" if img.frame == 0 else "keyframe")
+    return {"use": use, "frame": img.frame, "strength": img.strength}
+
+
+def _conditioning(job: Job, stage: int) -> list[tuple[str, dict[str, Any]]]:
+    """(encode node, how it applies) for denoise (``stage`` 1) or refine (2), in the official order: the images
+    (re-encoded at each stage's size), then the IC-LoRA reference (stage 1 only: the official second stage is a
+    plain refinement), the soundtrack, the retake source."""
+    out = [(f"image-encode.s{stage}.{j}", _image_item(img)) for j, img in enumerate(job.images)]
+    if job.video is not None and stage == 1:
+        out.append(("video-encode.reference", {"use": "reference", "strength": job.video.strength,
+                                               "downscale_factor": job.reference_downscale_factor,
+                                               "attention_strength": job.video.attention_strength}))
+    if job.audio is not None:
+        out.append(("audio-encode", {"use": "frozen"}))
+    if job.retake is not None:
+        out += [("video-encode.source", {"use": "source"}), ("audio-encode.source", {"use": "source"})]
+    return out
+
+
+def _encode_nodes_of(job: Job) -> list[Node]:
+    fps, frames = job.fps, job.frames
+    nodes = []
+    for stage in ((1, 2) if job.two_stage and job.retake is None else (1,)):
+        w, h = (job.width, job.height) if stage == 2 else tuple(_stage1_size(job).values())
+        for j, img in enumerate(job.images):
+            nodes.append(Node("image-encode", {"image": lambda job, p=img.path: p},
+                              lambda job, w=w, h=h, img=img: {"width": w, "height": h, "frames": frames, "fps": fps,
+                                                              "crf": img.crf},
+                              id=f"image-encode.s{stage}.{j}"))
+    if job.video is not None:
+        w, h = _stage1_size(job).values()
+        df = job.reference_downscale_factor
+        ports: dict[str, Source] = {"video": lambda job: job.video.path}
+        if job.video.mask is not None:
+            ports["mask"] = lambda job: job.video.mask
+        nodes.append(Node("video-encode", ports,
+                          lambda job: {"width": w // df, "height": h // df, "frames": frames, "fps": fps},
+                          id="video-encode.reference"))
+    if job.audio is not None:
+        nodes.append(Node("audio-encode", {"audio": lambda job: job.audio.path},
+                          lambda job: {"frames": frames, "fps": fps, "start": job.audio.start,
+                                       "max_duration": job.audio.max_duration}))
+    if job.retake is not None:
+        nodes.append(Node("video-encode", {"video": lambda job: job.retake.path},
+                          lambda job: {"width": job.width, "height": job.height, "frames": frames, "fps": fps},
+                          id="video-encode.source"))
+        nodes.append(Node("audio-encode", {"audio": lambda job: job.retake.path},
+                          lambda job: {"frames": frames, "fps": fps}, id="audio-encode.source"))
+    return nodes
+
+
+_encode_nodes = Expand(_encode_nodes_of, ("image-encode", "video-encode", "audio-encode"))
+
+
+def _cond_inputs(stage: int) -> Callable[[Job], tuple[str, ...]]:
+    return lambda job: tuple(name for name, _ in _conditioning(job, stage))
+
+
+def _stage1_loras(job: Job) -> list[tuple[Path, float]]:
+    """The job's LoRAs, then the IC-LoRA (stage 1 only, as the official ICLoraPipeline)."""
+    return list(job.loras) + ([(job.video.lora, job.video.lora_strength)] if job.video is not None else [])
+
+
+def _job_loras(job: Job) -> list[tuple[Path, float]]:
+    return list(job.loras)
 
 
 def hq_guidance(job: Job) -> dict[str, Any]:
@@ -93,9 +203,12 @@ def stage1_params(job: Job) -> dict[str, Any]:
         schedule, guidance = {"kind": "ltx2", "steps": job.steps or HQ.steps}, hq_guidance(job)
     else:  # steps left out (None): the checkpoint version's official count (its identity is in the key)
         schedule, guidance = {"kind": "ltx2", "steps": job.steps}, job.guidance
+    cond = _conditioning(job, 1)
     return {**_stage1_size(job), "frames": job.frames, "fps": job.fps, "seed": job.seed, "schedule": schedule,
-            "guidance": guidance, "loras": job.lora_strengths, "sampler": HQ.sampler if hq else "euler",
-            "distilled_lora": {"strength": HQ.stage1_distilled_lora} if hq else None}
+            "guidance": guidance, "loras": [s for _, s in _stage1_loras(job)], "sampler": HQ.sampler if hq else "euler",
+            "distilled_lora": {"strength": HQ.stage1_distilled_lora} if hq else None,
+            "conditioning": [item for _, item in cond],
+            "retake": None if job.retake is None else {"start": job.retake.start, "end": job.retake.end}}
 
 
 def refine_params(job: Job) -> dict[str, Any]:
@@ -103,7 +216,8 @@ def refine_params(job: Job) -> dict[str, Any]:
     return {"width": job.width, "height": job.height, "frames": job.output_frames, "fps": job.output_fps,
             "seed": job.seed, "schedule": {"kind": "fixed", "sigmas": list(STAGE2_DISTILLED_SIGMAS)},
             "distilled_lora": _stage2_lora(job), "loras": job.lora_strengths,
-            "sampler": HQ.sampler if job.pipeline == "hq" else "euler"}
+            "sampler": HQ.sampler if job.pipeline == "hq" else "euler",
+            "conditioning": [item for _, item in _conditioning(job, 2)]}
 
 
 def _stage2_lora(job: Job) -> dict[str, float] | None:
@@ -132,9 +246,10 @@ def _always(job: Job) -> bool:
 
 _LARGE = dict(planned=_always)  # text-encode, denoise, refine: the planner picks the weights mode
 _TEXT = Node("text-encode", params=text_params, **_LARGE)
-_STAGE1 = Node("denoise", {"text": "text-encode"}, stage1_params, user_loras=True, **_LARGE)
-_HQ_STAGE1 = Node("denoise", {"text": "text-encode"}, stage1_params, user_loras=True,
-                  extra_roles=("distilled_lora",), **_LARGE)
+_STAGE1_INPUTS: dict[str, Source] = {"text": "text-encode", "conditioning": _cond_inputs(1)}
+_STAGE1 = Node("denoise", _STAGE1_INPUTS, stage1_params, loras=_stage1_loras, **_LARGE)
+_HQ_STAGE1 = Node("denoise", _STAGE1_INPUTS, stage1_params, loras=_stage1_loras, extra_roles=("distilled_lora",),
+                  **_LARGE)
 
 
 def _outputs(latents: str) -> tuple[Node, ...]:
@@ -150,20 +265,28 @@ def _outputs(latents: str) -> tuple[Node, ...]:
     )
 
 
-def _two_stage(refine_roles: tuple[str, ...], stage1: Node = _STAGE1) -> tuple[Node, ...]:
+def _two_stage(refine_roles: tuple[str, ...], stage1: Node = _STAGE1) -> tuple[Entry, ...]:
     return (
-        _TEXT, stage1,
+        _TEXT, _encode_nodes, stage1,
         Node("upscale", {"latents": "denoise"}, lambda job: {"scale": job.spatial_scale}),
         Node("temporal-upscale", {"latents": "upscale"}, when=lambda job: job.temporal_upscale),
-        Node("refine", {"latents": "temporal-upscale|upscale", "text": "text-encode"}, refine_params,
-             user_loras=True, extra_roles=refine_roles, **_LARGE),
+        Node("refine", {"latents": "temporal-upscale|upscale", "text": "text-encode", "conditioning": _cond_inputs(2)},
+             refine_params, loras=_job_loras, extra_roles=refine_roles, **_LARGE),
         *_outputs("refine"),
     )
 
 
-RECIPES: dict[str, tuple[Node, ...]] = {
+_ONE_STAGE = (_TEXT, _encode_nodes, _STAGE1, *_outputs("denoise"))
+
+RECIPES: dict[str, tuple[Entry, ...]] = {
     "distilled": _two_stage(()),
     "two-stage": _two_stage(("distilled_lora",)),
-    "one-stage": (_TEXT, _STAGE1, *_outputs("denoise")),
+    "one-stage": _ONE_STAGE,
     "hq": _two_stage(("distilled_lora",), _HQ_STAGE1),
 }
+
+
+def recipe_for(job: Job) -> tuple[Entry, ...]:
+    """The job's recipe: its pipeline's, or for a retake the one-stage recipe (the official RetakePipeline renders
+    in one stage at the source's size, with the distilled sigmas when the pipeline is distilled, guided else)."""
+    return _ONE_STAGE if job.retake is not None else RECIPES[job.pipeline]

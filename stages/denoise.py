@@ -13,13 +13,12 @@ from ltx2.spec.geometry import audio_latent_frames, video_latent_shape
 from ltx2.spec.pipelines import SamplerName
 
 from .contract import BadInput, MemoryPlan
-from .denoising import (LatentLayout, TokenState, check_transformer, guider_params, sample_to_artifact, sampling_memory, sigmas_for,
-                        stg_blocks)
+from .denoising import (LatentLayout, check_conditioning, check_transformer, conditioned_states, guider_params, sample_to_artifact,
+                        sampling_memory, sigmas_for, stg_blocks)
 from .memory import weights_mode_choices
-from .params import (DEFAULT_WEIGHTS_MODE, DistilledLora, Guidance, LoraStrengths, Ltx2Schedule, Schedule,
-                     WeightsModeParam)
+from .params import (DEFAULT_WEIGHTS_MODE, CondItem, DistilledLora, Guidance, LoraStrengths, Ltx2Schedule,
+                     RetakeWindow, Schedule, WeightsModeParam)
 from .registry import Port, PredictedOutput, StageContext, StageDef, StageParams
-from .sampling import gaussian_noise, noise_key
 
 
 class Params(StageParams):
@@ -38,6 +37,10 @@ class Params(StageParams):
                                                  "distilled_lora; the HQ pipeline's stage 1); none: the checkpoint")
     weights_mode: WeightsModeParam = Field(DEFAULT_WEIGHTS_MODE, description="transformer precision and streaming "
                                            "(the planner picks it)")
+    conditioning: list[CondItem] = Field([], description="how each conditioning input applies, in the order given: "
+                                         "{use: replace|keyframe|reference|frozen|source, frame, strength, ...}")
+    retake: RetakeWindow | None = Field(None, description="{start, end} seconds: regenerate that window of the "
+                                        "`source` inputs, keep the rest (retake)")
 
     @field_validator("frames")
     @classmethod
@@ -62,6 +65,12 @@ def check(ctx: StageContext) -> None:
     layout = check_transformer(ctx)
     if ctx.params.guidance is not None:
         stg_blocks(ctx.params.guidance, layout)
+    _, grid, a_frames = _geometry(ctx)
+    check_conditioning(ctx, grid, a_frames)
+    window = ctx.params.retake
+    if window is not None and not 0 <= window.start < window.end <= ctx.params.frames / ctx.params.fps:
+        raise BadInput(f"denoise: retake window {window.start}..{window.end} s is empty or outside the clip's "
+                       f"0..{ctx.params.frames / ctx.params.fps:g} s")
 
 
 def estimate(ctx: StageContext) -> MemoryPlan:
@@ -83,22 +92,14 @@ def run(ctx: StageContext) -> None:
     layout, grid, a_frames = _geometry(ctx)
     sigmas = sigmas_for(ctx.params.schedule, layout)
     guidance = guider_params(ctx.params.guidance, layout)
-    seed = ctx.params.seed
-
-    def initial() -> TokenState:
-        # stage 1 starts from pure noise (the noiser at scale 1 over an empty latent)
-        tokens = grid[0] * grid[1] * grid[2]
-        v = gaussian_noise(noise_key(seed, "denoise", "video"), (1, tokens, layout.video_channels))
-        a = gaussian_noise(noise_key(seed, "denoise", "audio"),
-                           (1, a_frames, layout.audio_channels * layout.audio_mel_bins))
-        return TokenState(v, a)
-
-    sample_to_artifact(ctx, layout, grid, a_frames, sigmas, guidance, initial, sampler=ctx.params.sampler)
+    # stage 1 starts from pure noise (the noiser at scale 1 over an empty latent, or over a retake's source)
+    sample_to_artifact(ctx, layout, grid, a_frames, sigmas, guidance,
+                       lambda: conditioned_states(ctx, layout, grid, a_frames), 1.0, sampler=ctx.params.sampler)
 
 
 STAGE = StageDef(
-    name="denoise", version=1, summary="stage 1: text contexts -> video + audio latents from seeded noise",
-    inputs={"text": Port("text")}, params=Params, output_kind="latents", output_name="stage1.zarr",
+    name="denoise", version=2, summary="stage 1: text contexts (+ conditioning) -> video + audio latents from seeded noise",
+    inputs={"text": Port("text"), "conditioning": Port("conditioning", many=True)}, params=Params, output_kind="latents", output_name="stage1.zarr",
     weights={"checkpoint": "transformer"}, optional_weights=("distilled_lora", "lora.*"), resumable=True,
     estimate=estimate, run=run, check=check, predict=predict,
     choices=lambda ctx: weights_mode_choices(ctx, "transformer"), streams="transformer",

@@ -25,10 +25,11 @@ from ltx2.spec.versions import model_version
 from .contract import BadInput, MemoryPlan
 from .memory import COMPUTE_BYTES, cached_header, lora_block_bytes, transformer_held, weights_mode
 from .params import FixedSchedule, Guidance
+from .sampling import (GuiderParams, blend_clean, euler_step, gaussian_noise, guided_x0, ltx2_sigmas, noise_key,
+                       pass_contexts, pass_perturbations, patchify_audio, patchify_video, repeat_for_passes,
+                       res2s_schedule, res2s_step, unpatchify_audio, unpatchify_video)
+from .sampling import conditioning as cond_items
 from .sampling.conditioning import TokenLatents
-from .sampling import (GuiderParams, audio_positions, blend_clean, euler_step, gaussian_noise, guided_x0, ltx2_sigmas,
-                       noise_key, pass_contexts, pass_perturbations, patchify_audio, patchify_video, repeat_for_passes,
-                       res2s_schedule, res2s_step, unpatchify_audio, unpatchify_video, video_positions)
 
 
 @dataclass
@@ -270,16 +271,17 @@ def guider_params(guidance: Guidance | None, layout: LatentLayout) -> tuple[Guid
     return out[0], out[1]
 
 
-def text_conditioning(text, guidance, video_positions, audio_positions) -> Conditioning:
-    """Contexts from a text artifact; the negative ones only when guidance asks for them."""
+def text_conditioning(text, guidance, audio_guided: bool = True) -> Conditioning:
+    """Contexts from a text artifact; the negative ones only when guidance asks for them (the audio's only when
+    the audio is guided: a frozen soundtrack's guider has none, as in the official A2V pipeline)."""
     needs_negative = guidance is not None and any(g.wants_uncond for g in guidance)
     if needs_negative and not text.facts.get("has_negative"):
         raise BadInput(f"{text.path}: guidance uses CFG (cfg != 1) but this text artifact has no negative prompt; "
                        "re-run text-encode with a negative_prompt, or set cfg to 1")
     neg = (lambda k: text.read("negative_" + k)) if needs_negative else (lambda k: None)  # noqa: E731
     return Conditioning(video_context=text.read("video_context"), audio_context=text.read("audio_context"),
-                        video_positions=video_positions, audio_positions=audio_positions,
-                        negative_video_context=neg("video_context"), negative_audio_context=neg("audio_context"))
+                        video_positions=None, audio_positions=None, negative_video_context=neg("video_context"),
+                        negative_audio_context=neg("audio_context") if audio_guided else None)
 
 
 def step_noise(seed: int, stage: str) -> StepNoise:
@@ -290,13 +292,126 @@ def step_noise(seed: int, stage: str) -> StepNoise:
     return draw
 
 
+def conditioned_states(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio_frames: int,
+                       video_initial: mx.array | None = None,
+                       audio_initial: mx.array | None = None) -> tuple[TokenLatents, TokenLatents]:
+    """Both streams' states before noise: from the initial latents (None: empty), the ``conditioning`` inputs
+    applied as their ``conditioning`` parameters say, in order (a retake ``source`` sets a stream's initial latent
+    and the ``retake`` window which of its tokens are regenerated; a ``frozen`` soundtrack replaces the audio)."""
+    p = ctx.params
+    arts = list(ctx.inputs.get("conditioning", []))
+    given = list(getattr(p, "conditioning", []))
+    if len(arts) != len(given):
+        raise BadInput(f"{ctx.stage.name}: {len(arts)} conditioning input(s) but {len(given)} conditioning "
+                       "parameter(s); give one {use: ...} per --in conditioning=PATH, in the same order")
+    f, h, w = grid
+    sources = {"video": None, "audio": None}
+    frozen_audio = None
+    for item, art in zip(given, arts):
+        medium = art.facts.get("medium")
+        if item.use == "source":
+            sources["audio" if medium == "audio" else "video"] = _cond_latent(ctx, art, medium)
+        elif item.use == "frozen":
+            if medium != "audio":
+                raise BadInput(f"{ctx.stage.name}: {art.path} is a {medium} conditioning; use frozen takes audio")
+            frozen_audio = _cond_latent(ctx, art, medium)
+    v_init = sources["video"] if sources["video"] is not None else video_initial
+    a_init = frozen_audio if frozen_audio is not None else sources["audio"] if sources["audio"] is not None \
+        else audio_initial
+    try:
+        video = cond_items.video_tokens(grid, layout.video_channels, float(p.fps), initial=v_init)
+        audio = cond_items.audio_tokens(audio_frames, layout.audio_channels, layout.audio_mel_bins, initial=a_init)
+    except ValueError as e:
+        raise BadInput(f"{ctx.stage.name}: a conditioning latent does not fit this stage's grid: {e}") from e
+    for item, art in zip(given, arts):
+        if item.use in ("source", "frozen"):
+            continue
+        lat = _cond_latent(ctx, art, art.facts.get("medium"))
+        if lat.ndim != 5:
+            raise BadInput(f"{ctx.stage.name}: {art.path} holds audio; use {item.use} takes an image or video")
+        try:
+            if item.use == "replace":
+                if tuple(lat.shape[3:]) != (h, w):
+                    raise ValueError(f"its latent is {lat.shape[3]}x{lat.shape[4]}, the clip's {h}x{w} (encode it at "
+                                     f"{p.width}x{p.height})")
+                video = cond_items.replace_frame(video, lat, cond_items.latent_index_of(item.frame), item.strength)
+            elif item.use == "keyframe":
+                video = cond_items.append(video, lat, cond_items.keyframe_positions(lat.shape, item.frame, p.fps),
+                                          item.strength)
+            else:  # reference (IC-LoRA)
+                weights = art.read("attention") if "attention" in art.arrays else None
+                if weights is not None:
+                    attention = np.asarray(weights, np.float32) * np.float32(item.attention_strength)
+                else:
+                    attention = item.attention_strength if item.attention_strength < 1.0 else None
+                video = cond_items.append(video, lat, cond_items.reference_positions(lat.shape, p.fps,
+                                                                                     item.downscale_factor),
+                                          item.strength, attention=attention)
+        except ValueError as e:
+            raise BadInput(f"{ctx.stage.name}: conditioning {art.path} ({item.use}, frame {item.frame}): {e}") from e
+    window = getattr(p, "retake", None)
+    if window is not None:
+        if sources["video"] is not None:
+            video = cond_items.video_window(video, window.start, window.end)
+        if sources["audio"] is not None:
+            audio = cond_items.audio_window(audio, window.start, window.end)
+    if frozen_audio is not None:
+        audio = cond_items.frozen(audio)
+    return video, audio
+
+
+def check_conditioning(ctx, grid: tuple[int, int, int], audio_frames: int) -> None:
+    """Headers-only: one parameter per conditioning input, each input of the medium its use takes and on this
+    stage's grid, each frame inside the clip. Bad input, found when the job is planned."""
+    arts = list(ctx.inputs.get("conditioning", []))
+    given = list(getattr(ctx.params, "conditioning", []))
+    name, (f, h, w), frames = ctx.stage.name, grid, ctx.params.frames
+    if len(arts) != len(given):
+        raise BadInput(f"{name}: {len(arts)} conditioning input(s) but {len(given)} conditioning parameter(s); give "
+                       "one {use: ...} per --in conditioning=PATH, in the same order")
+    for i, (item, art) in enumerate(zip(given, arts)):
+        where = f"{name}: conditioning[{i}] ({item.use}, {art.path})"
+        medium = art.facts.get("medium")
+        want = ("audio",) if item.use == "frozen" else ("video", "audio") if item.use == "source" else (
+            "image",) if item.use in ("replace", "keyframe") else ("video",)
+        if medium not in want:
+            raise BadInput(f"{where}: is a {medium} encoding; {item.use} takes {' or '.join(want)}")
+        if medium == "audio":
+            if art.shape("audio")[2] != audio_frames:
+                raise BadInput(f"{where}: holds {art.shape('audio')[2]} audio latent frames, the clip {audio_frames}; "
+                               f"encode it for {frames} frames at {ctx.params.fps} fps")
+            continue
+        _, _, cf, ch, cw = art.shape("video")
+        if item.use in ("replace", "keyframe", "source") and (ch, cw) != (h, w):
+            raise BadInput(f"{where}: its latent is {ch}x{cw} cells, this stage's {h}x{w}: encode it at "
+                           f"{ctx.params.width}x{ctx.params.height}")
+        if item.use == "source" and cf != f:
+            raise BadInput(f"{where}: holds {cf} latent frames, the clip {f}: encode it for {frames} frames")
+        if item.use in ("replace", "keyframe") and not 0 <= item.frame < frames:
+            raise BadInput(f"{where}: frame {item.frame} is outside the clip's frames 0..{frames - 1}")
+        if item.use == "replace" and item.frame % 8:
+            raise BadInput(f"{where}: frame {item.frame} is not on the latent grid (a multiple of 8); use "
+                           f"{item.frame // 8 * 8}, or a keyframe")
+    if getattr(ctx.params, "retake", None) is not None and not any(i.use == "source" for i in given):
+        raise BadInput(f"{name}: retake is set but no conditioning input is a source to retake")
+
+
+def _cond_latent(ctx, art, medium) -> mx.array:
+    name = "audio" if medium == "audio" else "video"
+    if name not in art.arrays:
+        raise BadInput(f"{ctx.stage.name}: {art.path} holds no {name} latent")
+    return art.read(name).astype(mx.float32)
+
+
 def sample_to_artifact(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio_frames: int,
-                       sigmas: list[float], guidance, initial: Callable[[], TokenState],
-                       sampler: str = "euler") -> None:
-    """Run the sampler from ``initial()`` (or from the partial artifact's last step) and write latents.
+                       sigmas: list[float], guidance, states: Callable[[], tuple[TokenLatents, TokenLatents]],
+                       noise_scale: float, sampler: str = "euler") -> None:
+    """Run the sampler from the conditioned ``states()`` noised to ``noise_scale`` with the stage's seeded noise
+    (a frozen stream is not noised), or from the partial artifact's last step, and write latents.
 
     ``grid``: the video latent (frames, height, width); the pixel facts come from ``ctx.params``. res_2s walks
     ``res2s_schedule(sigmas)`` (a final 0 reached through 0.0011), and its steps are what the checkpoints count.
+    Appended conditioning tokens are checkpointed too (``video_appended``), so a resumed run continues them.
     """
     p = ctx.params
     if sampler == "res_2s":
@@ -307,24 +422,39 @@ def sample_to_artifact(ctx, layout: LatentLayout, grid: tuple[int, int, int], au
     if writer.complete:
         writer.finalize()
         return
+    video, audio = states()
+    if audio.frozen and guidance is not None:
+        guidance = (guidance[0], GuiderParams())  # the official A2V pipelines guide only the video
     if writer.progress is not None:
         snap = writer.load_checkpoint()
-        state, start = TokenState(patchify_video(snap["video"]), patchify_audio(snap["audio"])), writer.progress.step
+        v = patchify_video(snap["video"])
+        if "video_appended" in snap:
+            v = mx.concatenate([v, snap["video_appended"]], axis=1)
+        if v.shape[1] != video.tokens:
+            raise BadInput(f"{writer.partial}: its checkpoint holds {v.shape[1]} video tokens, this run's "
+                           f"conditioning {video.tokens}: remove the partial artifact to start again")
+        state, start = TokenState(v, patchify_audio(snap["audio"])), writer.progress.step
         ctx.progress.emit("resumed", step=start, total=total)
     else:
-        state, start = initial(), 0
+        seed, name = int(p.seed), ctx.stage.name
+        nv = gaussian_noise(noise_key(seed, name, "video"), tuple(video.latent.shape))
+        na = gaussian_noise(noise_key(seed, name, "audio"), tuple(audio.latent.shape))
+        state = TokenState(cond_items.noised(video, nv, noise_scale).latent,
+                           cond_items.noised(audio, na, 0.0 if audio.frozen else noise_scale).latent)
+        start = 0
     mode = weights_mode(ctx)
     ctx.progress.emit("loading", what="transformer", weights_mode=mode.params())
     model = load_transformer_mode(ctx.weights["checkpoint"], mode, loras=stage_loras(ctx))
-    cond = text_conditioning(ctx.inputs["text"], guidance, np.asarray(video_positions(f, h, w, p.fps)),
-                             np.asarray(audio_positions(audio_frames)))
+    cond = text_conditioning(ctx.inputs["text"], guidance, audio_guided=not audio.frozen).with_states(video, audio)
     # test hook: slow each step down so a test can kill the process mid-run (not part of any key)
     delay = float(os.environ.get("LTX2_TEST_STEP_DELAY", "0") or 0)
 
     def on_step(k: int, st: TokenState) -> None:
-        writer.checkpoint(k, arrays={"video": unpatchify_video(st.video, f, h, w),
-                                     "audio": unpatchify_audio(st.audio, layout.audio_channels, layout.audio_mel_bins)},
-                          facts={"sigma": float(sigmas[k]), "step": k, "total_steps": total})
+        arrays = {"video": unpatchify_video(video.target(st.video), f, h, w),
+                  "audio": unpatchify_audio(st.audio, layout.audio_channels, layout.audio_mel_bins)}
+        if video.tokens > video.target_tokens:
+            arrays["video_appended"] = st.video[:, video.target_tokens:]
+        writer.checkpoint(k, arrays=arrays, facts={"sigma": float(sigmas[k]), "step": k, "total_steps": total})
         ctx.progress.step(k, total, sigma=float(sigmas[k]))
         if delay:
             time.sleep(delay)
@@ -374,6 +504,19 @@ ACTIVATION_FLOATS = 12  # per token and stream width, fitted (see sampling_memor
 LTX23_ADALN_ROWS = 3  # LTX-2.3's cross-attention AdaLN: 9 rows per token, not 6 (computed and measured)
 
 
+def appended_tokens(ctx) -> tuple[int, bool]:
+    """(video tokens the conditioning inputs append, whether an attention mask comes with them), from their shapes
+    (the planner's predictions or the artifacts)."""
+    n, masked = 0, False
+    for item, art in zip(getattr(ctx.params, "conditioning", []), ctx.inputs.get("conditioning", [])):
+        if item.use in ("keyframe", "reference"):
+            _, _, f, h, w = art.shape("video")
+            n += f * h * w
+            masked |= item.use == "reference" and ("attention" in getattr(art, "shapes", getattr(art, "arrays", {}))
+                                                   or item.attention_strength < 1.0)
+    return n, masked
+
+
 def sampling_memory(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio_frames: int, passes: int):
     """Transformer weights held under the stage's WeightsMode, plus the activations of the passes that run
     together (``passes`` guided passes stacked when streaming, one pass when resident).
@@ -405,14 +548,17 @@ def sampling_memory(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio
     vdim = int(t.get("num_attention_heads", 32)) * int(t.get("attention_head_dim", 128))
     adim = int(t.get("audio_num_attention_heads", 32)) * int(t.get("audio_attention_head_dim", 64))
     heads = int(t.get("num_attention_heads", 32))
-    tokens = grid[0] * grid[1] * grid[2]
+    extra, masked = appended_tokens(ctx)
+    tokens = grid[0] * grid[1] * grid[2] + extra
     stacked = passes if passes_per_call(mode) is None else 1
     # the fit leaves 0.43-0.54 GiB at every size above the contract's baseline: working buffers
     runtime = 600 << 20
     floats = ACTIVATION_FLOATS + (LTX23_ADALN_ROWS if t.get("cross_attention_adaln") else 0)
     per_pass = (tokens * vdim + audio_frames * adim) * floats * COMPUTE_BYTES
     scores = heads * min(tokens, DEFAULT_QUERY_CHUNK) * tokens * COMPUTE_BYTES
-    acts = stacked * (per_pass + scores) + runtime
+    # an IC-LoRA attention mask: the (tokens x tokens) strengths, and the additive bias the transformer makes of them
+    mask = 2 * tokens * tokens * COMPUTE_BYTES if masked else 0
+    acts = stacked * (per_pass + scores + mask) + runtime
     if mode.quantized:  # on CPU a quantised layer multiplies through its float32 dequantised weight, and MLX's
         acts += 4 * held.largest_matrix_f32  # buffer cache keeps a few (measured: ~1 GiB more than bf16 at q4)
     return MemoryPlan(weights, acts + transient if mode.streaming else max(acts, transient))

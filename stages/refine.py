@@ -11,17 +11,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import mlx.core as mx
 from pydantic import Field
 
 from ltx2.spec.pipelines import SamplerName
 from ltx2.spec.schedules import STAGE2_DISTILLED_SIGMAS
 
 from .contract import BadInput, MemoryPlan
-from .denoising import LatentLayout, TokenState, check_transformer, sample_to_artifact, sampling_memory, sigmas_for
+from .denoising import LatentLayout, check_conditioning, check_transformer, conditioned_states, sample_to_artifact, sampling_memory, sigmas_for
 from .memory import weights_mode_choices
-from .params import DEFAULT_WEIGHTS_MODE, DistilledLora, FixedSchedule, LoraStrengths, Schedule, WeightsModeParam
+from .params import (DEFAULT_WEIGHTS_MODE, CondItem, DistilledLora, FixedSchedule, LoraStrengths, Schedule,
+                     WeightsModeParam)
 from .registry import Port, PredictedOutput, StageContext, StageDef, StageParams
-from .sampling import gaussian_noise, noise_key, noise_latent, patchify_audio, patchify_video
 
 
 class Params(StageParams):
@@ -40,6 +41,8 @@ class Params(StageParams):
                                  "transformer evaluations per step, fresh noise at each)")
     weights_mode: WeightsModeParam = Field(DEFAULT_WEIGHTS_MODE, description="transformer precision and streaming "
                                            "(the planner picks it)")
+    conditioning: list[CondItem] = Field([], description="how each conditioning input applies (images encoded at "
+                                         "this stage's size; a frozen soundtrack), in the order given")
 
 
 def resolve(inputs: Mapping[str, Any], p: Params) -> Params:
@@ -66,6 +69,12 @@ def _geometry(ctx: StageContext):
     return layout, (f, h, w), ctx.inputs["latents"].shape("audio")[2]
 
 
+def check(ctx: StageContext) -> None:
+    check_transformer(ctx)
+    _, grid, a_frames = _geometry(ctx)
+    check_conditioning(ctx, grid, a_frames)
+
+
 def estimate(ctx: StageContext) -> MemoryPlan:
     layout, grid, a_frames = _geometry(ctx)
     return sampling_memory(ctx, layout, grid, a_frames, 1)
@@ -80,22 +89,19 @@ def predict(ctx: StageContext) -> PredictedOutput:
 def run(ctx: StageContext) -> None:
     layout, grid, a_frames = _geometry(ctx)
     sigmas = sigmas_for(ctx.params.schedule, layout)
-    lat, seed = ctx.inputs["latents"], ctx.params.seed
-
-    def initial() -> TokenState:
-        v, a = patchify_video(lat.read("video")), patchify_audio(lat.read("audio"))
-        nv = gaussian_noise(noise_key(seed, "refine", "video"), v.shape)
-        na = gaussian_noise(noise_key(seed, "refine", "audio"), a.shape)
-        return TokenState(noise_latent(v, nv, 1.0, sigmas[0]), noise_latent(a, na, 1.0, sigmas[0]))
-
-    sample_to_artifact(ctx, layout, grid, a_frames, sigmas, None, initial, sampler=ctx.params.sampler)
+    lat = ctx.inputs["latents"]
+    # the upscaled video and the stage-1 audio re-noised to the first stage-2 sigma, conditioned as stage 1 was
+    sample_to_artifact(ctx, layout, grid, a_frames, sigmas, None,
+                       lambda: conditioned_states(ctx, layout, grid, a_frames, lat.read("video").astype(mx.float32),
+                                                  lat.read("audio").astype(mx.float32)),
+                       sigmas[0], sampler=ctx.params.sampler)
 
 
 STAGE = StageDef(
-    name="refine", version=1, summary="stage 2: upscaled latents re-noised and refined at full size",
-    inputs={"latents": Port("latents"), "text": Port("text")}, params=Params, output_kind="latents",
+    name="refine", version=2, summary="stage 2: upscaled latents re-noised and refined at full size",
+    inputs={"latents": Port("latents"), "text": Port("text"), "conditioning": Port("conditioning", many=True)}, params=Params, output_kind="latents",
     output_name="latents.zarr", weights={"checkpoint": "transformer"}, optional_weights=("distilled_lora", "lora.*"),
-    resumable=True, resolve=resolve, check=check_transformer, estimate=estimate, run=run, predict=predict,
+    resumable=True, resolve=resolve, check=check, estimate=estimate, run=run, predict=predict,
     choices=lambda ctx: weights_mode_choices(ctx, "transformer"), streams="transformer",
     budget_fix="raise memory_budget or render fewer frames / a smaller size",
 )
