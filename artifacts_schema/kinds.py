@@ -187,8 +187,8 @@ CONDITIONING = KindSpec(
         FactSpec("source_sha256", (str,), "sha256 of the file it was encoded from"),
         FactSpec("width", _INT, "pixel width encoded (0 for audio)"),
         FactSpec("height", _INT, "pixel height encoded (0 for audio)"),
-        FactSpec("frame_count", _INT, "pixel frames encoded (the clip the audio spans, for audio)"),
-        FactSpec("fps", _FLOAT, "frame rate of the clip it conditions"),
+        FactSpec("frame_count", _INT, "pixel frames encoded (1 for an image; the clip the audio spans, for audio)"),
+        FactSpec("fps", _FLOAT, "frame rate of the clip (0 for an image)"),
     ),
     cross_check=_conditioning_check,
 )

@@ -144,8 +144,14 @@ def stage_key_material(stage: Stage, input_keys: Mapping[str, str],
     missing = [a for a in stage.inputs if a not in input_keys]
     if missing:
         raise KeyError(f"stage {stage.name}: no key for its input artifact(s) {missing}")
+    # a media file enters by its port and content (as the stage process keys it): not by its name or folder
+    files = {str(f): port for port, f in zip(_file_ports(stage), stage.files)}
     return _key_material(stage.stage, stage.version, stage.params.key_material(), stage.weights,
-                         {a: input_keys[a] for a in stage.inputs}, identify)
+                         {files.get(a, a): input_keys[a] for a in stage.inputs}, identify)
+
+
+def _file_ports(stage: Stage) -> list[str]:
+    return [p for p, spec in stage.definition.inputs.items() if spec.kind == "file" and p in stage.ports]
 
 
 def stage_key(stage: Stage, input_keys: Mapping[str, str],

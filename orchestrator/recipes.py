@@ -138,8 +138,7 @@ def _encode_nodes_of(job: Job) -> list[Node]:
         w, h = (job.width, job.height) if stage == 2 else tuple(_stage1_size(job).values())
         for j, img in enumerate(job.images):
             nodes.append(Node("image-encode", {"image": lambda job, p=img.path: p},
-                              lambda job, w=w, h=h, img=img: {"width": w, "height": h, "frames": frames, "fps": fps,
-                                                              "crf": img.crf},
+                              lambda job, w=w, h=h, img=img: {"width": w, "height": h, "crf": img.crf},
                               id=f"image-encode.s{stage}.{j}"))
     if job.video is not None:
         w, h = _stage1_size(job).values()

@@ -34,21 +34,11 @@ from .memory import COMPUTE_BYTES, cached_header, weight_bytes
 from .registry import FILE, Port, PredictedOutput, StageContext, StageDef, StageParams, input_key
 
 ENCODER_PREFIXES = CHECKPOINT_PARTS["video_encoder"]
-# what the encode's facts record but the latent does not depend on: left out of the key, so jobs of other
-# lengths share the encoding (the facts are then those of the job that made it)
-FACTS_ONLY = ("frames", "fps")
-
-
 class Params(StageParams):
     width: int = Field(96, ge=32, multiple_of=32, description="latent grid width in pixels (multiple of 32)")
     height: int = Field(64, ge=32, multiple_of=32, description="latent grid height in pixels (multiple of 32)")
-    frames: int = Field(9, ge=1, description="pixel frames of the clip it conditions (a fact; not in the key)")
-    fps: float = Field(24.0, gt=0, description="frame rate of the clip it conditions (a fact; not in the key)")
     crf: int | None = Field(None, ge=0, le=51, description="H.264 CRF of the image re-compression; 0: none; "
                                                            "none: the checkpoint's (33 for LTX-2 and 2.3)")
-
-    def key_material(self) -> dict[str, Any]:
-        return {k: v for k, v in super().key_material().items() if k not in FACTS_ONLY}
 
 
 def vae_config(ctx: StageContext) -> VideoVAEConfig:
@@ -135,7 +125,7 @@ def _facts(ctx: StageContext) -> dict[str, Any]:
     path = ctx.inputs.get("image")
     p = ctx.params
     return {"medium": "image", "source_sha256": input_key(path) if isinstance(path, Path) else "",
-            "width": p.width, "height": p.height, "frame_count": p.frames, "fps": float(p.fps)}
+            "width": p.width, "height": p.height, "frame_count": 1, "fps": 0.0}  # one still frame: no clip, no rate
 
 
 def predict(ctx: StageContext) -> PredictedOutput:

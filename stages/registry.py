@@ -12,14 +12,13 @@ The module of stage ``a-b`` is ``ltx2.stages.a_b`` (so running one stage imports
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import pkgutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import mlx.core as mx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ltx2.artifacts_schema import ArtifactWriter, Producer
+from ltx2.artifacts_schema.keys import file_key
 from ltx2.spec.layout import CHECKPOINT_PARTS
 
 from .contract import BadInput, MemoryPlan, Progress
@@ -89,25 +89,9 @@ class StageContext:
         return Timed(w, self.io_seconds)
 
 
-@lru_cache(maxsize=64)
-def _sha256(path: str, size: int, mtime_ns: int, inode: int) -> str:
-    # the stat facts are part of the memo key: a file rewritten in place is hashed afresh
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 (hex) of a file's content: the key of a file input (its name and place are not part of it)."""
-    st = Path(path).stat()
-    return _sha256(str(path), st.st_size, st.st_mtime_ns, st.st_ino)
-
-
 def input_key(a: Any) -> str:
     """The key an input enters a cache key with: an artifact's own key, a file input's content hash."""
-    return file_sha256(a) if isinstance(a, Path) else a.cache_key
+    return file_key(a) if isinstance(a, Path) else a.cache_key
 
 
 class Timed:

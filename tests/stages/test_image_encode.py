@@ -3,6 +3,8 @@ tiny model and on the v1.2.0 conditioning checkpoints (both draws); keyed by the
 
 from __future__ import annotations
 
+import hashlib
+
 import shutil
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from ltx2.stages import image_encode
 from ltx2.stages.base import execute
 from ltx2.stages.contract import Progress
 from ltx2.stages.media import crf_roundtrip, load_image, resize_center_crop
-from ltx2.stages.registry import StageContext, file_sha256, stage_def
+from ltx2.stages.registry import StageContext, stage_def
 
 ENCODER_TOL = 1e-5  # README-v12 "Tolerances": encoder outputs, relative
 DRAWS = pytest.mark.parametrize("draw", [0, 1], ids=["fixtures-v12", "fixtures-v12-check"])
@@ -65,7 +67,7 @@ def picture(tmp_path_factory) -> Path:
 def test_the_stage_process_writes_the_encoders_latent_of_the_preprocessed_image(picture, tmp_path) -> None:
     out = tmp_path / "image.zarr"
     r = ltx2("stage", "image-encode", "--in", f"image={picture}", "--out", str(out), "--set", "width=96",
-             "--set", "height=64", "--set", "frames=17", "--set", "fps=25")
+             "--set", "height=64")
     assert "image-encode: wrote" in r.stdout
     art = open_artifact(out)
     assert art.kind == "conditioning"
@@ -76,8 +78,8 @@ def test_the_stage_process_writes_the_encoders_latent_of_the_preprocessed_image(
     got = np.array(art.read("video"))
     assert got.shape == want.shape == (1, 8, 1, 2, 3)
     assert rel(got, want) <= ENCODER_TOL  # a stage process preloads the optimised BLAS: float32 rounding differs
-    assert art.facts == {"medium": "image", "source_sha256": file_sha256(picture), "width": 96, "height": 64,
-                         "frame_count": 17, "fps": 25.0}
+    assert art.facts == {"medium": "image", "source_sha256": hashlib.sha256(picture.read_bytes()).hexdigest(),
+                         "width": 96, "height": 64, "frame_count": 1, "fps": 0.0}
     # crf 0: no re-encode, which here changes the latent
     r = ltx2("stage", "image-encode", "--in", str(picture), "--out", str(tmp_path / "raw.zarr"), "--set", "crf=0")
     raw = np.array(open_artifact(tmp_path / "raw.zarr").read("video"))
@@ -86,20 +88,20 @@ def test_the_stage_process_writes_the_encoders_latent_of_the_preprocessed_image(
 
 
 def test_the_key_is_the_file_content_size_crf_and_weights(picture, tmp_path) -> None:
-    """The same content under another name (another job's copy) keeps the key, and so does another clip length
-    (frames and fps are facts only); another content, size or CRF changes it."""
+    """The same content under another name (another job's copy) keeps the key; another content, size or CRF
+    changes it."""
     def key(path: Path, out: str, **params) -> str:
         assert execute("image-encode", [("image", path)], tmp_path / out, params, None, None, None, None) == 0
         return open_artifact(tmp_path / out).cache_key
 
     copy = shutil.copy(picture, tmp_path / "elsewhere.png")
     base = key(picture, "a.zarr")
-    assert key(Path(copy), "b.zarr", frames=121, fps=30) == base
+    assert key(Path(copy), "b.zarr") == base
     assert key(picture, "c.zarr", width=64) != base
     assert key(picture, "d.zarr", crf=20) != base
     other = png(tmp_path / "other.png", np.full((100, 150, 3), 7, np.uint8))
     assert key(other, "e.zarr") != base
-    assert open_artifact(tmp_path / "e.zarr").facts["source_sha256"] == file_sha256(other)
+    assert open_artifact(tmp_path / "e.zarr").facts["source_sha256"] == hashlib.sha256(other.read_bytes()).hexdigest()
 
 
 def test_bad_inputs_are_refused_naming_the_file(tmp_path, picture) -> None:
@@ -123,7 +125,8 @@ def test_planning_hooks_on_the_tiny_model(picture, tmp_path) -> None:
     ctx = StageContext(sd, {"image": picture}, tmp_path / "o.zarr", sd.parse_params({"width": 128, "height": 64}),
                        {"checkpoint": ckpt}, "", None, Progress("image-encode", None))
     out = sd.predict(ctx)
-    assert out.shapes == {"video": (1, 8, 1, 2, 4)} and out.facts["source_sha256"] == file_sha256(picture)
+    assert out.shapes == {"video": (1, 8, 1, 2, 4)}
+    assert out.facts["source_sha256"] == hashlib.sha256(picture.read_bytes()).hexdigest()
     plan = sd.estimate(ctx)
     enc = [t for k, t in read_header(ckpt).tensors.items() if k.startswith(CHECKPOINT_PARTS["video_encoder"])]
     assert plan.weights_bytes == 4 * sum(int(np.prod(t.shape)) for t in enc)
