@@ -428,6 +428,11 @@ _SPACE, _TIME = 32, 8
 _AUDIO_SLACK_S = 1e-3
 
 
+def _frames_down(n: int) -> int:
+    """The most frames of the form 8k+1 in ``n`` (n >= 1)."""
+    return (n - 1) // _TIME * _TIME + 1
+
+
 def _media(p: Path, info: ValidationInfo, what: str) -> MediaInfo:
     """What ``p`` holds (stages.media.probe: streams, size, frames, duration), probed once per job read; a file
     PyAV / Pillow cannot open is a job_rule error with the reason."""
@@ -701,8 +706,8 @@ class Job(BaseModel):
         fill: dict[str, Any] = {}
         if all(side and side % _SPACE == 0 and side <= MAX_SIDE_PIXELS for side in (src.width, src.height)):
             fill.update(width=src.width, height=src.height)
-        if src.frames and 1 <= (src.frames - 1) // _TIME * _TIME + 1 <= MAX_FRAMES:
-            fill["frames"] = (src.frames - 1) // _TIME * _TIME + 1
+        if src.frames and _frames_down(src.frames) <= MAX_FRAMES:
+            fill["frames"] = _frames_down(src.frames)
         if src.fps and src.fps > 0:
             fill["fps"] = src.fps
         return {**fill, **data}
@@ -923,7 +928,7 @@ class Job(BaseModel):
                            "the clip", f"use max_duration >= {math.ceil(clip * 1000) / 1000:g}, or leave it out")
         have = length - v.start
         if have < clip - _AUDIO_SLACK_S:
-            most = int((have * fps - 1) // _TIME * _TIME + 1) if have * fps >= 1 else 0
+            most = _frames_down(math.floor(have * fps)) if have * fps >= 1 else 0
             fewer = f", or frames <= {most}" if most >= 1 else ""
             at, value = ("start", v.start) if v.start > 0 else ("path", v.path.name)
             raise _rule_at(at, value, f"leaves {have:.3f} s of sound in {v.path.name} ({length:.3f} s long), "
@@ -949,7 +954,6 @@ class Job(BaseModel):
                            f"remove {' and '.join(others)}, or retake without them")
         src = _media(v.path, info, "the clip to retake")
         given = (info.context or {}).get("retake_given", set())
-        what = f"{v.path.name} ({src.width}x{src.height} px, {src.frames} frames at {src.fps:g} fps)"
         if not {"width", "height"} <= given and not all(
                 side and side % _SPACE == 0 and side <= MAX_SIDE_PIXELS for side in (src.width, src.height)):
             raise _rule_at("path", v.path.name, f"is {src.width}x{src.height} px, not multiples of 32 up to "
@@ -959,13 +963,14 @@ class Job(BaseModel):
         if frames is None or fps is None:
             return v
         if "frames" in given and src.frames and frames > src.frames:
-            snapped = (src.frames - 1) // _TIME * _TIME + 1
+            what = f"{v.path.name} ({src.width}x{src.height} px, {src.frames} frames at {src.fps or 0:g} fps)"
             raise _rule_at("frames", frames, f"is more than retake.path {what} has",
-                           f"use at most {snapped}, or leave frames out (the source's length)", absolute=True)
+                           f"use at most {_frames_down(src.frames)}, or leave frames out (the source's length)",
+                           absolute=True)
         if "frames" not in given and not src.frames:
             raise _rule_at("path", v.path.name, "does not say how many frames it has",
-                           "give frames (8k+1) to retake that many", absolute=False)
-        if "frames" not in given and (src.frames - 1) // _TIME * _TIME + 1 > MAX_FRAMES:
+                           "give frames (8k+1) to retake that many")
+        if "frames" not in given and _frames_down(src.frames) > MAX_FRAMES:
             raise _rule_at("path", v.path.name, f"has {src.frames} frames, beyond {MAX_FRAMES} ({MAX_FRAMES_REASON})",
                            f"give frames (at most {MAX_FRAMES}) to retake its first frames")
         clip = frames / fps
