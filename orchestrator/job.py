@@ -443,7 +443,8 @@ def _media(p: Path, info: ValidationInfo, what: str) -> MediaInfo:
         try:
             cache[p] = probe(p)
         except (BadInputError, OSError) as e:
-            reason = str(e).replace(f"{p}: ", "").strip() or type(e).__name__
+            # probe says "<path>: <reason>; <its fix>": the field names the path and gives its own fix
+            reason = str(e).replace(f"{p}: ", "").rsplit("; ", 1)[0].strip() or type(e).__name__
             raise _rule(f"cannot be read as {what} ({reason})", f"give {what} that PyAV or Pillow can open") from None
     return cache[p]
 
