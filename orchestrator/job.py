@@ -41,9 +41,10 @@ import json
 import math
 import os
 import re
+import typing
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import psutil
 import yaml
@@ -55,6 +56,7 @@ from ltx2.artifacts_schema.keys import weight_identity
 from ltx2.models.tiny import default_tiny_dir, tiny_model_files
 from ltx2.models.weights.identify import slot_problem
 from ltx2.models.weights.manifest import ManifestError, read_manifest
+from ltx2.models.weights.safetensors_file import read_header
 from ltx2.spec.errors import BadInputError
 from ltx2.spec.geometry import (MAX_FRAMES, MAX_FRAMES_REASON, MAX_SECONDS, MAX_SIDE_PIXELS, MAX_SIDE_REASON,
                                 MAX_TIME_REASON, OFFICIAL_DECODE_TILING, duration_seconds, min_frames_for_audio,
@@ -67,7 +69,11 @@ from ltx2.stages.latent_upsample import spatial_scale_of
 from ltx2.stages.params import AudioGuidance, Guidance, StreamGuidance, VideoGuidance
 from ltx2.stages.registry import readers_of
 
-__all__ = ["Job", "JobError", "ModelFiles", "LoraFile", "CONVERTED_ROLES", "DecodeTiling", "Guidance",
+if TYPE_CHECKING:
+    from ltx2.stages.media import MediaInfo
+
+__all__ = ["Job", "JobError", "ModelFiles", "LoraFile", "ImageCond", "VideoCond", "AudioCond", "RetakeCond",
+           "reference_downscale_factor_of", "CONVERTED_ROLES", "DecodeTiling", "Guidance",
            "VideoGuidance", "AudioGuidance", "StreamGuidance",
            "load_job", "read_job_file", "parse_job", "format_validation_error", "write_problems", "work_dir_holder",
            "parse_memory_size", "default_memory_budget",
@@ -105,6 +111,14 @@ class JobError(BadInputError):
 def _rule(rule: str, fix: str) -> PydanticCustomError:
     """An error for the formatter: the value is printed before ``rule``, then the fix."""
     return PydanticCustomError("job_rule", "{rule}; {fix}", {"rule": rule, "fix": fix})
+
+
+def _rule_at(at: str, value: Any, rule: str, fix: str, *, absolute: bool = False) -> PydanticCustomError:
+    """A job_rule error about the field ``at`` with its ``value``, raised by a check that reads several fields:
+    ``at`` is appended to the location being validated (``images`` + ``1.frame``), or with ``absolute`` replaces
+    it (a check on ``retake`` that faults ``pipeline``), so the message still names the one field to change."""
+    return PydanticCustomError("job_rule", "{rule}; {fix}",
+                               {"rule": rule, "fix": fix, "at": at, "value": value, "absolute": absolute})
 
 
 def _neighbours(value: int, step: int, offset: int = 0, minimum: int = 1) -> list[int]:
@@ -405,6 +419,215 @@ TilingSpec = Annotated[
 ]
 
 
+# ----------------------------------------------------------------------------- conditioning media
+
+# The video VAE compresses space 32x and time 8x after the first frame (spec.geometry).
+_SPACE, _TIME = 32, 8
+# Seconds a soundtrack may fall short of the clip and still count as covering it: a file cut at the clip's exact
+# length loses a fraction of a sample to rounding.
+_AUDIO_SLACK_S = 1e-3
+
+
+def _frames_down(n: int) -> int:
+    """The most frames of the form 8k+1 in ``n`` (n >= 1)."""
+    return (n - 1) // _TIME * _TIME + 1
+
+
+def _media(p: Path, info: ValidationInfo, what: str) -> MediaInfo:
+    """What ``p`` holds (stages.media.probe: streams, size, frames, duration), probed once per job read; a file
+    PyAV / Pillow cannot open is a job_rule error with the reason."""
+    cache = info.context.setdefault("media", {}) if isinstance(info.context, dict) else {}
+    if p not in cache:
+        from ltx2.stages.media import probe  # lazy: PyAV is slow to import and `ltx2 run` must start fast
+
+        try:
+            cache[p] = probe(p)
+        except (BadInputError, OSError) as e:
+            # probe says "<path>: <reason>; <its fix>": the field names the path and gives its own fix
+            reason = str(e).replace(f"{p}: ", "").rsplit("; ", 1)[0].strip() or type(e).__name__
+            raise _rule(f"cannot be read as {what} ({reason})", f"give {what} that PyAV or Pillow can open") from None
+    return cache[p]
+
+
+def _media_file(what: str, needs: tuple[str, ...]):
+    """A conditioning file: exists, is a readable file, and holds what ``needs`` names ("image": a still picture,
+    "video": a video stream, "audio": an audio stream)."""
+    def check(v: Path, info: ValidationInfo) -> Path:
+        p = _resolve(v, info)
+        if not p.exists():
+            raise _rule("does not exist", f"give the path of {what}; relative paths start at the job file's folder "
+                                          f"({_base_dir(info)})")
+        if not p.is_file():
+            raise _rule("is not a file", f"give the path of {what}")
+        if not os.access(p, os.R_OK):
+            raise _rule("is not readable", f"make it readable, or give the path of another copy of {what}")
+        m = _media(p, info, what)
+        if "image" in needs and m.kind != "image":
+            raise _rule(f"is {'an' if m.kind[0] in 'aeiou' else 'a'} {m.kind} file, not a still image",
+                        f"give the path of {what}")
+        if "video" in needs and not m.has_video:
+            raise _rule("has no video stream", f"give the path of {what}")
+        if "audio" in needs and not m.has_audio:
+            raise _rule("has no audio stream", f"give the path of {what}")
+        return p
+    return check
+
+
+def _factor(raw: Any) -> int | None:
+    """A ``reference_downscale_factor`` metadata value as a whole number >= 1 (None when it is not one)."""
+    try:
+        factor = int(str(raw).strip())
+    except ValueError:
+        return None
+    return factor if factor >= 1 else None
+
+
+def reference_downscale_factor_of(lora: Path) -> int:
+    """The IC-LoRA's ``reference_downscale_factor`` (its safetensors metadata, header only; 1 when absent): it was
+    trained on reference videos at the target size / this factor."""
+    raw = read_header(lora).metadata.get("reference_downscale_factor", "1")
+    factor = _factor(raw)
+    if factor is None:
+        raise BadInputError(f"{lora}: its metadata reference_downscale_factor {raw!r} is not a whole number >= 1; "
+                            "give an IC-LoRA with a valid one")
+    return factor
+
+
+def _ic_lora_file(v: Path, info: ValidationInfo) -> Path:
+    what = "an IC-LoRA file (*.lora_A.weight / *.lora_B.weight pairs)"
+    p = _weight_file(what, "lora")(v, info)
+    raw = read_header(p).metadata.get("reference_downscale_factor", "1")
+    if _factor(raw) is None:
+        raise _rule(f"is a LoRA, but its metadata reference_downscale_factor {raw!r} is not a whole number >= 1",
+                    f"give {what} with a valid reference_downscale_factor")
+    return p
+
+
+class ImageCond(BaseModel):
+    """An image the video starts from, passes through or ends on: the official ``--image PATH FRAME STRENGTH
+    [CRF]``. ``frame`` is a pixel frame of the rendered clip. ``mode``: ``auto`` does what the official pipelines
+    do (frame 0 replaces the first latent frame, any other frame is appended as a keyframe); ``replace`` puts the
+    image in latent frame ``frame // 8`` (VideoConditionByLatentIndex: ``frame`` a multiple of 8); ``keyframe``
+    always appends it (VideoConditionByKeyframeIndex, as the official KeyframeInterpolationPipeline does)."""
+
+    model_config = _STRICT
+
+    path: Annotated[Path, AfterValidator(_media_file("a still image (PNG, JPEG...)", ("image",)))]
+    frame: int = Field(0, ge=0)
+    strength: float = Field(1.0, ge=0.0, le=1.0)  # 1: kept as given; 0: fully regenerated
+    crf: int | None = Field(None, ge=0, le=51)  # the H.264 round trip the model was trained with; None: the model's
+    mode: Literal["auto", "replace", "keyframe"] = "auto"
+
+    @model_validator(mode="after")
+    def _on_the_latent_grid(self) -> "ImageCond":
+        if self.mode == "replace" and self.frame % _TIME:
+            raise _rule_at("frame", self.frame,
+                           "is not a multiple of 8, which mode replace needs (it replaces latent frame frame // 8)",
+                           f"use {_or(_neighbours(self.frame, _TIME, 0, 0))}, or mode keyframe (any frame)")
+        return self
+
+    @property
+    def use(self) -> Literal["replace", "keyframe"]:
+        """How it applies, ``auto`` resolved as the official pipelines do."""
+        if self.mode == "auto":
+            return "replace" if self.frame == 0 else "keyframe"
+        return self.mode
+
+
+class VideoCond(BaseModel):
+    """An IC-LoRA video-to-video reference: the official ICLoraPipeline's ``--video-conditioning PATH STRENGTH``
+    with the IC-LoRA in ``--lora``, and ``--conditioning-attention-mask MASK ATTENTION_STRENGTH``. The reference is
+    encoded at the stage-1 size / the LoRA's ``reference_downscale_factor`` and appended to the video tokens."""
+
+    model_config = _STRICT
+
+    path: Annotated[Path, AfterValidator(_media_file("a reference video", ("video",)))]
+    lora: Annotated[Path, AfterValidator(_ic_lora_file)]
+    lora_strength: float = 1.0  # the official LoRA default
+    strength: float = Field(1.0, ge=0.0, le=1.0)
+    # grayscale video: per-region weight of the reference in attention (0 ignores it there, 1 full influence)
+    mask: Annotated[Path | None, _maybe(_media_file("a grayscale mask video", ("video",)))] = None
+    attention_strength: float = Field(1.0, ge=0.0, le=1.0)  # multiplies the mask (the official mask STRENGTH)
+
+    @property
+    def reference_downscale_factor(self) -> int:
+        return reference_downscale_factor_of(self.lora)
+
+
+class AudioCond(BaseModel):
+    """A soundtrack the video follows, kept as given (audio-to-video): the official A2VidPipelineTwoStage's
+    ``--audio-path --audio-start-time --audio-max-duration``. Left out, max_duration is the clip's length."""
+
+    model_config = _STRICT
+
+    path: Annotated[Path, AfterValidator(_media_file("a sound file (WAV, FLAC, MP3, or a video with sound)",
+                                                     ("audio",)))]
+    start: float = Field(0.0, ge=0.0)  # seconds into the file
+    max_duration: float | None = Field(None, gt=0.0)
+
+    @model_validator(mode="after")
+    def _start_inside(self, info: ValidationInfo) -> "AudioCond":
+        length = _media(self.path, info, "a sound file").duration_s
+        if length is not None and self.start >= length:
+            raise _rule_at("start", self.start, f"is at or after the end of {self.path.name} ({length:.3f} s)",
+                           f"use a start below {length:.3f}")
+        return self
+
+
+class RetakeCond(BaseModel):
+    """Regenerate the time window [start, end) seconds of a clip and keep the rest: the official RetakePipeline's
+    ``--video-path --start-time --end-time``. The clip needs a video and an audio stream."""
+
+    model_config = _STRICT
+
+    path: Annotated[Path, AfterValidator(_media_file("the clip to retake (a video with sound)", ("video", "audio")))]
+    start: float = Field(ge=0.0)
+    end: float
+
+    @model_validator(mode="after")
+    def _window(self, info: ValidationInfo) -> "RetakeCond":
+        if self.end <= self.start:
+            raise _rule_at("end", self.end, f"is not after start ({self.start:g}): the window is empty",
+                           "give an end later than start")
+        length = _media(self.path, info, "the clip to retake").duration_s
+        if length is not None and self.end > length + _AUDIO_SLACK_S:
+            raise _rule_at("end", self.end, f"is beyond the end of {self.path.name} ({length:.3f} s)",
+                           f"use an end of at most {length:.3f}")
+        return self
+
+
+def _job_checkpoint(info: ValidationInfo) -> Path | None:
+    """The checkpoint an IC-LoRA must fit: the job's model.checkpoint, or the tiny model's when it is made already
+    (otherwise it is checked when the denoise stage loads it)."""
+    model = info.data.get("model")
+    if isinstance(model, ModelFiles):
+        return model.checkpoint
+    if isinstance(model, str) and model in TINY_MODELS:
+        path = tiny_model_files(None, model)["checkpoint"]
+        return path if path.is_file() else None
+    return None
+
+
+def _no_temporal_upscale(info: ValidationInfo) -> None:
+    """Conditioning with temporal_upscale is refused (said once, whichever fields run into it)."""
+    if info.data.get("temporal_upscale"):
+        # the upscaler doubles the frames after stage 1: the items' frame positions would no longer hold in refine
+        raise _rule_at("temporal_upscale", True, "cannot be combined with images, video, audio or retake (no "
+                       "official pipeline does: the temporal upscaler's new frames would not keep the conditioning's "
+                       "frame positions)", "remove temporal_upscale, or the conditioning", absolute=True)
+
+
+def _sides_for_reference(side: int, step: int, stage1, factor: int) -> list[int]:
+    """Target sides near ``side`` (multiples of ``step``) whose stage-1 side, divided by ``factor``, is a whole
+    multiple of 32."""
+    def fits(s: int) -> bool:
+        s1 = stage1(s)
+        return s1 % factor == 0 and (s1 // factor) % _SPACE == 0
+    below = next((s for s in range(side - side % step, 0, -step) if fits(s)), None)
+    above = next((s for s in range(side - side % step + step, side + 64 * step, step) if fits(s)), None)
+    return [s for s in (below, above) if s is not None and s != side]
+
+
 # ----------------------------------------------------------------------------- the job
 
 class Job(BaseModel):
@@ -440,6 +663,11 @@ class Job(BaseModel):
     work_dir: Path = Field(Path("work"), validate_default=True)
     store: Path | None = None  # the shared artifact store; left out: $LTX2_STORE, else ~/.cache/ltx2/store
     memory_budget: Annotated[int, Field(default_factory=default_memory_budget)]
+    # conditioning (official flags in the README); validated last, against the clip's size, length and model
+    images: list[ImageCond] = []
+    video: VideoCond | None = None
+    audio: AudioCond | None = None
+    retake: RetakeCond | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -466,12 +694,40 @@ class Job(BaseModel):
                 info.context["spatial_scale"] = 2.0
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _retake_renders_the_source(cls, data: Any, info: ValidationInfo) -> Any:
+        # The official RetakePipeline renders at the source's size, length and rate: width, height, frames and fps
+        # the job leaves out come from retake.path (frames snapped down to 8k+1). A source that cannot be read
+        # fills nothing: retake.path's own check says why.
+        if not (isinstance(data, dict) and isinstance(data.get("retake"), dict) and isinstance(info.context, dict)):
+            return data
+        info.context["retake_given"] = {k for k in ("width", "height", "frames", "fps") if k in data}
+        path = data["retake"].get("path")
+        try:
+            src = _media(_resolve(Path(path), info), info, "the clip to retake")
+        except (TypeError, PydanticCustomError):
+            return data
+        if not src.has_video:
+            return data
+        fill: dict[str, Any] = {}
+        if all(side and side % _SPACE == 0 and side <= MAX_SIDE_PIXELS for side in (src.width, src.height)):
+            fill.update(width=src.width, height=src.height)
+        if src.frames and _frames_down(src.frames) <= MAX_FRAMES:
+            fill["frames"] = _frames_down(src.frames)
+        if src.fps and src.fps > 0:
+            fill["fps"] = src.fps
+        return {**fill, **data}
+
     @field_validator("width", "height")
     @classmethod
     def _size(cls, v: int, info: ValidationInfo) -> int:
         pipeline = info.data.get("pipeline")
         scale = float((info.context or {}).get("spatial_scale", 2.0))
-        if pipeline in TWO_STAGE_PIPELINES and scale != 2.0:
+        if "retake_given" in (info.context or {}):
+            # a retake is one stage at the full size, whatever the pipeline (two-stage ones are refused by retake)
+            step, why = _SPACE, " (a retake renders in one stage; the video VAE compresses space 32x)"
+        elif pipeline in TWO_STAGE_PIPELINES and scale != 2.0:
             step, (up, down) = two_stage_side_step(scale), two_stage_factors(scale)
             why = (f" (pipeline {pipeline} renders stage 1 at {down}/{up} of the size for the x{scale:g} spatial "
                    f"upsampler, itself a multiple of {step * down // up})")
@@ -542,6 +798,8 @@ class Job(BaseModel):
         pipeline = info.data.get("pipeline")
         need = {"distilled": ["spatial_upsampler"], "two-stage": ["spatial_upsampler", "distilled_lora"],
                 "hq": ["spatial_upsampler", "distilled_lora"]}
+        if "retake_given" in (info.context or {}):
+            need = {}  # one stage at full size: no upscale, no refine
         held = v.converted_roles()
         missing = [k for k in need.get(pipeline, []) if getattr(v, k) is None and k not in held]
         if missing:
@@ -605,6 +863,129 @@ class Job(BaseModel):
     def _memory(cls, v: Any) -> int:
         return _memory_budget(v)
 
+    @field_validator("images")
+    @classmethod
+    def _images_in_the_clip(cls, v: list[ImageCond], info: ValidationInfo) -> list[ImageCond]:
+        if not v:
+            return v
+        _no_temporal_upscale(info)
+        frames = info.data.get("frames")
+        if frames is None:  # frames itself is refused
+            return v
+        first: dict[int, int] = {}
+        for i, image in enumerate(v):
+            if image.frame > frames - 1:
+                grid = " that is a multiple of 8 (mode replace)" if image.mode == "replace" else ""
+                raise _rule_at(f"{i}.frame", image.frame, f"is beyond the clip's last frame ({frames - 1}: frames is "
+                               f"{frames})", f"use a frame in 0..{frames - 1}{grid}, or more frames")
+            if image.frame in first:
+                raise _rule_at(f"{i}.frame", image.frame, f"is also the frame of images.{first[image.frame]}: two "
+                               "images on one frame", "give each image its own frame, or remove one")
+            first[image.frame] = i
+        return v
+
+    @field_validator("video")
+    @classmethod
+    def _reference_fits(cls, v: VideoCond | None, info: ValidationInfo) -> VideoCond | None:
+        if v is None:
+            return v
+        _no_temporal_upscale(info)
+        ckpt = _job_checkpoint(info)
+        if ckpt is not None:
+            bad = slot_problem(v.lora, "lora", checkpoint=ckpt, readers=readers_of)
+            if bad:
+                raise _rule_at("lora", str(v.lora), *bad)
+        pipeline, width, height = info.data.get("pipeline"), info.data.get("width"), info.data.get("height")
+        if pipeline is None or width is None or height is None:
+            return v
+        factor = v.reference_downscale_factor
+        scale = float((info.context or {}).get("spatial_scale", 2.0))
+        two = pipeline in TWO_STAGE_PIPELINES and "retake_given" not in (info.context or {})
+        step = two_stage_side_step(scale) if two else _SPACE
+        stage1 = (lambda s: stage1_side(s, scale)) if two else (lambda s: s)
+        for name, side in (("width", width), ("height", height)):
+            s1 = stage1(side)
+            if s1 % factor or (s1 // factor) % _SPACE:
+                where = f"stage 1 renders it at {s1} px, so the" if two else "the"
+                ref = f"{s1 / factor:g}"
+                raise _rule_at(name, side, f"does not fit the IC-LoRA {v.lora.name} (reference_downscale_factor "
+                               f"{factor}): {where} reference is encoded at {s1} / {factor} = {ref} px, not a "
+                               "multiple of 32 (the video VAE compresses space 32x)",
+                               f"use {_or(_sides_for_reference(side, step, stage1, factor))}", absolute=True)
+        return v
+
+    @field_validator("audio")
+    @classmethod
+    def _audio_covers_the_clip(cls, v: AudioCond | None, info: ValidationInfo) -> AudioCond | None:
+        if v is None:
+            return v
+        _no_temporal_upscale(info)
+        if info.data.get("video") is not None:
+            raise _rule_at("path", v.path.name, "cannot be combined with video (an IC-LoRA reference): no official "
+                           "pipeline keeps a soundtrack while following a reference video (ICLoraPipeline takes no "
+                           "audio, A2VidPipelineTwoStage no reference video)", "remove audio or video")
+        frames, fps = info.data.get("frames"), info.data.get("fps")
+        length = _media(v.path, info, "a sound file").duration_s
+        if frames is None or fps is None or length is None:
+            return v
+        clip = frames / fps
+        needed = f"the clip ({frames} frames at {fps:g} fps = {clip:.3f} s)"
+        if v.max_duration is not None and v.max_duration < clip - _AUDIO_SLACK_S:
+            raise _rule_at("max_duration", v.max_duration, f"s is shorter than {needed}: the soundtrack must cover "
+                           "the clip", f"use max_duration >= {math.ceil(clip * 1000) / 1000:g}, or leave it out")
+        have = length - v.start
+        if have < clip - _AUDIO_SLACK_S:
+            most = _frames_down(math.floor(have * fps)) if have * fps >= 1 else 0
+            fewer = f", or frames <= {most}" if most >= 1 else ""
+            at, value = ("start", v.start) if v.start > 0 else ("path", v.path.name)
+            raise _rule_at(at, value, f"leaves {have:.3f} s of sound in {v.path.name} ({length:.3f} s long), "
+                           f"shorter than {needed}: the soundtrack must cover the clip",
+                           f"give a longer sound file{', an earlier start' if v.start > 0 else ''}{fewer}")
+        return v
+
+    @field_validator("retake")
+    @classmethod
+    def _retake_alone_in_one_stage(cls, v: RetakeCond | None, info: ValidationInfo) -> RetakeCond | None:
+        if v is None:
+            return v
+        pipeline = info.data.get("pipeline")
+        if pipeline not in (None, "distilled", "one-stage"):
+            raise _rule_at("pipeline", pipeline, "does not apply to retake (the official RetakePipeline is one stage "
+                           "at the source's size)", "use pipeline distilled (distilled sigmas) or one-stage (guided)",
+                           absolute=True)
+        _no_temporal_upscale(info)
+        others = [k for k in ("images", "video", "audio") if info.data.get(k)]
+        if others:
+            raise _rule_at("path", v.path.name, f"cannot be combined with {' and '.join(others)}: no official pipeline "
+                           "does (RetakePipeline takes only the source clip)",
+                           f"remove {' and '.join(others)}, or retake without them")
+        src = _media(v.path, info, "the clip to retake")
+        given = (info.context or {}).get("retake_given", set())
+        if not {"width", "height"} <= given and not all(
+                side and side % _SPACE == 0 and side <= MAX_SIDE_PIXELS for side in (src.width, src.height)):
+            raise _rule_at("path", v.path.name, f"is {src.width}x{src.height} px, not multiples of 32 up to "
+                           f"{MAX_SIDE_PIXELS} (the video VAE compresses space 32x), so a retake cannot render at "
+                           "its size", "give width and height (multiples of 32) for it to be resized to")
+        frames, fps = info.data.get("frames"), info.data.get("fps")
+        if frames is None or fps is None:
+            return v
+        if "frames" in given and src.frames and frames > src.frames:
+            what = f"{v.path.name} ({src.width}x{src.height} px, {src.frames} frames at {src.fps or 0:g} fps)"
+            raise _rule_at("frames", frames, f"is more than retake.path {what} has",
+                           f"use at most {_frames_down(src.frames)}, or leave frames out (the source's length)",
+                           absolute=True)
+        if "frames" not in given and not src.frames:
+            raise _rule_at("path", v.path.name, "does not say how many frames it has",
+                           "give frames (8k+1) to retake that many")
+        if "frames" not in given and _frames_down(src.frames) > MAX_FRAMES:
+            raise _rule_at("path", v.path.name, f"has {src.frames} frames, beyond {MAX_FRAMES} ({MAX_FRAMES_REASON})",
+                           f"give frames (at most {MAX_FRAMES}) to retake its first frames")
+        clip = frames / fps
+        if v.start >= clip:
+            raise _rule_at("start", v.start, f"is at or after the end of the clip rendered ({frames} frames at "
+                           f"{fps:g} fps = {clip:.3f} s)", f"use a start below {clip:.3f}, or more frames")
+        return v
+
     # -- derived facts the graph and the stages use
 
     @property
@@ -613,7 +994,19 @@ class Job(BaseModel):
 
     @property
     def two_stage(self) -> bool:
-        return self.pipeline in TWO_STAGE_PIPELINES
+        """Stage 1 at the upsampler's scale, upscale, refine; a retake is one stage at full size in any pipeline."""
+        return self.pipeline in TWO_STAGE_PIPELINES and self.retake is None
+
+    @property
+    def conditioned(self) -> bool:
+        """Renders from more than the prompt: images, an IC-LoRA reference, a soundtrack or a retake."""
+        return bool(self.images) or any(c is not None for c in (self.video, self.audio, self.retake))
+
+    @property
+    def reference_downscale_factor(self) -> int:
+        """The IC-LoRA's reference_downscale_factor (header metadata; 1 without one or without an IC-LoRA): the
+        reference video is encoded at the stage-1 size / this factor."""
+        return self.video.reference_downscale_factor if self.video is not None else 1
 
     @property
     def spatial_scale(self) -> float:
@@ -675,20 +1068,28 @@ class Job(BaseModel):
 
 # ----------------------------------------------------------------------------- errors -> one message
 
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside a field's annotation (``list[X]``, ``X | None``, the tagged unions), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
 def _model_for(loc: tuple) -> type[BaseModel] | None:
     """The pydantic model a location points into (for listing allowed fields)."""
-    model: Any = Job
+    model: type[BaseModel] | None = Job
     for part in loc:
         if part in ("files", "tiles", "name", "word") or isinstance(part, int):
             continue
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return None
-        field = model.model_fields.get(part)
+        field = model.model_fields.get(part) if model is not None else None
         if field is None:
             return None
-        model = {"model": ModelFiles, "loras": LoraFile, "tiling": DecodeTiling, "guidance": Guidance, "video": VideoGuidance,
-                 "audio": AudioGuidance}.get(part, field.annotation)
-    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+        model = _inner_model(field.annotation)
+    return model
 
 
 def _show(value: Any) -> str:
@@ -713,6 +1114,9 @@ def _describe(err: dict) -> str:
     where = ".".join(str(p) for p in loc) or "(top level)"
     kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
     if kind == "job_rule":
+        if "at" in ctx:
+            where = ctx["at"] if ctx.get("absolute") or not loc else f"{where}.{ctx['at']}"
+            value = ctx["value"]
         if "rule" in ctx:
             return f"{where}: {_show(value)} {ctx['rule']}; {ctx['fix']}"
         return f"{where}: {_show(value)} {err['msg']}"
@@ -754,7 +1158,8 @@ def _describe(err: dict) -> str:
 
 def format_validation_error(error: ValidationError) -> list[str]:
     """One human line per problem: field, bad value, rule, fix."""
-    return [_describe(e) for e in error.errors(include_url=False)]
+    # dict: a conflict that several fields run into (temporal_upscale with images and audio) is said once
+    return list(dict.fromkeys(_describe(e) for e in error.errors(include_url=False)))
 
 
 # ----------------------------------------------------------------------------- loading
