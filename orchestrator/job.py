@@ -652,12 +652,6 @@ class Job(BaseModel):
     tiling: TilingSpec = "auto"
     crf: int = Field(ExportParams.model_fields["crf"].default, ge=0, le=51)  # x264 quality (see the export stage)
     preview: bool = True  # write <output>.preview.png: a contact sheet of frames, the waveform and spectrogram
-    # TEMP (lead): placeholders until the job helper's fields land
-    images: list = []
-    video: Any = None
-    audio: Any = None
-    retake: Any = None
-    reference_downscale_factor: int = 1
     # relative paths start at the job file's folder; defaults follow the job file's name (<name>.mp4)
     output: Path = Field(Path("output.mp4"), validate_default=True)
     work_dir: Path = Field(Path("work"), validate_default=True)

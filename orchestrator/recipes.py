@@ -100,8 +100,7 @@ def stage_order() -> tuple[str, ...]:
 
 
 def _stage1_size(job: Job) -> dict[str, int]:
-    # target / upsampler scale in the two-stage pipelines; a retake renders in one stage at the source's size
-    width, height = (job.width, job.height) if job.retake is not None else job.stage1_size
+    width, height = job.stage1_size  # target / upsampler scale in the two-stage pipelines (a retake: the target)
     return dict(width=width, height=height)
 
 
@@ -111,8 +110,7 @@ def _stage1_size(job: Job) -> dict[str, int]:
 # of the same name says how each applies, in the same order (stages.params.CondItem).
 
 def _image_item(img) -> dict[str, Any]:
-    use = img.mode if img.mode != "auto" else ("replace" if img.frame == 0 else "keyframe")
-    return {"use": use, "frame": img.frame, "strength": img.strength}
+    return {"use": img.use, "frame": img.frame, "strength": img.strength}
 
 
 def _conditioning(job: Job, stage: int) -> list[tuple[str, dict[str, Any]]]:
@@ -134,7 +132,7 @@ def _conditioning(job: Job, stage: int) -> list[tuple[str, dict[str, Any]]]:
 def _encode_nodes_of(job: Job) -> list[Node]:
     fps, frames = job.fps, job.frames
     nodes = []
-    for stage in ((1, 2) if job.two_stage and job.retake is None else (1,)):
+    for stage in ((1, 2) if job.two_stage else (1,)):
         w, h = (job.width, job.height) if stage == 2 else tuple(_stage1_size(job).values())
         for j, img in enumerate(job.images):
             nodes.append(Node("image-encode", {"image": lambda job, p=img.path: p},
