@@ -254,10 +254,14 @@ def _outputs(latents: str) -> tuple[Node, ...]:
     return (
         Node("decode", {"latents": latents}, lambda job: {"tiling": resolve_tiling(job), "seed": job.seed},
              planned=lambda job: job.tiling == "auto"),
-        Node("vocode", {"latents": latents}),
-        Node("export", {"frames": "decode", "audio": "vocode"}, lambda job: {"crf": job.crf, "output": str(job.output)},
-             output=lambda job: job.output),
-        Node("preview", {"frames": "decode", "audio": "vocode"}, when=lambda job: job.preview,
+        # audio-to-video keeps the soundtrack itself (as the official A2V pipeline returns it), not a decode of it
+        Node("soundtrack", {"audio": lambda job: job.audio.path},
+             lambda job: {"frames": job.frames, "fps": job.fps, "start": job.audio.start},
+             when=lambda job: job.audio is not None),
+        Node("vocode", {"latents": latents}, when=lambda job: job.audio is None),
+        Node("export", {"frames": "decode", "audio": "soundtrack|vocode"},
+             lambda job: {"crf": job.crf, "output": str(job.output)}, output=lambda job: job.output),
+        Node("preview", {"frames": "decode", "audio": "soundtrack|vocode"}, when=lambda job: job.preview,
              output=lambda job: job.preview_path),
     )
 
