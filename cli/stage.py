@@ -161,8 +161,9 @@ def describe(stage: StageDef, console: Console) -> None:
 
 def stage(
     ctx: typer.Context,
-    name: str = typer.Argument(None, help="the stage: text-encode, denoise, upscale, temporal-upscale, refine, decode, "
-                                          "vocode, export, preview"),
+    name: str = typer.Argument(None, help="the stage: text-encode, image-encode, video-encode, audio-encode, denoise, "
+                                          "upscale, temporal-upscale, refine, decode, vocode, soundtrack, export, "
+                                          "preview"),
     inputs: list[str] = typer.Option([], "--in", help="input artifact, PATH or PORT=PATH (repeat for several); "
                                                       "without PORT its kind picks the port"),
     out: Path = typer.Option(None, "--out", help="output artifact (.zarr), or the file for export / preview"),

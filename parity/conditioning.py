@@ -9,8 +9,8 @@ upsampled stage-1 output and OUR stage-1 audio, so errors accumulate as in a rea
 Compared (tolerances from the oracle's README-v12): the initial states (latent, clean latent, denoise mask,
 positions, attention mask) at 1e-5 / 1e-6 abs; the step-0 x0 after guidance, the state after step 1, the final
 tokens and each stage's output at 1e-4 relative; and the exact invariants (frozen audio, retake's kept frames,
-the i2v frame, appended tokens) bit for bit. The encoders (pixels -> latents) have their own rows in
-parity/conditioning_media.py.
+the i2v frame, appended tokens) bit for bit. The rows of parity/conditioning_media.py come first: the media
+preprocessing (pixels, mask weights, mels) and the encoders (pixels -> latents).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from ltx2.stages.sampling import conditioning as items
 from ltx2.stages.sampling.conditioning import TokenLatents
 
 from . import NETWORK_TOL, ParityResult, compare, load_fixture
+from .conditioning_media import check_cond_encoders
 
 STATE_TOL = 1e-5  # the initial states: two lerps
 POSITION_ATOL = 1e-6
@@ -240,6 +241,7 @@ WORKFLOWS: dict[str, Callable[[Case], None]] = {
 
 
 def check_conditioning(directory: Path, name: str) -> list[ParityResult]:
-    c = Case(name, load_fixture(directory, name), Path(directory), [])
+    """The media and encoder rows (parity/conditioning_media.py), then the workflow replayed stage by stage."""
+    c = Case(name, load_fixture(directory, name), Path(directory), check_cond_encoders(directory, name))
     WORKFLOWS[name](c)
     return c.results
