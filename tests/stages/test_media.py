@@ -22,7 +22,6 @@ PIXELS_TOL = 1e-5  # README-v12 "Tolerances": preprocessed pixels, absolute
 DRAWS = pytest.mark.parametrize("draw", [0, 1], ids=["fixtures-v12", "fixtures-v12-check"])
 IMAGE_CASES = ("cond_i2v_distilled_ltx23", "cond_keyframes_ltx23", "cond_i2v_latent_index_ltx23",
                "cond_i2v_distilled_ltx2")
-COND_CASES = IMAGE_CASES + ("cond_ic_lora_ltx23", "cond_a2v_ltx23", "cond_retake_ltx23")
 
 
 def fixture(draw: int, name: str) -> dict[str, np.ndarray]:
