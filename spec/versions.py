@@ -28,6 +28,8 @@ class ModelVersion:
     stg_block: int  # the transformer block STG perturbs (the last one in a smaller model)
     video_guidance: GuidanceDefaults
     audio_guidance: GuidanceDefaults
+    # H.264 CRF a conditioning image is re-compressed at (the compression the model was trained against)
+    default_image_crf: int
     supported: bool = True
 
     def stg_blocks(self, num_layers: int) -> list[int]:
@@ -40,9 +42,9 @@ _AUDIO = GuidanceDefaults(cfg=7.0, stg=1.0, rescale=0.7, modality=3.0)
 
 VERSIONS: dict[str, ModelVersion] = {
     "2.0": ModelVersion("2.0", "LTX-2 (19B)", official_steps=40, stg_block=29, video_guidance=_VIDEO,
-                        audio_guidance=_AUDIO),
+                        audio_guidance=_AUDIO, default_image_crf=33),
     "2.3": ModelVersion("2.3", "LTX-2.3 (22B)", official_steps=30, stg_block=28, video_guidance=_VIDEO,
-                        audio_guidance=_AUDIO),
+                        audio_guidance=_AUDIO, default_image_crf=33),
 }
 DEFAULT_VERSION = VERSIONS["2.0"]
 
@@ -54,6 +56,10 @@ def model_version(metadata_version: str | None) -> ModelVersion:
         if v == name or v.startswith(name + "."):
             return entry
     return DEFAULT_VERSION
+
+
+def default_image_crf(metadata_version: str | None) -> int:
+    return model_version(metadata_version).default_image_crf
 
 
 def official_steps(metadata_version: str | None) -> int:

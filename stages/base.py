@@ -26,7 +26,7 @@ from ltx2.models.tiny import ensure_tiny_model
 from ltx2.spec.errors import EXIT_BUG, EXIT_NO_SPACE, Ltx2Error
 
 from .contract import BadInput, MemoryPlan, Progress, check_budget, die_with_parent, limit_data_segment
-from .registry import StageContext, StageDef, Timed, stage_def
+from .registry import FILE, StageContext, StageDef, Timed, input_key, stage_def
 
 
 def sidecar(path: Path) -> Path:
@@ -104,10 +104,28 @@ def cached_state(stage: StageDef, out: Path, key: str) -> tuple[bool, str]:
     return True, ""
 
 
+def _media_file(stage: StageDef, port: str, p: Path) -> Path:
+    """A file input (a port of kind "file"): it must be an existing file; the stage reads it by path."""
+    p = Path(p)
+    if not p.is_file():
+        raise BadInput(f"{stage.name}: {port} file {p} {'is not a file' if p.exists() else 'not found'}; "
+                       f"give an existing file: --in {port}=PATH")
+    return p
+
+
 def open_inputs(stage: StageDef, given: list[tuple[str | None, Path]]) -> dict[str, Any]:
-    """Open and validate each input; ``port=PATH`` names its port, else the artifact's kind picks it."""
+    """Open and validate each input; ``port=PATH`` names its port, else the artifact's kind picks it (a file that
+    is not an artifact goes to the stage's file port, if it has one). File inputs are given as their Path."""
     found: dict[str, Any] = {}
+    file_ports = [n for n, spec in stage.inputs.items() if spec.kind == FILE]
     for port, p in given:
+        if port is None and len(file_ports) == 1 and Path(p).is_file():
+            port = file_ports[0]  # an artifact is a folder: a plain file can only be the media input
+        if port in file_ports:
+            if port in found:
+                raise BadInput(f"{stage.name}: two files given for port {port} ({found[port]} and {p}); give one")
+            found[port] = _media_file(stage, port, p)
+            continue
         try:
             art = open_artifact(p)
         except ArtifactError as e:
@@ -135,6 +153,9 @@ def open_inputs(stage: StageDef, given: list[tuple[str | None, Path]]) -> dict[s
             found[port] = art
     missing = [n for n, spec in stage.inputs.items() if n not in found and not (spec.many or spec.optional)]
     if missing:
+        if all(stage.inputs[n].kind == FILE for n in missing):
+            raise BadInput(f"{stage.name} needs {' and '.join(f'a file ({n})' for n in missing)}: add "
+                           + " ".join(f"--in {n}=PATH" for n in missing))
         raise BadInput(f"{stage.name} needs {' and '.join(f'a {stage.inputs[n].kind} artifact ({n})' for n in missing)}:"
                        " add --in PATH.zarr")
     for n, spec in stage.inputs.items():
@@ -162,9 +183,13 @@ def resolve_weights(stage: StageDef, weights: Mapping[str, Path] | None) -> dict
 
 
 def artifact_keys(inputs: Mapping[str, Any]) -> dict[str, str]:
-    """Input artifact name -> key, as a cache key records its inputs."""
+    """Input artifact name -> key, as a cache key records its inputs; a file input enters as its port -> the
+    file's sha256 (so the same content under another name or folder keeps the key)."""
     out: dict[str, str] = {}
-    for a in inputs.values():
+    for port, a in inputs.items():
+        if isinstance(a, Path):
+            out[port] = input_key(a)
+            continue
         for art in (a if isinstance(a, list) else [a]):
             out[art.path.name] = art.cache_key
     return out
@@ -188,8 +213,8 @@ def execute(name: str, inputs: list[tuple[str | None, Path]], out: Path, params:
         if cache_key is None:  # a hand run records the key `ltx2 run` would give the same work
             cache_key = stage_key(stage.name, stage.version, typed.key_material(), weights, artifact_keys(arts))
         ctx = StageContext(stage, arts, Path(out), typed, weights, cache_key, budget, progress)
-        ctx.inputs = {k: [Timed(x, ctx.io_seconds) for x in a] if isinstance(a, list) else Timed(a, ctx.io_seconds)
-                      for k, a in arts.items()}
+        ctx.inputs = {k: [Timed(x, ctx.io_seconds) for x in a] if isinstance(a, list)
+                      else a if isinstance(a, Path) else Timed(a, ctx.io_seconds) for k, a in arts.items()}
         with _output_lock(ctx.out, progress):
             made = cached_state(stage, ctx.out, cache_key)[0]
             if made and not recompute:  # made meanwhile (another run, or an orphan)

@@ -12,13 +12,14 @@ The module of stage ``a-b`` is ``ltx2.stages.a_b`` (so running one stage imports
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import pkgutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,12 @@ class StageParams(BaseModel):
         return self.model_dump(mode="json")
 
 
+FILE = "file"  # a port of this kind reads a media file by path (an image to encode), not an artifact
+
+
 @dataclass(frozen=True)
 class Port:
-    """A named input: the artifact kind it reads; ``many``: a list of them (zero or more)."""
+    """A named input: the artifact kind it reads (or ``"file"``: a file by path); ``many``: a list of them."""
 
     kind: str
     many: bool = False
@@ -77,12 +81,33 @@ class StageContext:
     def writer(self):
         """The output artifact's writer (resuming a matching partial when the stage resumes)."""
         t0 = time.perf_counter()
-        inputs = {port: a.cache_key for port, a in self.inputs.items() if not isinstance(a, list)}
+        inputs = {port: input_key(a) for port, a in self.inputs.items() if not isinstance(a, list)}
         w = ArtifactWriter(self.out, self.stage.output_kind, producer=Producer(self.stage.name, str(self.stage.version)),
                            cache_key=self.cache_key, input_keys=inputs, params=self.params.key_material(),
                            resume=self.stage.resumable)
         self.io_seconds[0] += time.perf_counter() - t0
         return Timed(w, self.io_seconds)
+
+
+@lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    # the stat facts are part of the memo key: a file rewritten in place is hashed afresh
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 (hex) of a file's content: the key of a file input (its name and place are not part of it)."""
+    st = Path(path).stat()
+    return _sha256(str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def input_key(a: Any) -> str:
+    """The key an input enters a cache key with: an artifact's own key, a file input's content hash."""
+    return file_sha256(a) if isinstance(a, Path) else a.cache_key
 
 
 class Timed:
