@@ -183,3 +183,16 @@ def conv3d_temp_bytes(in_shape: Sequence[int], kernel: Sequence[int], stride: Se
     if frame <= max_temp_bytes:
         return frame * min(t_out, max(1, max_temp_bytes // frame))
     return row * min(h_out, max(1, max_temp_bytes // row))
+
+
+def conform_length(x: mx.array, length: int, axis: int = 2) -> mx.array:
+    """``x`` truncated, or zero-padded at the end, to ``length`` along ``axis``: how the official pipelines fit an
+    encoded latent (B, C, F, ...) to the clip it conditions (``_conform_latent_length``)."""
+    have = x.shape[axis]
+    if have >= length:
+        keep = [slice(None)] * x.ndim
+        keep[axis] = slice(0, length)
+        return x[tuple(keep)]
+    shape = list(x.shape)
+    shape[axis] = length - have
+    return mx.concatenate([x, mx.zeros(shape, x.dtype)], axis=axis)

@@ -14,7 +14,7 @@ from ltx2.spec.errors import BadInputError
 from ltx2.stages.base import open_inputs
 from ltx2.stages.registry import StageDef, StageParams, stage_def, stage_names
 
-STAGES = ("text-encode", "image-encode", "denoise", "upscale", "temporal-upscale", "refine", "decode", "vocode",
+STAGES = ("text-encode", "image-encode", "video-encode", "audio-encode", "denoise", "upscale", "temporal-upscale", "refine", "decode", "vocode",
           "export", "preview")
 
 
