@@ -144,17 +144,20 @@ def _encode_nodes_of(job: Job) -> list[Node]:
         ports: dict[str, Source] = {"video": lambda job: job.video.path}
         if job.video.mask is not None:
             ports["mask"] = lambda job: job.video.mask
+        # the reference's first frames at the stage-1 size / the LoRA's factor, as ICLoraPipeline reads it; its mask
+        # at the stage-1 size
         nodes.append(Node("video-encode", ports,
-                          lambda job: {"width": w // df, "height": h // df, "frames": frames, "fps": fps},
-                          id="video-encode.reference"))
+                          lambda job: {"width": w // df, "height": h // df, "frames": frames, "fps": fps,
+                                       "read": "first_frames", "mask_scale": df},
+                          planned=_always, id="video-encode.reference"))
     if job.audio is not None:
         nodes.append(Node("audio-encode", {"audio": lambda job: job.audio.path},
                           lambda job: {"frames": frames, "fps": fps, "start": job.audio.start,
-                                       "max_duration": job.audio.max_duration}))
+                                       "max_duration": job.audio.max_duration}, id="audio-encode"))
     if job.retake is not None:
         nodes.append(Node("video-encode", {"video": lambda job: job.retake.path},
                           lambda job: {"width": job.width, "height": job.height, "frames": frames, "fps": fps},
-                          id="video-encode.source"))
+                          planned=_always, id="video-encode.source"))
         nodes.append(Node("audio-encode", {"audio": lambda job: job.retake.path},
                           lambda job: {"frames": frames, "fps": fps}, id="audio-encode.source"))
     return nodes

@@ -20,6 +20,7 @@ import mlx.core as mx
 import numpy as np
 from pydantic import Field
 
+from ltx2.artifacts_schema.keys import file_key
 from ltx2.models.audio_vae import LATENT_DOWNSAMPLE_FACTOR, AudioConfigError, AudioProcessor, AudioVAEConfig
 from ltx2.models.audio_vae import load_audio_encoder
 from ltx2.models.ops import conform_length
@@ -29,7 +30,7 @@ from ltx2.spec.layout import CHECKPOINT_PARTS
 from .contract import BadInput, MemoryPlan
 from .media import decode_audio, probe
 from .memory import COMPUTE_BYTES, cached_header, weight_bytes
-from .registry import FILE, Port, PredictedOutput, StageContext, StageDef, StageParams, file_sha256
+from .registry import FILE, Port, PredictedOutput, StageContext, StageDef, StageParams
 
 ENCODER_PREFIXES = CHECKPOINT_PARTS["audio_encoder"]
 CHANNELS = 2  # the audio VAE reads stereo log-mel
@@ -126,7 +127,7 @@ def run(ctx: StageContext) -> None:
     mx.eval(latent)
     writer = ctx.writer()
     writer.write_array("audio", latent)
-    writer.finalize(facts={"medium": "audio", "source_sha256": file_sha256(source), "width": 0, "height": 0,
+    writer.finalize(facts={"medium": "audio", "source_sha256": file_key(source), "width": 0, "height": 0,
                            "frame_count": p.frames, "fps": float(p.fps)})
     ctx.progress.step(2, 2)
 

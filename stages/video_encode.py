@@ -28,6 +28,7 @@ import mlx.core as mx
 import numpy as np
 from pydantic import Field, model_validator
 
+from ltx2.artifacts_schema.keys import file_key
 from ltx2.models.video_vae import VIDEO_ENCODER_KEYMAP, SpatialTiling, TemporalTiling, VideoVAEConfig, load_video_encoder
 from ltx2.models.video_vae.encode_tiling import (EncodeDoesNotFit, EncodeTiling, choose_encode_tiling, encode_grid,
                                                  encode_need, smallest_encode_tiling, tiled_encode)
@@ -39,7 +40,7 @@ from .contract import PROCESS_BASELINE_BYTES, BadInput, MemoryPlan
 from .media import decode_video, mask_to_latent_weights, probe, resize_center_crop
 from .memory import cached_header, weight_bytes
 from .params import Tiles
-from .registry import FILE, Port, PredictedOutput, StageContext, StageDef, StageParams, file_sha256
+from .registry import FILE, Port, PredictedOutput, StageContext, StageDef, StageParams
 
 ENCODER_PREFIXES = CHECKPOINT_PARTS["video_encoder"]
 FPS_TOLERANCE = 1e-3  # relative: a source at 23.976 fps matches fps 23.976 however either was rounded
@@ -274,7 +275,7 @@ def run(ctx: StageContext) -> None:
     writer = ctx.writer()
     for name, a in arrays.items():
         writer.write_array(name, a)
-    writer.finalize(facts={"medium": "video", "source_sha256": file_sha256(source), "width": p.width,
+    writer.finalize(facts={"medium": "video", "source_sha256": file_key(source), "width": p.width,
                            "height": p.height, "frame_count": (f - 1) * cfg.encoder_scales[0] + 1, "fps": float(p.fps)})
 
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import wave
 from pathlib import Path
 
 import av
@@ -121,3 +122,50 @@ def test_keyframes_resume_mid_denoise_to_the_same_latents(tmp_path):
         for arr in ("video", "audio"):
             np.testing.assert_array_equal(a.read_numpy(arr), b.read_numpy(arr))
     assert "video_appended" in art(cut_dir, "stage1.zarr").arrays
+
+
+def test_audio_to_video_keeps_the_soundtrack(tmp_path):
+    ltx2("run", str(job_copy(tmp_path, "a2v.yaml")))
+    enc = art(tmp_path, "audio-encode.zarr").read_numpy("audio")
+    for name in ("stage1.zarr", "latents.zarr"):  # frozen: mask 0 and sigma 0 in both stages
+        np.testing.assert_array_equal(art(tmp_path, name).read_numpy("audio"), enc)
+    st = statuses(tmp_path)
+    assert "vocode" not in st and st["soundtrack"] == "computed"
+    sound = art(tmp_path, "soundtrack.zarr")
+    with wave.open(str(tmp_path / "media" / "voice.wav")) as f:  # the file's own samples (16-bit PCM)
+        rate, channels = f.getframerate(), f.getnchannels()
+        pcm = np.frombuffer(f.readframes(f.getnframes()), "<i2").reshape(-1, channels).T
+    n = round(17 / 24 * rate)  # 17 frames at 24 fps
+    assert sound.facts["sample_rate"] == rate and sound.read_numpy("waveform").shape == (channels, n)
+    np.testing.assert_array_equal(sound.read_numpy("waveform"), pcm[:, :n].astype(np.float32) / 32768.0)
+    with av.open(str(tmp_path / "out.mp4")) as f:
+        assert f.streams.audio[0].rate == rate
+
+
+def test_ic_lora_appends_the_reference_in_stage_one_only(tmp_path):
+    ltx2("run", str(job_copy(tmp_path, "ic-lora.yaml")))
+    ref = art(tmp_path, "video-encode.reference.zarr")
+    lat = ref.read_numpy("video")
+    assert lat.shape[3:] == (1, 2)  # stage 1 is 128x64; the LoRA's factor 2: a 64x32 reference
+    assert ref.read_numpy("attention").shape == (1, lat.shape[2] * lat.shape[3] * lat.shape[4])
+    s1 = art(tmp_path, "stage1.zarr")
+    tokens = lat.transpose(0, 2, 3, 4, 1).reshape(1, -1, lat.shape[1])
+    np.testing.assert_array_equal(s1.read_numpy("video_appended"), tokens)  # strength 1: kept exactly
+    assert s1.params["loras"] == [1.0] and s1.params["conditioning"][0]["use"] == "reference"
+    s2 = art(tmp_path, "latents.zarr")
+    assert s2.params["loras"] == [] and s2.params["conditioning"] == [] and "video_appended" not in s2.arrays
+
+
+def test_retake_regenerates_the_window_and_keeps_the_rest(tmp_path):
+    ltx2("run", str(job_copy(tmp_path, "retake.yaml")))
+    st = statuses(tmp_path)
+    assert "upscale" not in st and "refine" not in st  # one stage at the source's size
+    src_v = art(tmp_path, "video-encode.source.zarr").read_numpy("video")
+    src_a = art(tmp_path, "audio-encode.source.zarr").read_numpy("audio")
+    out = art(tmp_path, "stage1.zarr")
+    v, a = out.read_numpy("video"), out.read_numpy("audio")
+    # 25 frames, window 0.4-0.65 s: latent frame 2 (pixel frames 9-16) and audio latent frames 10-16
+    keep_v, keep_a = [0, 1, 3], [i for i in range(a.shape[2]) if not 10 <= i <= 16]
+    np.testing.assert_array_equal(v[:, :, keep_v], src_v[:, :, keep_v])
+    np.testing.assert_array_equal(a[:, :, keep_a], src_a[:, :, keep_a])
+    assert not np.allclose(v[:, :, 2], src_v[:, :, 2]) and not np.allclose(a[:, :, 10:17], src_a[:, :, 10:17])
