@@ -110,12 +110,13 @@ def test_readers_are_the_registry_s_declarations():
         for role, part in stage_def(name).weights.items():
             assert name in (readers_of(role=role) if part is None else readers_of(prefixes=CHECKPOINT_PARTS[part]))
     assert readers_of(role="lora.2") == ("denoise", "refine") and readers_of(role="distilled_lora") == ("denoise", "refine")  # HQ: stage 1 too
-    assert readers_of(prefixes=COMPONENTS["video VAE encoder"]) == ("image-encode",)  # conditioning images
+    # conditioning images and videos (registry order without a pipeline order)
+    assert readers_of(prefixes=COMPONENTS["video VAE encoder"]) == ("image-encode", "video-encode")
     assert readers_of(role="nothing") == ()
     assert readers_of(prefixes=COMPONENTS["text connectors"]) == ("text-encode",)  # not the transformer's
     stats = COMPONENTS["video VAE statistics"]
     assert readers_of(prefixes=stats, order=("upscale", "temporal-upscale")) == (
-        "upscale", "temporal-upscale", "decode", "image-encode")
+        "upscale", "temporal-upscale", "decode", "image-encode", "video-encode")
 
 
 # ----------------------------------------------------------------------------- the command

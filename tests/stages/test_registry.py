@@ -14,8 +14,8 @@ from ltx2.spec.errors import BadInputError
 from ltx2.stages.base import open_inputs
 from ltx2.stages.registry import StageDef, StageParams, stage_def, stage_names
 
-STAGES = ("text-encode", "image-encode", "video-encode", "audio-encode", "denoise", "upscale", "temporal-upscale", "refine", "decode", "vocode",
-          "export", "preview")
+STAGES = ("text-encode", "image-encode", "video-encode", "audio-encode", "denoise", "upscale", "temporal-upscale",
+          "refine", "decode", "vocode", "soundtrack", "export", "preview")
 
 
 def test_every_stage_is_one_module_declaring_itself() -> None:
