@@ -21,9 +21,10 @@ import numpy as np
 from pydantic import Field
 
 from ltx2.artifacts_schema.keys import file_key
-from ltx2.models.audio_vae import LATENT_DOWNSAMPLE_FACTOR, AudioConfigError, AudioProcessor, AudioVAEConfig
-from ltx2.models.audio_vae import load_audio_encoder
+from ltx2.models.audio_vae import (AUDIO_ENCODER_KEYMAP, LATENT_DOWNSAMPLE_FACTOR, AudioConfigError, AudioProcessor,
+                                   AudioVAEConfig, load_audio_encoder)
 from ltx2.models.ops import conform_length
+from ltx2.models.weights.source import open_source
 from ltx2.spec.geometry import audio_latent_frames
 from ltx2.spec.layout import CHECKPOINT_PARTS
 
@@ -70,7 +71,9 @@ def latent_frames(p: Params) -> int:
 
 
 def check(ctx: StageContext) -> None:
+    """The config, the checkpoint holds the encoder and, when the file is there, its audio stream (headers only)."""
     audio_config(ctx)
+    open_source(ctx.weights["checkpoint"], AUDIO_ENCODER_KEYMAP).require_tensors()
     f = ctx.inputs.get("audio")
     if isinstance(f, Path) and f.is_file():
         info = probe(f)

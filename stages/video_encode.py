@@ -22,14 +22,15 @@ The cache key holds the file's sha256, these parameters and the weights: how the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import mlx.core as mx
 import numpy as np
 from pydantic import Field, model_validator
 
 from ltx2.artifacts_schema.keys import file_key
-from ltx2.models.video_vae import VIDEO_ENCODER_KEYMAP, SpatialTiling, TemporalTiling, VideoVAEConfig, load_video_encoder
+from ltx2.models.video_vae import (VIDEO_ENCODER_KEYMAP, SpatialTiling, TemporalTiling, VideoVAEConfig,
+                                   load_video_encoder)
 from ltx2.models.video_vae.encode_tiling import (EncodeDoesNotFit, EncodeTiling, choose_encode_tiling, encode_grid,
                                                  encode_need, smallest_encode_tiling, tiled_encode)
 from ltx2.models.ops import conform_length
@@ -87,7 +88,8 @@ def tiles_of(tiling: EncodeTiling | None) -> Tiles | None:
         return None
     out: dict[str, int] = {}
     if tiling.spatial:
-        out.update(spatial_tile=tiling.spatial.tile_size_in_pixels, spatial_overlap=tiling.spatial.tile_overlap_in_pixels)
+        out.update(spatial_tile=tiling.spatial.tile_size_in_pixels,
+                   spatial_overlap=tiling.spatial.tile_overlap_in_pixels)
     if tiling.temporal:
         out.update(temporal_tile=tiling.temporal.tile_size_in_frames,
                    temporal_overlap=tiling.temporal.tile_overlap_in_frames)
@@ -134,12 +136,13 @@ def _latent_fhw(ctx: StageContext, cfg: VideoVAEConfig) -> tuple[int, int, int]:
 
 
 def check(ctx: StageContext) -> None:
-    """The config, the tiling and, when the file is there, its video stream, rate and length (headers only)."""
-    cfg = vae_config(ctx)
-    ts, ss = cfg.encoder_scales
+    """The config, the checkpoint holds the encoder, the tiling and, when the file is there, its video stream, rate
+    and length (headers only)."""
+    _, ss = vae_config(ctx).encoder_scales
     p = ctx.params
     if p.width % ss or p.height % ss:
         raise BadInput(f"video-encode: width and height must be multiples of {ss}, got {p.width}x{p.height}")
+    open_source(ctx.weights["checkpoint"], VIDEO_ENCODER_KEYMAP).require_tensors()
     encode_tiling(p.tiling)
     for port in ("video", "mask"):
         f = _file(ctx, port)
@@ -158,9 +161,9 @@ def check(ctx: StageContext) -> None:
 
 
 # -- memory ------------------------------------------------------------------------------------------------------
-def held_weight_bytes(checkpoint: Path) -> int:
-    """The encoder's float32 weights and one conv-weight copy (see decode.held_weight_bytes)."""
-    return weight_bytes(checkpoint, ENCODER_PREFIXES) + open_source(checkpoint, VIDEO_ENCODER_KEYMAP).conv_copy_bytes()
+def conv_copy_bytes(checkpoint: Path) -> int:
+    """The contiguous copy MLX's convolution makes of one weight per call (see decode._weight_copy_bytes)."""
+    return open_source(checkpoint, VIDEO_ENCODER_KEYMAP).conv_copy_bytes()
 
 
 def input_bytes(frames: int, height: int, width: int, source_hw: tuple[int, int] | None) -> tuple[int, int]:
@@ -173,19 +176,17 @@ def input_bytes(frames: int, height: int, width: int, source_hw: tuple[int, int]
     return max(2 * u8, u8 + clip, 2 * clip), clip
 
 
-def plan_bytes(cfg: VideoVAEConfig, held_weights: int, weights: int, video_fhw: tuple[int, int, int],
+def plan_bytes(cfg: VideoVAEConfig, weights: int, conv_copy: int, video_fhw: tuple[int, int, int],
                tiling: EncodeTiling | None, source_hw: tuple[int, int] | None = None, mask: bool = False,
                mask_scale: int = 1) -> MemoryPlan:
-    """The stage's peak: the weights (float32, plus the conv-weight copy), then the larger of reading the clip (and
-    the mask) and encoding it (the held clip, the largest tile's activations, the blended latent)."""
+    """The stage's peak: the float32 weights, one conv-weight copy, and the largest of reading the clip, reading the
+    mask (the clip held) and encoding (the clip held, the largest tile's activations, the blended latent)."""
     f, h, w = video_fhw
     read, held = input_bytes(f, h, w, source_hw)
     if mask:
-        mask_read, _ = input_bytes(f, h * mask_scale, w * mask_scale, None)
-        read = max(read, mask_read)
-    grid = encode_grid(cfg, video_fhw, tiling)
-    acts = max(read, held + encode_need(cfg, grid))
-    return MemoryPlan(weights, acts + held_weights - weights)
+        read = max(read, held + input_bytes(f, h * mask_scale, w * mask_scale, None)[0])
+    acts = max(read, held + encode_need(cfg, encode_grid(cfg, video_fhw, tiling)))
+    return MemoryPlan(weights, conv_copy + acts)
 
 
 def _source_hw(ctx: StageContext) -> tuple[int, int] | None:
@@ -198,9 +199,8 @@ def _source_hw(ctx: StageContext) -> tuple[int, int] | None:
 
 def estimate(ctx: StageContext) -> MemoryPlan:
     cfg, p, ckpt = vae_config(ctx), ctx.params, ctx.weights["checkpoint"]
-    return plan_bytes(cfg, held_weight_bytes(ckpt), weight_bytes(ckpt, ENCODER_PREFIXES),
-                      (p.frames, p.height, p.width), encode_tiling(p.tiling), _source_hw(ctx),
-                      ctx.inputs.get("mask") is not None, p.mask_scale)
+    return plan_bytes(cfg, weight_bytes(ckpt, ENCODER_PREFIXES), conv_copy_bytes(ckpt), (p.frames, p.height, p.width),
+                      encode_tiling(p.tiling), _source_hw(ctx), ctx.inputs.get("mask") is not None, p.mask_scale)
 
 
 def choices(ctx: StageContext):
@@ -209,8 +209,9 @@ def choices(ctx: StageContext):
     yield {"tiling": ctx.params.tiling}, label(ctx.params.tiling)
     if ctx.budget is not None:
         cfg, p = vae_config(ctx), ctx.params
+        ckpt = ctx.weights["checkpoint"]
         _, held = input_bytes(p.frames, p.height, p.width, None)
-        fixed = held_weight_bytes(ctx.weights["checkpoint"]) + PROCESS_BASELINE_BYTES + held
+        fixed = weight_bytes(ckpt, ENCODER_PREFIXES) + conv_copy_bytes(ckpt) + PROCESS_BASELINE_BYTES + held
         try:
             found = tiles_of(choose_encode_tiling(cfg, (p.frames, p.height, p.width), ctx.budget, fixed).tiling)
             yield {"tiling": found}, label(found)
@@ -248,33 +249,49 @@ def read_mask(path: Path, p: Params, latent_fhw: tuple[int, int, int]) -> np.nda
     return mask_to_latent_weights(gray, latent_fhw)
 
 
-def encode_clip(encoder, clip: np.ndarray, tiling: EncodeTiling | None, progress=None) -> mx.array:
-    """float32 (1, 3, F, H, W) -> latent (1, C, F', H', W')."""
-    video = mx.array(np.moveaxis(clip, 1, -1))  # channels-last, one contiguous copy
-    latent = tiled_encode(encoder, video, tiling, progress)
-    return latent.transpose(0, 4, 1, 2, 3)
+def channels_last(clip: np.ndarray) -> mx.array:
+    """float32 (1, 3, F, H, W) -> MLX (1, F, H, W, 3), one contiguous copy (evaluated: the numpy clip can go)."""
+    video = mx.array(np.moveaxis(clip, 1, -1))
+    mx.eval(video)
+    return video
+
+
+def encode_video(encoder, video: mx.array, tiling: EncodeTiling | None, progress=None) -> mx.array:
+    """(1, F, H, W, 3) -> latent (1, C, F', H', W')."""
+    return tiled_encode(encoder, video, tiling, progress).transpose(0, 4, 1, 2, 3)
+
+
+def encode_clip(encoder, clip: np.ndarray, tiling: EncodeTiling | None = None, progress=None) -> mx.array:
+    """float32 (1, 3, F, H, W), channels-first as the official code holds it -> latent (1, C, F', H', W')."""
+    return encode_video(encoder, channels_last(clip), tiling, progress)
 
 
 def run(ctx: StageContext) -> None:
     p = ctx.params
+    cfg = vae_config(ctx)
     tiling = encode_tiling(p.tiling)
     source: Path = ctx.inputs["video"]
     mask_file: Path | None = ctx.inputs.get("mask")
-    clip = read_clip(source, p)
-    encoder = load_video_encoder(ctx.weights["checkpoint"])
-    cfg = encoder.cfg
-    latent = encode_clip(encoder, clip, tiling, ctx.progress.step)
-    del clip
+    video = channels_last(read_clip(source, p))  # only the MLX copy is held from here (the estimate counts one)
+    # the latent's shape, known before encoding: the mask is read (and refused) first
     if p.read == "window":
-        latent = conform_length(latent, (p.frames - 1) // cfg.encoder_scales[0] + 1)
-    mx.eval(latent)
-    _, _, f, h, w = latent.shape
-    arrays: dict[str, Any] = {"video": latent}
+        f, h, w = encode_grid(cfg, (p.frames, p.height, p.width), None).latent_fhw
+    else:
+        f, h, w = encode_grid(cfg, tuple(video.shape[1:4]), None).latent_fhw
+    weights = None
     if mask_file is not None:
-        arrays["attention"] = mx.array(read_mask(mask_file, p, (f, h, w)))
+        weights = read_mask(mask_file, p, (f, h, w))
+        if weights.shape[1] != f * h * w:  # a one-frame mask gives one latent frame's weights only
+            raise BadInput(f"video-encode: the mask {mask_file} gives {weights.shape[1] // (h * w)} latent frame(s) of "
+                           f"weights, the reference has {f}: give a mask video as long as the reference "
+                           f"({p.frames} frames)")
+    encoder = load_video_encoder(ctx.weights["checkpoint"])
+    latent = conform_length(encode_video(encoder, video, tiling, ctx.progress.step), f)
+    mx.eval(latent)
     writer = ctx.writer()
-    for name, a in arrays.items():
-        writer.write_array(name, a)
+    writer.write_array("video", latent)
+    if weights is not None:
+        writer.write_array("attention", mx.array(weights))
     writer.finalize(facts={"medium": "video", "source_sha256": file_key(source), "width": p.width,
                            "height": p.height, "frame_count": (f - 1) * cfg.encoder_scales[0] + 1, "fps": float(p.fps)})
 

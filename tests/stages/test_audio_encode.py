@@ -53,7 +53,8 @@ def write_wav(path: Path, wave: np.ndarray, rate: int) -> Path:
 def tone(seconds: float, rate: int, channels: int = 2, seed: int = 0) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     rng = np.random.default_rng(seed)
-    waves = [0.4 * np.sin(2 * np.pi * (220 + 110 * c) * t) + 0.05 * rng.standard_normal(t.size) for c in range(channels)]
+    waves = [0.4 * np.sin(2 * np.pi * (220 + 110 * c) * t) + 0.05 * rng.standard_normal(t.size)
+             for c in range(channels)]
     return np.stack(waves).astype(np.float32)
 
 

@@ -145,6 +145,15 @@ def test_first_frames_reads_any_rate_and_a_mask_gives_attention_weights(tmp_path
     assert (got.reshape(3, 2, 3)[:, :, 0] == 0).all() and (got.reshape(3, 2, 3)[:, :, 2] == 1).all()
 
 
+def test_a_mask_shorter_than_the_reference_is_refused(tmp_path, clip) -> None:
+    """A one-frame mask gives one latent frame of weights (as the official reduction does), not the reference's 3."""
+    path, _ = clip
+    mask = write_mp4(tmp_path / "still.mp4", np.full((1, 64, 96, 3), 255, np.uint8), 24)
+    r = run_stage(tmp_path / "v.zarr", path, "width=96", "height=64", "frames=17", "fps=24", mask=mask, check=False)
+    assert r.returncode == 2, r.stderr
+    assert "1 latent frame(s)" in r.stderr and "17 frames" in r.stderr
+
+
 def test_a_source_at_another_rate_is_refused_for_a_window(tmp_path, clip) -> None:
     _, frames = clip
     source = write_mp4(tmp_path / "ref30.mp4", frames, 30)
