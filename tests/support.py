@@ -99,3 +99,27 @@ def v12_fixture_sets() -> list[Path]:
             pytest.fail(f"the v1.2.0 parity fixtures are missing: {where} (CI must have ../shared)")
         pytest.skip(f"v1.2.0 fixtures not found at {where}: skipped (set ${V12_ENV} to run them)")
     return present
+
+
+# the two v1.2.0 draws, for tests parametrised over them (a draw beyond the folders given is skipped)
+V12_DRAWS = pytest.mark.parametrize("draw", [0, 1], ids=["fixtures-v12", "fixtures-v12-check"])
+
+
+def v12_set(draw: int) -> Path:
+    """The folder of v1.2.0 draw ``draw`` (skipped when absent, as v12_fixture_sets says)."""
+    sets = v12_fixture_sets()
+    if draw >= len(sets):
+        pytest.skip("only one v1.2.0 fixture folder given")
+    return sets[draw]
+
+
+def load_npz(folder: Path, name: str) -> dict:
+    """A fixture's arrays by name."""
+    with np.load(Path(folder) / f"{name}.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def rel(out, ref) -> float:
+    """||out - ref|| / ||ref||, in float64."""
+    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+    return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))

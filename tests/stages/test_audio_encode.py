@@ -12,9 +12,8 @@ from pathlib import Path
 import av
 import mlx.core as mx
 import numpy as np
-import pytest
 
-from support import ltx2, v12_fixture_sets
+from support import V12_DRAWS as DRAWS, load_npz as load, ltx2, rel, v12_set as fixture_set
 
 from ltx2.artifacts_schema import open_artifact
 from ltx2.models.audio_vae import AudioProcessor, load_audio_encoder
@@ -27,13 +26,7 @@ from ltx2.stages.media import decode_audio
 from ltx2.stages.registry import StageContext, stage_def
 
 ENCODER_TOL = 1e-5  # README-v12 "Tolerances": encoder outputs (audio_mel, audio_latent_*), relative
-DRAWS = pytest.mark.parametrize("draw", [0, 1], ids=["fixtures-v12", "fixtures-v12-check"])
 COND_CHECKPOINT = "cond_ltx23_model.safetensors"
-
-
-def rel(out, ref) -> float:
-    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
-    return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
 
 
 def write_wav(path: Path, wave: np.ndarray, rate: int) -> Path:
@@ -56,18 +49,6 @@ def tone(seconds: float, rate: int, channels: int = 2, seed: int = 0) -> np.ndar
     waves = [0.4 * np.sin(2 * np.pi * (220 + 110 * c) * t) + 0.05 * rng.standard_normal(t.size)
              for c in range(channels)]
     return np.stack(waves).astype(np.float32)
-
-
-def fixture_set(draw: int) -> Path:
-    sets = v12_fixture_sets()  # skips with one line naming the folder when absent (fails under CI=true)
-    if draw >= len(sets):
-        pytest.skip("only one v1.2.0 fixture folder given")
-    return sets[draw]
-
-
-def load(folder: Path, name: str) -> dict[str, np.ndarray]:
-    with np.load(folder / f"{name}.npz") as z:
-        return {k: z[k] for k in z.files}
 
 
 def encode_wave(checkpoint: Path, wave: np.ndarray, rate: int, frames: int, fps: float) -> np.ndarray:

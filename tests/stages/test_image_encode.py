@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from support import ltx2, v12_fixture_sets
+from support import V12_DRAWS as DRAWS, load_npz as load, ltx2, rel, v12_set as fixture_set
 
 from ltx2.artifacts_schema import open_artifact
 from ltx2.models.tiny import ensure_tiny_model
@@ -27,24 +27,6 @@ from ltx2.stages.media import crf_roundtrip, load_image, resize_center_crop
 from ltx2.stages.registry import StageContext, stage_def
 
 ENCODER_TOL = 1e-5  # README-v12 "Tolerances": encoder outputs, relative
-DRAWS = pytest.mark.parametrize("draw", [0, 1], ids=["fixtures-v12", "fixtures-v12-check"])
-
-
-def rel(out, ref) -> float:
-    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
-    return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
-
-
-def fixture_set(draw: int) -> Path:
-    sets = v12_fixture_sets()  # skips with one line naming the folder when absent (fails under CI=true)
-    if draw >= len(sets):
-        pytest.skip("only one v1.2.0 fixture folder given")
-    return sets[draw]
-
-
-def load(folder: Path, name: str) -> dict[str, np.ndarray]:
-    with np.load(folder / f"{name}.npz") as z:
-        return {k: z[k] for k in z.files}
 
 
 def encode(checkpoint: Path, pixels: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from support import v12_fixture_sets
+from support import V12_DRAWS as DRAWS, load_npz, rel, v12_set
 
 from ltx2.models.audio_vae import AudioProcessor, load_audio_encoder
 from ltx2.spec.errors import BadInputError
@@ -19,22 +19,12 @@ from ltx2.stages.media import (crf_roundtrip, decode_audio, decode_video, load_i
                                resize_center_crop)
 
 PIXELS_TOL = 1e-5  # README-v12 "Tolerances": preprocessed pixels, absolute
-DRAWS = pytest.mark.parametrize("draw", [0, 1], ids=["fixtures-v12", "fixtures-v12-check"])
 IMAGE_CASES = ("cond_i2v_distilled_ltx23", "cond_keyframes_ltx23", "cond_i2v_latent_index_ltx23",
                "cond_i2v_distilled_ltx2")
 
 
 def fixture(draw: int, name: str) -> dict[str, np.ndarray]:
-    sets = v12_fixture_sets()  # skips with one line naming the folder when absent (fails under CI=true)
-    if draw >= len(sets):
-        pytest.skip("only one v1.2.0 fixture folder given")
-    with np.load(sets[draw] / f"{name}.npz") as z:
-        return {k: z[k] for k in z.files}
-
-
-def rel(out, ref) -> float:
-    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
-    return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+    return load_npz(v12_set(draw), name)
 
 
 # ----------------------------------------------------------------------------------------------- the fixtures
@@ -80,7 +70,7 @@ def test_the_attention_mask_becomes_area_means_per_latent_token(draw) -> None:
     ("cond_retake_ltx23", "source_audio_waveform", "source_audio_mel")])
 def test_waveforms_give_the_official_log_mel(draw, case, wave_key, mel_key) -> None:
     z = fixture(draw, case)
-    ckpt = v12_fixture_sets()[draw] / "cond_ltx23_model.safetensors"
+    ckpt = v12_set(draw) / "cond_ltx23_model.safetensors"
     mel = AudioProcessor.from_config(load_audio_encoder(ckpt).cfg)(z[wave_key])  # the front-end the encoder implies
     assert tuple(mel.shape) == z[mel_key].shape and rel(mel, z[mel_key]) <= 1e-5
 

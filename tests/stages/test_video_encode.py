@@ -14,7 +14,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from support import ltx2, v12_fixture_sets
+from support import V12_DRAWS as DRAWS, load_npz as load, ltx2, rel, v12_set as fixture_set
 
 from ltx2.artifacts_schema import open_artifact
 from ltx2.models.ops import conform_length
@@ -27,13 +27,7 @@ from ltx2.stages.media import mask_to_latent_weights, resize_center_crop
 from ltx2.stages.registry import StageContext, stage_def
 
 ENCODER_TOL = 1e-5  # README-v12 "Tolerances": encoder outputs, relative
-DRAWS = pytest.mark.parametrize("draw", [0, 1], ids=["fixtures-v12", "fixtures-v12-check"])
 COND_CHECKPOINT = "cond_ltx23_model.safetensors"
-
-
-def rel(out, ref) -> float:
-    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
-    return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: float) -> Path:
@@ -48,18 +42,6 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float) -> Path:
         for packet in s.encode():
             c.mux(packet)
     return path
-
-
-def fixture_set(draw: int) -> Path:
-    sets = v12_fixture_sets()  # skips with one line naming the folder when absent (fails under CI=true)
-    if draw >= len(sets):
-        pytest.skip("only one v1.2.0 fixture folder given")
-    return sets[draw]
-
-
-def load(folder: Path, name: str) -> dict[str, np.ndarray]:
-    with np.load(folder / f"{name}.npz") as z:
-        return {k: z[k] for k in z.files}
 
 
 def encode_pixels(checkpoint: Path, pixels: np.ndarray, tiling=None) -> np.ndarray:
