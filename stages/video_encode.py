@@ -35,11 +35,12 @@ from ltx2.models.video_vae.encode_tiling import (EncodeDoesNotFit, EncodeTiling,
 from ltx2.models.ops import conform_length
 from ltx2.models.weights.source import open_source
 from ltx2.spec.layout import CHECKPOINT_PARTS
+from ltx2.spec.precision import Compute
 
 from .contract import PROCESS_BASELINE_BYTES, BadInput, MemoryPlan
 from .media import decode_video, mask_to_latent_weights, probe, resize_center_crop
-from .memory import cached_header, weight_bytes
-from .params import Tiles
+from .memory import cached_header, compute_bytes, compute_of, weight_bytes
+from .params import Tiles, compute_field
 from .registry import FILE, Port, PredictedOutput, StageContext, StageDef, StageParams
 
 ENCODER_PREFIXES = CHECKPOINT_PARTS["video_encoder"]
@@ -60,6 +61,7 @@ class Params(StageParams):
                                                    "and width each); none: untiled")
     mask_scale: int = Field(1, ge=1, description="the attention mask is read at this multiple of the encode size "
                                                  "(the official CLI: the reference downscale factor)")
+    compute: Compute = compute_field()
 
     @model_validator(mode="after")
     def _frames_on_the_grid(self) -> Params:
@@ -158,9 +160,10 @@ def check(ctx: StageContext) -> None:
 
 
 # -- memory ------------------------------------------------------------------------------------------------------
-def held_weight_bytes(checkpoint: Path) -> int:
-    """The encoder's float32 weights and one conv-weight copy (see decode.held_weight_bytes)."""
-    return weight_bytes(checkpoint, ENCODER_PREFIXES) + open_source(checkpoint, VIDEO_ENCODER_KEYMAP).conv_copy_bytes()
+def held_weight_bytes(checkpoint: Path, itemsize: int = 4) -> int:
+    """The encoder's weights and one conv-weight copy at the compute width (see decode.held_weight_bytes)."""
+    return weight_bytes(checkpoint, ENCODER_PREFIXES, bytes_per_element=itemsize) + \
+        open_source(checkpoint, VIDEO_ENCODER_KEYMAP).conv_copy_bytes(itemsize)
 
 
 def input_bytes(frames: int, height: int, width: int, source_hw: tuple[int, int] | None) -> tuple[int, int]:
@@ -175,16 +178,16 @@ def input_bytes(frames: int, height: int, width: int, source_hw: tuple[int, int]
 
 def plan_bytes(cfg: VideoVAEConfig, held_weights: int, weights: int, video_fhw: tuple[int, int, int],
                tiling: EncodeTiling | None, source_hw: tuple[int, int] | None = None, mask: bool = False,
-               mask_scale: int = 1) -> MemoryPlan:
-    """The stage's peak: the weights (float32, plus the conv-weight copy), then the larger of reading the clip (and
-    the mask) and encoding it (the held clip, the largest tile's activations, the blended latent)."""
+               mask_scale: int = 1, itemsize: int = 4) -> MemoryPlan:
+    """The stage's peak: the weights (plus the conv-weight copy), then the larger of reading the clip (and the mask)
+    and encoding it (the held clip, the largest tile's activations at ``itemsize`` bytes, the blended latent)."""
     f, h, w = video_fhw
     read, held = input_bytes(f, h, w, source_hw)
     if mask:
         mask_read, _ = input_bytes(f, h * mask_scale, w * mask_scale, None)
         read = max(read, mask_read)
     grid = encode_grid(cfg, video_fhw, tiling)
-    acts = max(read, held + encode_need(cfg, grid))
+    acts = max(read, held + encode_need(cfg, grid, itemsize=itemsize))
     return MemoryPlan(weights, acts + held_weights - weights)
 
 
@@ -197,10 +200,10 @@ def _source_hw(ctx: StageContext) -> tuple[int, int] | None:
 
 
 def estimate(ctx: StageContext) -> MemoryPlan:
-    cfg, p, ckpt = vae_config(ctx), ctx.params, ctx.weights["checkpoint"]
-    return plan_bytes(cfg, held_weight_bytes(ckpt), weight_bytes(ckpt, ENCODER_PREFIXES),
+    cfg, p, ckpt, b = vae_config(ctx), ctx.params, ctx.weights["checkpoint"], compute_bytes(ctx)
+    return plan_bytes(cfg, held_weight_bytes(ckpt, b), weight_bytes(ckpt, ENCODER_PREFIXES, bytes_per_element=b),
                       (p.frames, p.height, p.width), encode_tiling(p.tiling), _source_hw(ctx),
-                      ctx.inputs.get("mask") is not None, p.mask_scale)
+                      ctx.inputs.get("mask") is not None, p.mask_scale, b)
 
 
 def choices(ctx: StageContext):
@@ -210,9 +213,11 @@ def choices(ctx: StageContext):
     if ctx.budget is not None:
         cfg, p = vae_config(ctx), ctx.params
         _, held = input_bytes(p.frames, p.height, p.width, None)
-        fixed = held_weight_bytes(ctx.weights["checkpoint"]) + PROCESS_BASELINE_BYTES + held
+        b = compute_bytes(ctx)
+        fixed = held_weight_bytes(ctx.weights["checkpoint"], b) + PROCESS_BASELINE_BYTES + held
         try:
-            found = tiles_of(choose_encode_tiling(cfg, (p.frames, p.height, p.width), ctx.budget, fixed).tiling)
+            found = tiles_of(choose_encode_tiling(cfg, (p.frames, p.height, p.width), ctx.budget, fixed,
+                                                  itemsize=b).tiling)
             yield {"tiling": found}, label(found)
         except EncodeDoesNotFit:
             pass
@@ -251,7 +256,7 @@ def read_mask(path: Path, p: Params, latent_fhw: tuple[int, int, int]) -> np.nda
 def encode_clip(encoder, clip: np.ndarray, tiling: EncodeTiling | None, progress=None) -> mx.array:
     """float32 (1, 3, F, H, W) -> latent (1, C, F', H', W')."""
     video = mx.array(np.moveaxis(clip, 1, -1))  # channels-last, one contiguous copy
-    latent = tiled_encode(encoder, video, tiling, progress)
+    latent = tiled_encode(encoder, video, tiling, progress)  # blended in float32 whatever the encoder computes in
     return latent.transpose(0, 4, 1, 2, 3)
 
 
@@ -261,7 +266,7 @@ def run(ctx: StageContext) -> None:
     source: Path = ctx.inputs["video"]
     mask_file: Path | None = ctx.inputs.get("mask")
     clip = read_clip(source, p)
-    encoder = load_video_encoder(ctx.weights["checkpoint"])
+    encoder = load_video_encoder(ctx.weights["checkpoint"], compute_of(ctx))
     cfg = encoder.cfg
     latent = encode_clip(encoder, clip, tiling, ctx.progress.step)
     del clip

@@ -129,6 +129,11 @@ class LTX2Transformer(nn.Module):
         self.transformer_blocks = [AVTransformerBlock(c.block) for _ in range(c.num_layers)]
 
     # ------------------------------------------------------------------ setup
+    @property
+    def dtype(self) -> mx.Dtype:
+        """The compute dtype: the activations' (its float weights are held in it; see models/precision.py)."""
+        return self.patchify_proj.weight.dtype
+
     def set_query_chunk(self, n: int | None) -> None:
         """Queries per attention call (None: no chunking). Bounds the CPU score-matrix memory."""
         for blk in self.transformer_blocks:
@@ -156,11 +161,13 @@ class LTX2Transformer(nn.Module):
     def _stream(self, m: ModalityInput, other: ModalityInput, *, proj, caption, adaln, prompt_adaln, cross_adaln,
                 gate_adaln, rope: RopeTable, cross_rope: RopeTable) -> StreamState:
         c = self.config
-        x = proj(m.latent)
+        dtype = proj.weight.dtype  # the compute dtype: latents and text enter in it (the state stays float32)
+        x = proj(m.latent.astype(dtype))
         b = x.shape[0]
         ts = mx.array(m.timesteps).reshape(b, -1) * c.timestep_scale_multiplier
         modulation, embedded = adaln(ts)
-        context = m.context if caption is None else caption(m.context)
+        context = m.context.astype(dtype)
+        context = context if caption is None else caption(context)
         prompt_mod = None
         if prompt_adaln is not None:
             own_sigma = mx.broadcast_to(mx.array(m.sigma, dtype=mx.float32).reshape(-1), (b,)).reshape(b, 1)

@@ -140,12 +140,14 @@ def held_dtype(key: str, shape: tuple[int, ...], mode: WeightsMode, in_block: bo
     return "bfloat16" if is_matrix(key, shape) else "float32"
 
 
-def held_nbytes(key: str, shape: tuple[int, ...], mode: WeightsMode, in_block: bool) -> int:
-    """Bytes one tensor takes once loaded under ``mode`` (``in_block``: inside a repeated block)."""
+def held_nbytes(key: str, shape: tuple[int, ...], mode: WeightsMode, in_block: bool, itemsize: int = F32) -> int:
+    """Bytes one tensor takes once loaded under ``mode`` (``in_block``: inside a repeated block). ``itemsize``: the
+    compute width; a half compute holds every float tensor (a quantised matrix's scales and biases too) in it
+    (models/precision.py)."""
     kind = held_dtype(key, shape, mode, in_block)
     if kind == "quantized":
-        return quantized_nbytes(shape, mode.bits, mode.group_size)
-    return math.prod(shape) * (BF16 if kind == "bfloat16" else F32)
+        return quantized_nbytes(shape, mode.bits, mode.group_size, min(F32, itemsize))
+    return math.prod(shape) * min(BF16 if kind == "bfloat16" else F32, itemsize)
 
 
 @dataclass(frozen=True)
@@ -172,11 +174,12 @@ def block_index(key: str) -> int | None:
 
 
 def held_bytes(tensors: dict[str, tuple[tuple[int, ...], int]], mode: WeightsMode,
-               packed: dict[str, int] | None = None) -> HeldBytes:
+               packed: dict[str, int] | None = None, itemsize: int = F32) -> HeldBytes:
     """``tensors``: key -> (shape, bytes stored in the file) of ONE network (keys as in its file).
 
     ``packed``: key -> float32 bytes it stands for, for tensors already quantised in the file (a
-    converted file's packed weights, scales and biases): held as stored, whatever the mode."""
+    converted file's packed weights, scales and biases): held as stored, whatever the mode (or the compute).
+    ``itemsize``: the compute width (``held_nbytes``)."""
     packed = packed or {}
     resident = 0
     blocks: dict[int, int] = {}
@@ -184,7 +187,7 @@ def held_bytes(tensors: dict[str, tuple[tuple[int, ...], int]], mode: WeightsMod
     stored: dict[int, int] = {}
     for key, (shape, stored_bytes) in tensors.items():
         i = block_index(key)
-        b = stored_bytes if key in packed else held_nbytes(key, shape, mode, i is not None)
+        b = stored_bytes if key in packed else held_nbytes(key, shape, mode, i is not None, itemsize)
         if i is None:
             resident += b
         else:
