@@ -42,10 +42,6 @@ def compute_dtype(name: str) -> mx.Dtype:
         raise ValueError(f"compute={name!r}: use one of {', '.join(COMPUTE)}") from None
 
 
-def compute_name(dtype: mx.Dtype) -> str:
-    return next(k for k, v in _DTYPES.items() if v == dtype)
-
-
 def on_gpu() -> bool:
     """MLX's default device is a GPU (Metal on Apple silicon, CUDA with mlx[cuda])."""
     return mx.default_device().type == mx.DeviceType.gpu
@@ -69,25 +65,6 @@ def cast_floating(module: nn.Module, dtype: mx.Dtype) -> nn.Module:
 
     module.update(tree_map(cast, module.parameters()))
     return module
-
-
-def param_dtype(module: nn.Module) -> mx.Dtype:
-    """The compute dtype of a loaded network: the dtype of its first floating parameter."""
-    for _, a in _leaves(module.parameters()):
-        if mx.issubdtype(a.dtype, mx.floating):
-            return a.dtype
-    return mx.float32
-
-
-def _leaves(tree, prefix: str = ""):
-    if isinstance(tree, mx.array):
-        yield prefix, tree
-    elif isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from _leaves(v, f"{prefix}.{k}" if prefix else k)
-    elif isinstance(tree, (list, tuple)):
-        for i, v in enumerate(tree):
-            yield from _leaves(v, f"{prefix}.{i}" if prefix else str(i))
 
 
 def norm_float32(fn: Callable[[mx.array], mx.array], x: mx.array) -> mx.array:

@@ -208,12 +208,14 @@ class LTX2Transformer(nn.Module):
         return vs, as_
 
     @staticmethod
-    def block_skips(perturbations: PerturbationArg, batch: int, index: int) -> BlockSkips:
+    def block_skips(perturbations: PerturbationArg, batch: int, index: int,
+                    dtype: mx.Dtype = mx.float32) -> BlockSkips:
+        """Block ``index``'s skips; ``dtype``: the activations' (a per-row keep mask must not widen them)."""
         p = per_batch(perturbations, batch)
-        return BlockSkips(video_self=block_skip(p, Skip.VIDEO_SELF_ATTN, index),
-                          audio_self=block_skip(p, Skip.AUDIO_SELF_ATTN, index),
-                          a2v=block_skip(p, Skip.A2V_CROSS_ATTN, index),
-                          v2a=block_skip(p, Skip.V2A_CROSS_ATTN, index))
+        return BlockSkips(video_self=block_skip(p, Skip.VIDEO_SELF_ATTN, index, dtype),
+                          audio_self=block_skip(p, Skip.AUDIO_SELF_ATTN, index, dtype),
+                          a2v=block_skip(p, Skip.A2V_CROSS_ATTN, index, dtype),
+                          v2a=block_skip(p, Skip.V2A_CROSS_ATTN, index, dtype))
 
     def finish(self, video: StreamState, audio: StreamState) -> tuple[mx.array, mx.array]:
         """Output norm, timestep shift/scale and projection back to latent channels."""
@@ -234,7 +236,7 @@ class LTX2Transformer(nn.Module):
         vs, as_ = self.prepare(video, audio, tables)
         b = vs.x.shape[0]
         for i, blk in enumerate(self.transformer_blocks):
-            vs, as_ = blk(vs, as_, self.block_skips(perturbations, b, i))
+            vs, as_ = blk(vs, as_, self.block_skips(perturbations, b, i, vs.x.dtype))
         return self.finish(vs, as_)
 
     def denoise(self, video: ModalityInput, audio: ModalityInput, perturbations: PerturbationArg = None,

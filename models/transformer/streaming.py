@@ -84,7 +84,7 @@ class DequantizingLinear(nn.QuantizedLinear):
     def __call__(self, x: mx.array) -> mx.array:
         w = mx.dequantize(self.weight, self.scales, self.biases, group_size=self.group_size, bits=self.bits,
                           mode=getattr(self, "mode", "affine"))
-        y = x @ w.astype(x.dtype).T  # at the scales' width: the input's unless a half compute met float32 scales
+        y = x @ w.astype(x.dtype).T  # at the input's width: the compute's (models/precision.py)
         return y + self.bias if "bias" in self else y
 
 
@@ -229,7 +229,7 @@ class StreamedTransformer:
         b = vs.x.shape[0]
         for i in range(self.config.num_layers):
             blk = self._block(i)
-            vs, as_ = blk(vs, as_, LTX2Transformer.block_skips(perturbations, b, i))
+            vs, as_ = blk(vs, as_, LTX2Transformer.block_skips(perturbations, b, i, vs.x.dtype))
             # evaluate before the next block comes in, so this block's weights can go
             mx.eval(vs.x, as_.x)
             del blk

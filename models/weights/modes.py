@@ -7,15 +7,14 @@ precision but float32 changes the outputs:
     every tensor in float32. Exact; the largest.
 ``bfloat16``
     the Linear matrices INSIDE the repeated blocks (transformer blocks, Gemma layers) stored in
-    bfloat16; norms, biases, AdaLN tables and everything outside the blocks stay float32. Compute
-    stays float32: a bf16 matrix is upcast when its matmul runs (MLX promotes bf16 x f32 to f32), so
-    only one matrix at a time exists in float32 besides the stored copy. (Outside the blocks some
-    layers cast their input to their weight's dtype, e.g. the timestep embedder, so they stay float32;
-    they are ~2% of the transformer.)
+    bfloat16; norms, biases, AdaLN tables and everything outside the blocks stay float32. With float32
+    compute (the stage's ``compute``, models/precision.py) a bf16 matrix is upcast when its matmul runs
+    (MLX promotes bf16 x f32 to f32), so only one matrix at a time exists in float32 besides the stored
+    copy. (Outside the blocks some layers cast their input to their weight's dtype, e.g. the timestep
+    embedder, so they stay float32; they are ~2% of the transformer.)
     The official checkpoints ARE bf16 (fp8 ones decode to bf16 values), so for them this is
     bit-identical to float32 at half the memory; only LoRA-fused matrices are rounded once to bf16.
-    On Metal a native bf16 matmul would be faster still; we keep float32 compute on every device for
-    parity with the reference.
+    A half ``compute`` holds every float tensor at its width whatever the mode (``held_nbytes``).
 ``q8`` / ``q4``
     the Linear matrices INSIDE the repeated blocks (transformer blocks, Gemma layers) in MLX's affine
     quantisation (``bits`` per weight, a scale and a bias per ``group_size`` inputs), quantised from

@@ -21,7 +21,7 @@ from ltx2.models.audio_vae import load_audio_decoder, load_audio_encoder
 from ltx2.models.precision import auto_compute, cast_floating, compute_dtype, norm_float32
 from ltx2.models.text.embeddings import load_embeddings_processor
 from ltx2.models.tiny import ensure_tiny_model
-from ltx2.models.transformer import ModalityInput, load_transformer
+from ltx2.models.transformer import ModalityInput, Perturbation, load_transformer
 from ltx2.models.transformer.streaming import load_transformer_mode
 from ltx2.models.upsampler import load_upsampler
 from ltx2.models.video_vae import load_video_decoder, load_video_encoder
@@ -117,6 +117,25 @@ def test_the_transformer_computes_in_bf16_and_forms_x0_in_float32() -> None:
     assert v0.dtype == a0.dtype == mx.float32
     ts = video.timesteps.reshape(1, -1, 1)
     assert mx.array_equal(v0, video.latent - v_vel.astype(mx.float32) * ts)
+
+
+def test_stacked_guided_passes_stay_in_bf16() -> None:
+    """A batch mixing an STG-perturbed row with plain ones (the guided passes stacked in one call) masks the
+    perturbed row per element: that mask is at the activations' width, so nothing widens to float32 midway."""
+    model = load_transformer(HALF / "transformer_ltx2_half.safetensors", mx.bfloat16)
+    video, audio = _transformer_inputs()
+
+    def two(m: ModalityInput) -> ModalityInput:
+        return ModalityInput(latent=mx.concatenate([m.latent] * 2), sigma=m.sigma,
+                             timesteps=mx.concatenate([m.timesteps] * 2), positions=np.concatenate([m.positions] * 2),
+                             context=mx.concatenate([m.context] * 2))
+
+    v, a = model(two(video), two(audio), [Perturbation.none(), Perturbation.stg([1])])
+    assert v.dtype == a.dtype == mx.bfloat16
+    plain, _ = model(video, audio)
+    stg, _ = model(video, audio, Perturbation.stg([1]))
+    # each row as its own call gives it (up to batched-matmul rounding in bf16)
+    assert mx.allclose(v[:1], plain, rtol=0, atol=1e-2) and mx.allclose(v[1:], stg, rtol=0, atol=1e-2)
 
 
 def test_streamed_and_resident_agree_in_bf16_for_every_weights_mode() -> None:
