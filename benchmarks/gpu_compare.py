@@ -11,7 +11,9 @@ Cases (each timed on both sides in the same process, outputs compared):
   the official ``VideoDecoder`` and ours, the same weights.
 
 Both sides compute in bfloat16 (ours: ``compute: bfloat16``; the official modules ``.to(torch.bfloat16)``, as its
-pipelines hold them). Timing: warm-up runs, then the median of ``--iters`` (torch: CUDA-synchronised; MLX: evaluated).
+pipelines hold them). Timing: warm-up runs, then the median of ``--iters`` (``--vae-iters`` for the decoder; torch:
+CUDA-synchronised; MLX: evaluated and synchronised). Each case prints its JSON line as it finishes, so a run cut off
+by its time limit still reports the cases before.
 Comparison: rel = ||ours - official|| / ||official||, judged against d = the same distance between the official bf16
 and official float32 outputs (parity/precision.py's rule: ok within 2.5 d).
 
@@ -283,6 +285,7 @@ def main() -> None:
     ap.add_argument("--cases", default="stage1,stage2,vae")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--vae-iters", type=int, default=2, help="timed VAE decodes (each seconds long; default 2)")
     ap.add_argument("--out", default=None, help="write the results (JSON) here")
     ap.add_argument("--smoke", action="store_true", help="toy widths on whatever device there is")
     args = ap.parse_args()
@@ -310,7 +313,7 @@ def main() -> None:
                 r = block_case(configs["transformer"], case, stages, ctx_tokens, device, args.warmup, args.iters,
                                Path(tmp))
             elif case == "vae":
-                r = vae_case(configs["vae"], tile, device, args.warmup, args.iters, Path(tmp))
+                r = vae_case(configs["vae"], tile, device, args.warmup, args.vae_iters, Path(tmp))
             else:
                 raise SystemExit(f"unknown case {case!r}")
             r["case_wall_s"] = time.time() - t0
