@@ -4,7 +4,8 @@ a 16 GB machine, and the measured peak of the stages that run here in reasonable
 Estimates: `ltx2 plan`'s memory planner (orchestrator/planner.py) on FULL-SIZE files whose headers are
 synthesised (models/full_size.py: the LTX-2 19B checkpoint, the x2 spatial upsampler, the distilled
 LoRA 384 and the Gemma-3-12B folder, real keys and shapes, sparse bodies), for the budgets given
-(default 16 GB: the whole machine, and 12 GB: the goal, a 16 GB Mac less the OS).
+(default 16 GB: the whole machine, and 12 GB: the goal, a 16 GB Mac less the OS) and each compute precision
+given (the job's ``compute``: float32 activations, and bfloat16, what ``auto`` picks on a GPU).
 
 Measured: the real stage processes (`ltx2 stage ...`, started by the orchestrator's runner, peak RSS
 from os.wait4) on those same full-size files (their sparse bodies read as zeros: the memory and the
@@ -34,22 +35,23 @@ from _memory_common import GiB, gb, table  # noqa: E402
 GOAL = 12 * GiB
 
 
-def job_file(folder: Path, files: dict[str, Path], budget: str) -> Path:
+def job_file(folder: Path, files: dict[str, Path], budget: str, compute: str = "float32") -> Path:
     import yaml
 
     job = {"pipeline": "two-stage", "prompt": "a red fox trots through fresh snow at dawn", "width": 768,
            "height": 512, "frames": 121, "fps": 24, "model": {k: str(v) for k, v in files.items()},
-           "memory_budget": budget, "work_dir": str(folder / "work"), "output": str(folder / "out.mp4")}
-    path = folder / f"job-{budget}.yaml"
+           "memory_budget": budget, "work_dir": str(folder / "work"), "output": str(folder / "out.mp4"),
+           "compute": compute}
+    path = folder / f"job-{budget}-{compute}.yaml"
     path.write_text(yaml.safe_dump(job))
     return path
 
 
-def planned(folder: Path, files: dict[str, Path], budget: str):
+def planned(folder: Path, files: dict[str, Path], budget: str, compute: str = "float32"):
     from ltx2.orchestrator.job import load_job, parse_memory_size
     from ltx2.orchestrator.planner import plan_job
 
-    job = load_job(job_file(folder, files, budget))
+    job = load_job(job_file(folder, files, budget, compute))
     return job, plan_job(job, parse_memory_size(budget))
 
 
@@ -123,6 +125,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="/tmp/ltx2_bench_pipeline")
     ap.add_argument("--budgets", default="16GB,12GB")
+    ap.add_argument("--compute", default="float32,bfloat16", help="the job's compute precisions to plan with")
     ap.add_argument("--measure", default="upscale,vocode", help="stages to run here on the full-size files")
     ap.add_argument("--transformer-json", default=None, help="comma list of transformer_memory.py --json outputs")
     ap.add_argument("--gemma-json", default=None)
@@ -171,8 +174,8 @@ def main() -> None:
 
     if args.measure:
         saved.write_text(json.dumps(measured))
-    for budget in args.budgets.split(","):
-        _, jp = planned(work, files, budget)
+    for budget, compute in [(b, c) for b in args.budgets.split(",") for c in args.compute.split(",")]:
+        _, jp = planned(work, files, budget, compute)
         rows = []
         for name, p in jp.plans.items():
             if name == "export":
@@ -187,8 +190,8 @@ def main() -> None:
             rows.append([name, p.label, gb(e.weights_bytes), gb(e.activations_bytes), gb(e.total), meas,
                          "yes" if p.fits else f"NO (needs {gb(p.need)})", "yes" if e.total <= GOAL else "no", stream])
         print()
-        print(f"768x512x121 two-stage with audio, budget {budget} (GiB = 2^30 bytes): the planner's choice and estimate; "
-              "measured peak where run")
+        print(f"768x512x121 two-stage with audio, budget {budget}, compute {compute} (GiB = 2^30 bytes): the planner's "
+              "choice and estimate; measured peak (float32 runs) where run")
         print(table(rows, ["stage", "choice", "weights", "activations", "est. peak", "measured peak", "fits",
                            "< 12 GiB", "streaming"]))
     if extra:

@@ -23,6 +23,11 @@ The 48-block figures are EXTRAPOLATED, and printed as such: weights scale with t
 count; time per forward is 48 x the measured per-block time (+ 48 x the measured per-block read for
 streaming).
 
+``--compute bfloat16`` (or float16) runs every mode with that activation precision (the stages' ``compute``): the
+weights held at that width too (models/precision.py), the latents and contexts entering float32 as the sampler
+gives them. On this CPU MLX's bf16 matmul runs at ~2 GFLOP/s against OpenBLAS's ~50 in float32: one stage-1 block
+takes minutes; the memory figures are what this is for.
+
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 python benchmarks/transformer_memory.py
 """
 
@@ -69,8 +74,10 @@ def child(args) -> None:
     import numpy as np
     import psutil
 
+    from ltx2.models.precision import compute_dtype
     from ltx2.models.transformer import ModalityInput
     from ltx2.models.transformer.streaming import load_transformer_mode
+    from ltx2.spec.precision import compute_itemsize
     from ltx2.models.weights.modes import WeightsMode
     from ltx2.stages.memory import transformer_held
     from ltx2.stages.sampling import audio_positions, video_positions
@@ -80,7 +87,7 @@ def child(args) -> None:
     (f, h, w), a_tokens = STAGES[args.stage]
     b = args.batch
     t0 = time.perf_counter()
-    model = load_transformer_mode(args.file, mode)
+    model = load_transformer_mode(args.file, mode, dtype=compute_dtype(args.compute))
     load_s = time.perf_counter() - t0
     rss_loaded = psutil.Process().memory_info().rss
     c = model.config
@@ -102,8 +109,9 @@ def child(args) -> None:
     v, a = model(video, audio, None, tables)
     mx.eval(v, a)
     forward_s = time.perf_counter() - t0
-    held = transformer_held(Path(args.file), mode)
-    out = {"mode": args.child, "version": "2.3" if c.cross_attention_adaln else "2.0", "stage": args.stage, "blocks": c.num_layers, "batch": b, "video_tokens": f * h * w,
+    held = transformer_held(Path(args.file), mode, compute_itemsize(args.compute))
+    out = {"mode": args.child, "compute": args.compute, "version": "2.3" if c.cross_attention_adaln else "2.0",
+           "stage": args.stage, "blocks": c.num_layers, "batch": b, "video_tokens": f * h * w,
            "audio_tokens": a_tokens, "load_s": load_s, "forward_s": forward_s, "rss_after_load": rss_loaded,
            "weights_held": held.total(mode.streaming), "resident_bytes": held.resident,
            "block_bytes": held.blocks[0], "block_stored": held.block_stored, "block_float32": held.block_float32,
@@ -125,6 +133,8 @@ def main() -> None:
     ap.add_argument("--stage2-blocks", type=int, default=1, help="blocks for the stage-2 runs (a second, smaller file)")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--version", choices=("2.0", "2.3"), default="2.0", help="LTX-2 (19B) or LTX-2.3 (22B) widths")
+    ap.add_argument("--compute", choices=("float32", "bfloat16", "float16"), default="float32",
+                    help="activation precision of every run (the stages' compute parameter)")
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--file", default=None, help=argparse.SUPPRESS)
@@ -150,7 +160,8 @@ def main() -> None:
         spec = spec if ":" in spec else spec + ":resident"
         if cold:
             evict(files[n])
-        r = run_child(__file__, ["--child", spec, "--file", str(files[n]), "--stage", stage, "--batch", str(args.batch)])
+        r = run_child(__file__, ["--child", spec, "--file", str(files[n]), "--stage", stage, "--batch", str(args.batch),
+                                 "--compute", args.compute])
         r["cold"] = cold
         results.append(r)
         print(f"{stage} {m:24s} peak RSS {gb(r['peak_rss'])} GiB, forward {r['forward_s']:.1f} s, load "
@@ -171,7 +182,8 @@ def report(results: list[dict]) -> None:
         weights_48 = r["resident_bytes"] + (r["block_bytes"] if streamed else REAL_LAYERS * r["block_bytes"])
         peak_48 = r["peak_rss"] - r["weights_held"] + weights_48
         acts = r["peak_rss"] - r["weights_held"]
-        label = r["mode"].replace(":resident", "") + (" (cold)" if r.get("cold") else "")
+        label = r["mode"].replace(":resident", "") + (" (cold)" if r.get("cold") else "") + \
+            (f" [{r['compute']}]" if r.get("compute", "float32") != "float32" else "")
         rows.append([r["stage"], label, f"{r['batch']} x {r['video_tokens']}+{r['audio_tokens']}", str(n), gb(r["block_bytes"]),
                      gb(r["weights_held"]), gb(r["peak_rss"]), gb(acts), f"{compute_block:.1f}",
                      f"{load_block:.2f}" if streamed else "-", gb(weights_48), gb(peak_48),

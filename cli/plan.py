@@ -1,7 +1,8 @@
 """`ltx2 plan JOB.yaml`: the stage graph, what is cached, what will run, and each stage's memory choice.
 
 Per stage: the memory planner's choice (weights precision and streaming for text-encode / denoise /
-refine, the tiling for decode), the estimated peak under it, whether it fits the budget (in red with
+refine, the tiling for decode), the compute precision of a stage that runs a network (the job's ``compute``,
+``auto`` resolved), the estimated peak under both, whether it fits the budget (in red with
 the budget it would need when it does not), and for streamed stages the extra time per step the
 streaming costs (measured by the last run of that stage with the same choice, else estimated).
 """
@@ -19,6 +20,7 @@ from ltx2.models.tiny import ensure_tiny_model
 from ltx2.orchestrator.graph import plan_keys
 from ltx2.orchestrator.job import parse_memory_size, write_problems
 from ltx2.orchestrator.planner import plan_job
+from ltx2.orchestrator.recipes import resolved_compute
 from ltx2.orchestrator.store import open_store, reuse_state
 from ltx2.spec.errors import BadInputError
 
@@ -49,9 +51,11 @@ def plan(job_file: Path = typer.Argument(..., help="the job (YAML)"),
     work = Path(job.work_dir)
     store = open_store(job)
     frames = f"{job.frames}" + (f" -> {job.output_frames} at {job.output_fps:g} fps" if job.temporal_upscale else "")
+    compute = resolved_compute(job) + (" (auto)" if job.compute == "auto" else "")
     table = Table(title=f"{job_file}: {job.pipeline} pipeline, {job.width}x{job.height}x{frames}, "
-                        f"budget {_gb(job_plan.budget)} per stage")
-    for col in ("stage", "reads", "writes", "key", "state", "choice", "est. peak", "fits", "streaming cost"):
+                        f"budget {_gb(job_plan.budget)} per stage, compute {compute}")
+    for col in ("stage", "reads", "writes", "key", "state", "choice", "compute", "est. peak", "fits",
+                "streaming cost"):
         table.add_column(col)
     will_run: set[str] = set()
     refused = []
@@ -78,7 +82,8 @@ def plan(job_file: Path = typer.Argument(..., help="the job (YAML)"),
             stream = (f"+{p.stream_s_per_step:.1f} s/{per} "
                       f"({'measured' if p.stream_measured else 'est.'}; {_gb(p.stream_bytes_per_pass)} read/pass)")
         table.add_row(st.name, ", ".join(st.inputs) or "-", st.output if st.name != "export" else str(out),
-                      keys[st.name][:12], state, p.label, mem, fits, stream)
+                      keys[st.name][:12], state, p.label, st.params.key_material().get("compute", "-"), mem, fits,
+                      stream)
     console.print(table)
     console.print(f"{len(will_run)} of {len(stages)} stages will run; output {job.output}")
     for line in write_problems(job, store.root) if will_run else []:  # `ltx2 run` refuses these before anything

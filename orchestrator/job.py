@@ -32,6 +32,9 @@ Notes on fields whose meaning depends on the pipeline:
   Real weights are named file by file; their checkpoint's metadata says which model version they are.
 - Memory sizes (``memory_budget``) are binary: ``16GB`` = ``16GiB`` = 16 * 2**30 bytes, as
   memory is sold; a plain integer is bytes.
+- ``compute``: the activation precision of every stage that runs a network (float32 | bfloat16 | float16;
+  ``auto``: bfloat16 when MLX's default device is a GPU, float32 on CPU). Separate from how the weights are
+  stored (the planner's weights mode); in every such stage's cache key as resolved.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from ltx2.spec.geometry import (MAX_FRAMES, MAX_FRAMES_REASON, MAX_SECONDS, MAX_
                                 MAX_TIME_REASON, OFFICIAL_DECODE_TILING, duration_seconds, min_frames_for_audio,
                                 stage1_side, two_stage_factors, two_stage_side_step)
 from ltx2.spec.layout import CONVERTED_ROLES, TINY_FILES, TINY_MODELS
+from ltx2.spec.precision import ComputeChoice
 from ltx2.spec.versions import official_stg_blocks, official_steps
 from ltx2.stages.contract import parse_memory_size
 from ltx2.stages.export import Params as ExportParams
@@ -657,6 +661,9 @@ class Job(BaseModel):
     work_dir: Path = Field(Path("work"), validate_default=True)
     store: Path | None = None  # the shared artifact store; left out: $LTX2_STORE, else ~/.cache/ltx2/store
     memory_budget: Annotated[int, Field(default_factory=default_memory_budget)]
+    # activation precision of every stage that runs a network (spec.precision); auto: bfloat16 on a GPU (Metal,
+    # CUDA), float32 on CPU, resolved when the job is planned (orchestrator/recipes.py), so the keys hold the width
+    compute: ComputeChoice = "auto"
     # conditioning (official flags in the README); validated last, against the clip's size, length and model
     images: list[ImageCond] = []
     video: VideoCond | None = None

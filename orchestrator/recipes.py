@@ -26,6 +26,9 @@ LTX-2.3's x1.5 one.
 after the x2 spatial upscale the temporal x2 upscaler doubles the latent frames (F -> 2F-1) and
 refine runs at 2N-1 frames and 2*fps on them; the audio latent is carried unchanged.
 
+Compute precision: every stage that runs a network takes the job's ``compute`` (spec.precision), ``auto`` resolved
+here (bfloat16 when MLX's default device is a GPU, float32 on CPU), so each stage's key holds the width it runs at.
+
 Noise: the official pipelines draw all noise from one generator seeded once. Here each stage that
 draws noise (denoise, refine, and decode when its VAE is timestep-conditioned) derives it from
 ``seed`` itself, so ``seed`` is one of its parameters. The stage-1 LTX2Scheduler sigmas do not
@@ -99,6 +102,21 @@ def stage_order() -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def resolved_compute(job: Job) -> str:
+    """The job's ``compute`` with ``auto`` resolved for this machine."""
+    if job.compute != "auto":
+        return job.compute
+    # imported here: MLX (behind models.precision) is slow to import and only planning a job needs it
+    from ltx2.models.precision import auto_compute
+
+    return auto_compute()
+
+
+def _computing(params: ParamsOf) -> ParamsOf:
+    """``params`` plus the job's resolved ``compute``: the parameters of a stage that runs a network."""
+    return lambda job: {**params(job), "compute": resolved_compute(job)}
+
+
 def _stage1_size(job: Job) -> dict[str, int]:
     width, height = job.stage1_size  # target / upsampler scale in the two-stage pipelines (a retake: the target)
     return dict(width=width, height=height)
@@ -136,7 +154,7 @@ def _encode_nodes_of(job: Job) -> list[Node]:
         w, h = (job.width, job.height) if stage == 2 else tuple(_stage1_size(job).values())
         for j, img in enumerate(job.images):
             nodes.append(Node("image-encode", {"image": lambda job, p=img.path: p},
-                              lambda job, w=w, h=h, img=img: {"width": w, "height": h, "crf": img.crf},
+                              _computing(lambda job, w=w, h=h, img=img: {"width": w, "height": h, "crf": img.crf}),
                               id=f"image-encode.s{stage}.{j}"))
     if job.video is not None:
         w, h = _stage1_size(job).values()
@@ -147,19 +165,20 @@ def _encode_nodes_of(job: Job) -> list[Node]:
         # the reference's first frames at the stage-1 size / the LoRA's factor, as ICLoraPipeline reads it; its mask
         # at the stage-1 size
         nodes.append(Node("video-encode", ports,
-                          lambda job: {"width": w // df, "height": h // df, "frames": frames, "fps": fps,
-                                       "read": "first_frames", "mask_scale": df},
+                          _computing(lambda job: {"width": w // df, "height": h // df, "frames": frames, "fps": fps,
+                                                  "read": "first_frames", "mask_scale": df}),
                           planned=_always, id="video-encode.reference"))
     if job.audio is not None:
         nodes.append(Node("audio-encode", {"audio": lambda job: job.audio.path},
-                          lambda job: {"frames": frames, "fps": fps, "start": job.audio.start,
-                                       "max_duration": job.audio.max_duration}, id="audio-encode"))
+                          _computing(lambda job: {"frames": frames, "fps": fps, "start": job.audio.start,
+                                                  "max_duration": job.audio.max_duration}), id="audio-encode"))
     if job.retake is not None:
         nodes.append(Node("video-encode", {"video": lambda job: job.retake.path},
-                          lambda job: {"width": job.width, "height": job.height, "frames": frames, "fps": fps},
+                          _computing(lambda job: {"width": job.width, "height": job.height, "frames": frames,
+                                                  "fps": fps}),
                           planned=_always, id="video-encode.source"))
         nodes.append(Node("audio-encode", {"audio": lambda job: job.retake.path},
-                          lambda job: {"frames": frames, "fps": fps}, id="audio-encode.source"))
+                          _computing(lambda job: {"frames": frames, "fps": fps}), id="audio-encode.source"))
     return nodes
 
 
@@ -245,23 +264,23 @@ def _always(job: Job) -> bool:
 
 
 _LARGE = dict(planned=_always)  # text-encode, denoise, refine: the planner picks the weights mode
-_TEXT = Node("text-encode", params=text_params, **_LARGE)
+_TEXT = Node("text-encode", params=_computing(text_params), **_LARGE)
 _STAGE1_INPUTS: dict[str, Source] = {"text": "text-encode", "conditioning": _cond_inputs(1)}
-_STAGE1 = Node("denoise", _STAGE1_INPUTS, stage1_params, loras=_stage1_loras, **_LARGE)
-_HQ_STAGE1 = Node("denoise", _STAGE1_INPUTS, stage1_params, loras=_stage1_loras, extra_roles=("distilled_lora",),
-                  **_LARGE)
+_STAGE1 = Node("denoise", _STAGE1_INPUTS, _computing(stage1_params), loras=_stage1_loras, **_LARGE)
+_HQ_STAGE1 = Node("denoise", _STAGE1_INPUTS, _computing(stage1_params), loras=_stage1_loras,
+                  extra_roles=("distilled_lora",), **_LARGE)
 
 
 def _outputs(latents: str) -> tuple[Node, ...]:
     """decode, vocode, export and the preview, reading the final latents from node ``latents``."""
     return (
-        Node("decode", {"latents": latents}, lambda job: {"tiling": resolve_tiling(job), "seed": job.seed},
+        Node("decode", {"latents": latents}, _computing(lambda job: {"tiling": resolve_tiling(job), "seed": job.seed}),
              planned=lambda job: job.tiling == "auto"),
         # audio-to-video keeps the soundtrack itself (as the official A2V pipeline returns it), not a decode of it
         Node("soundtrack", {"audio": lambda job: job.audio.path},
              lambda job: {"frames": job.frames, "fps": job.fps, "start": job.audio.start},
              when=lambda job: job.audio is not None),
-        Node("vocode", {"latents": latents}, when=lambda job: job.audio is None),
+        Node("vocode", {"latents": latents}, _computing(lambda job: {}), when=lambda job: job.audio is None),
         Node("export", {"frames": "decode", "audio": "soundtrack|vocode"},
              lambda job: {"crf": job.crf, "output": str(job.output)}, output=lambda job: job.output),
         Node("preview", {"frames": "decode", "audio": "soundtrack|vocode"}, when=lambda job: job.preview,
@@ -272,10 +291,11 @@ def _outputs(latents: str) -> tuple[Node, ...]:
 def _two_stage(refine_roles: tuple[str, ...], stage1: Node = _STAGE1) -> tuple[Entry, ...]:
     return (
         _TEXT, _encode_nodes, stage1,
-        Node("upscale", {"latents": "denoise"}, lambda job: {"scale": job.spatial_scale}),
-        Node("temporal-upscale", {"latents": "upscale"}, when=lambda job: job.temporal_upscale),
+        Node("upscale", {"latents": "denoise"}, _computing(lambda job: {"scale": job.spatial_scale})),
+        Node("temporal-upscale", {"latents": "upscale"}, _computing(lambda job: {}),
+             when=lambda job: job.temporal_upscale),
         Node("refine", {"latents": "temporal-upscale|upscale", "text": "text-encode", "conditioning": _cond_inputs(2)},
-             refine_params, loras=_job_loras, extra_roles=refine_roles, **_LARGE),
+             _computing(refine_params), loras=_job_loras, extra_roles=refine_roles, **_LARGE),
         *_outputs("refine"),
     )
 

@@ -3,7 +3,7 @@
 A fixture is ``<name>.npz`` (inputs, reference outputs) beside ``<name>.safetensors`` (weights
 under the official checkpoint keys, config in the metadata). Each implemented fixture name maps
 to a check function in ``CHECKS``; the check runs the MLX component in float32 and returns one
-``ParityResult`` per output it compares.
+``ParityResult`` per output it compares (the ``*_half`` ones in each compute precision: parity/precision.py).
 """
 
 from __future__ import annotations
@@ -40,6 +40,16 @@ CHECKS["video_vae_timestep_cond"] = "video_vae:check_video_vae"
 CHECKS["transformer_fp8_cast"] = "weights:check_fp8"
 CHECKS["transformer_fp8_scaled"] = "weights:check_fp8"
 CHECKS["transformer_lora"] = "weights:check_lora"
+
+# half-precision compute against the official code run in bf16 / fp16 (tests/fixtures/half, parity/precision.py)
+CHECKS["transformer_ltx2_half"] = "precision:check_transformer"
+CHECKS["video_vae_half"] = "precision:check_video_vae"
+CHECKS["video_vae_timestep_cond_half"] = "precision:check_video_vae"
+CHECKS["audio_vae_half"] = "precision:check_audio_vae"
+CHECKS["vocoder_half"] = "precision:check_vocoder"
+CHECKS["upsampler_x2_half"] = "precision:check_upsampler"
+CHECKS["connector_ltx2_half"] = "precision:check_connector"
+CHECKS["pipeline_two_stage_tiny_half"] = "precision:check_pipeline"
 
 # Fixture sets made with the official code as it is now (v1.2.0, not on PyPI; ../shared/oracle/fixtures-v12): the
 # same fixture names can mean other semantics there (e.g. transformer_ltx2 with the v1.2.0 A/V AdaLN timestep

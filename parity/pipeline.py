@@ -19,6 +19,7 @@ v1.2.0 rules give the same numbers, so every comparison is kept.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import mlx.core as mx
@@ -54,7 +55,19 @@ def check_pipeline(directory: Path, name: str) -> list[ParityResult]:
     stats = LatentStatistics(mean=mx.array(u["vae_mean_of_means"]), std=mx.array(u["vae_std_of_means"]))
     res: list[ParityResult] = [compare(name, "stage1_sigmas (LTX2Scheduler, 3 steps)", ltx2_sigmas(3),
                                        z["stage1_sigmas"], SCHEDULE_TOL)]
-    fps, frames = 24.0, 9
+    out = two_stage(z, model, upsampler, stats, lambda k: z[k])
+    return res + [compare(name, k, v, z[k], PIPELINE_TOL) for k, v in out.items()]
+
+
+PIPELINE_OUTPUTS = ("stage1_out_video_latent", "stage1_out_audio_latent", "upsampled_video_latent",
+                    "stage2_out_video_latent", "stage2_out_audio_latent")
+
+
+def two_stage(z: dict[str, np.ndarray], model, upsampler, stats: LatentStatistics,
+              noise: Callable[[str], np.ndarray]) -> dict[str, mx.array]:
+    """The fixture's two-stage chain on our sampler: each of ``PIPELINE_OUTPUTS`` (its shapes, contexts and sigmas
+    from ``z``; ``noise(key)``: the recorded noise of ``stage<i>_noise_<video|audio>_tokens``)."""
+    fps = 24.0
     a_frames = z["stage1_out_audio_latent"].shape[2]
     m = lambda k: mx.array(z[k])  # noqa: E731
 
@@ -71,25 +84,19 @@ def check_pipeline(directory: Path, name: str) -> list[ParityResult]:
     guidance = (GuiderParams(3.0, 1.0, (1,), 0.7, 3.0), GuiderParams(7.0, 1.0, (1,), 0.7, 3.0))
     zeros_v = mx.zeros((1, f * h * w, c))
     zeros_a = mx.zeros((1, a_frames, c * mel))
-    s1 = sample(f, h, w, noise_latent(zeros_v, m("stage1_noise_video_tokens")),
-                noise_latent(zeros_a, m("stage1_noise_audio_tokens")), z["stage1_sigmas"], guidance)
+    s1 = sample(f, h, w, noise_latent(zeros_v, mx.array(noise("stage1_noise_video_tokens"))),
+                noise_latent(zeros_a, mx.array(noise("stage1_noise_audio_tokens"))), z["stage1_sigmas"], guidance)
     v1 = unpatchify_video(s1.video, f, h, w)
     a1 = unpatchify_audio(s1.audio, c, mel)
-    res.append(compare(name, "stage1_out_video_latent", v1, z["stage1_out_video_latent"], PIPELINE_TOL))
-    res.append(compare(name, "stage1_out_audio_latent", a1, z["stage1_out_audio_latent"], PIPELINE_TOL))
 
     # x2 upsample (un-normalise, upsample, re-normalise)
     up = upsample_latent(v1, upsampler, stats)
-    res.append(compare(name, "upsampled_video_latent", up, z["upsampled_video_latent"], PIPELINE_TOL))
 
     # stage 2: re-noise our upsampled latent and our stage-1 audio to the first distilled sigma
     sig2 = [float(s) for s in z["stage2_sigmas"]]
     _, _, f2, h2, w2 = up.shape
-    s2 = sample(f2, h2, w2, noise_latent(patchify_video(up), m("stage2_noise_video_tokens"), 1.0, sig2[0]),
-                noise_latent(patchify_audio(a1), m("stage2_noise_audio_tokens"), 1.0, sig2[0]), sig2, None)
-    v2 = unpatchify_video(s2.video, f2, h2, w2)
-    res.append(compare(name, "stage2_out_video_latent", v2, z["stage2_out_video_latent"], PIPELINE_TOL))
-    res.append(compare(name, "stage2_out_audio_latent", unpatchify_audio(s2.audio, c, mel),
-                       z["stage2_out_audio_latent"], PIPELINE_TOL))
-
-    return res
+    nv, na = (mx.array(noise(f"stage2_noise_{m}_tokens")) for m in ("video", "audio"))
+    s2 = sample(f2, h2, w2, noise_latent(patchify_video(up), nv, 1.0, sig2[0]),
+                noise_latent(patchify_audio(a1), na, 1.0, sig2[0]), sig2, None)
+    return dict(zip(PIPELINE_OUTPUTS, (v1, a1, up, unpatchify_video(s2.video, f2, h2, w2),
+                                       unpatchify_audio(s2.audio, c, mel))))

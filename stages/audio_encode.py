@@ -27,18 +27,21 @@ from ltx2.models.ops import conform_length
 from ltx2.models.weights.source import open_source
 from ltx2.spec.geometry import audio_latent_frames
 from ltx2.spec.layout import CHECKPOINT_PARTS
+from ltx2.spec.precision import Compute
 
 from .contract import BadInput, MemoryPlan
 from .media import decode_audio, probe
-from .memory import COMPUTE_BYTES, cached_header, weight_bytes
+from .memory import COMPUTE_BYTES, cached_header, compute_bytes, compute_of, weight_bytes
+from .params import compute_field
 from .registry import FILE, Port, PredictedOutput, StageContext, StageDef, StageParams
 
 ENCODER_PREFIXES = CHECKPOINT_PARTS["audio_encoder"]
 CHANNELS = 2  # the audio VAE reads stereo log-mel
 
-# Peak of the audio encoder (MLX 0.32, CPU; the whole graph runs at once): ~61 float32 activations of
-# (mel frames x mel bins x ch), the first level's grid, at the tiny (ch 32) and the real (ch 128) widths alike, 1 to
-# 20 s; the log-mel front end ~28 float32 per input sample (frames gathered n_fft wide, their spectra). Rounded up.
+# Peak of the audio encoder (MLX 0.32, CPU; the whole graph runs at once): ~61 activations of (mel frames x mel
+# bins x ch), the first level's grid, at the tiny (ch 32) and the real (ch 128) widths alike, 1 to 20 s (measured in
+# float32; counted at the compute width); the log-mel front end ~28 float32 per input sample (frames gathered n_fft
+# wide, their spectra: float32 whatever the compute, as the official front end). Rounded up.
 ENCODER_ACTIVATIONS = 64
 PROCESSOR_PER_SAMPLE = 32
 
@@ -48,6 +51,7 @@ class Params(StageParams):
     fps: float = Field(gt=0, description="frame rate of that clip")
     start: float = Field(0.0, ge=0, description="seconds into the file to read from")
     max_duration: float | None = Field(None, gt=0, description="seconds to read (default: frames / fps)")
+    compute: Compute = compute_field()
 
 
 def audio_config(ctx: StageContext) -> AudioVAEConfig:
@@ -86,7 +90,8 @@ def check(ctx: StageContext) -> None:
 
 
 def estimate(ctx: StageContext) -> MemoryPlan:
-    """The encoder's float32 weights; the larger of the log-mel front end and the encoder on the window read."""
+    """The encoder's weights; the larger of the log-mel front end and the encoder on the window read (the encoder at
+    the compute width)."""
     cfg, p = audio_config(ctx), ctx.params
     ckpt = ctx.weights["checkpoint"]
     f = ctx.inputs.get("audio")
@@ -95,9 +100,10 @@ def estimate(ctx: StageContext) -> MemoryPlan:
         rate = max(rate, probe(f).sample_rate)  # the file's own rate before resampling, when higher
     samples = CHANNELS * (int(duration(p) * rate) + 1)
     mel_frames = 1 + int(duration(p) * cfg.sample_rate) // cfg.mel_hop_length
-    encoder = ENCODER_ACTIVATIONS * mel_frames * cfg.mel_bins * cfg.ch
-    return MemoryPlan(weight_bytes(ckpt, ENCODER_PREFIXES),
-                      max(PROCESSOR_PER_SAMPLE * samples, encoder) * COMPUTE_BYTES)
+    b = compute_bytes(ctx)
+    encoder = ENCODER_ACTIVATIONS * mel_frames * cfg.mel_bins * cfg.ch * b
+    return MemoryPlan(weight_bytes(ckpt, ENCODER_PREFIXES, bytes_per_element=b),
+                      max(PROCESSOR_PER_SAMPLE * samples * COMPUTE_BYTES, encoder))
 
 
 def predict(ctx: StageContext) -> PredictedOutput:
@@ -118,7 +124,7 @@ def run(ctx: StageContext) -> None:
     p = ctx.params
     source: Path = ctx.inputs["audio"]
     wave, rate = decode_audio(source, start=p.start, max_duration=duration(p))
-    encoder = load_audio_encoder(ctx.weights["checkpoint"])
+    encoder = load_audio_encoder(ctx.weights["checkpoint"], compute_of(ctx))
     ctx.progress.step(0, 2)
     try:
         mel = AudioProcessor.from_config(encoder.cfg)(stereo(wave)[None], rate)
@@ -126,7 +132,7 @@ def run(ctx: StageContext) -> None:
         raise BadInput(f"audio-encode: {source}: {e}; give a longer audio window") from None
     mx.eval(mel)
     ctx.progress.step(1, 2)
-    latent = conform_length(encoder(mel), latent_frames(p))
+    latent = conform_length(encoder(mel).astype(mx.float32), latent_frames(p))  # artifacts hold float32
     mx.eval(latent)
     writer = ctx.writer()
     writer.write_array("audio", latent)

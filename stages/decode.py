@@ -20,10 +20,11 @@ from ltx2.models.video_vae import (VIDEO_DECODER_KEYMAP, DecodeDoesNotFit, KeyNo
 from ltx2.models.video_vae.tiling import blender_bytes, tile_grid
 from ltx2.models.weights.source import open_source
 from ltx2.spec.layout import CHECKPOINT_PARTS
+from ltx2.spec.precision import Compute
 
 from .contract import PROCESS_BASELINE_BYTES, BadInput, DoesNotFit, MemoryPlan
-from .memory import cached_header, weight_bytes
-from .params import Tiles
+from .memory import cached_header, compute_bytes, compute_of, weight_bytes
+from .params import Tiles, compute_field
 from .registry import Port, PredictedOutput, StageContext, StageDef, StageParams
 from .sampling import noise_key
 
@@ -38,6 +39,7 @@ class Params(StageParams):
                                                    "temporal_overlap} (pixels, frames); none: untiled")
     seed: int | None = Field(None, ge=0, description="noise seed of a timestep-conditioned VAE (default: the "
                                                      "latents' seed)")
+    compute: Compute = compute_field()
 
 
 def resolve(inputs: Mapping[str, Any], p: Params) -> Params:
@@ -93,15 +95,17 @@ def _plan(ctx: StageContext):
     return cfg, plan_tiles(cfg, grid.latent_fhw, tiling), tiling
 
 
-def _weight_copy_bytes(checkpoint) -> int:
+def _weight_copy_bytes(checkpoint, itemsize: int = 4) -> int:
     """The contiguous copy MLX's convolution makes of a decoder weight per call (none for a file that stores
-    MLX's layout, as a converted one does)."""
-    return open_source(checkpoint, VIDEO_DECODER_KEYMAP).conv_copy_bytes()
+    MLX's layout, as a converted one does), at the compute width (``itemsize``)."""
+    return open_source(checkpoint, VIDEO_DECODER_KEYMAP).conv_copy_bytes(itemsize)
 
 
-def held_weight_bytes(checkpoint) -> int:
-    """What the decoder's weights take besides the activations: float32 weights and one conv-weight copy."""
-    return weight_bytes(checkpoint, DECODER_PREFIXES) + _weight_copy_bytes(checkpoint)
+def held_weight_bytes(checkpoint, itemsize: int = 4) -> int:
+    """What the decoder's weights take besides the activations: its weights at the compute width (they are held
+    in it) and one conv-weight copy."""
+    return weight_bytes(checkpoint, DECODER_PREFIXES, bytes_per_element=itemsize) + _weight_copy_bytes(checkpoint,
+                                                                                                    itemsize)
 
 
 def check(ctx: StageContext) -> None:
@@ -109,10 +113,12 @@ def check(ctx: StageContext) -> None:
 
 
 def estimate(ctx: StageContext) -> MemoryPlan:
+    """Weights and activations at the compute width; the blender's running sums stay float32."""
     cfg, grid, _ = _grid(ctx)
-    acts = estimate_decode_bytes(cfg, grid.biggest) + blender_bytes(grid, 1, cfg.out_channels)
+    b = compute_bytes(ctx)
+    acts = estimate_decode_bytes(cfg, grid.biggest, itemsize=b) + blender_bytes(grid, 1, cfg.out_channels)
     ckpt = ctx.weights["checkpoint"]
-    return MemoryPlan(weight_bytes(ckpt, DECODER_PREFIXES), acts + _weight_copy_bytes(ckpt))
+    return MemoryPlan(weight_bytes(ckpt, DECODER_PREFIXES, bytes_per_element=b), acts + _weight_copy_bytes(ckpt, b))
 
 
 def choices(ctx: StageContext) -> Iterator[tuple[dict, str]]:
@@ -122,8 +128,9 @@ def choices(ctx: StageContext) -> Iterator[tuple[dict, str]]:
     cfg, grid, _ = _grid(ctx)
     if ctx.budget is not None:
         try:
-            found = choose_tiling(cfg, grid.latent_fhw, ctx.budget, held_weight_bytes(ctx.weights["checkpoint"]),
-                                  overhead_bytes=PROCESS_BASELINE_BYTES)
+            b = compute_bytes(ctx)
+            found = choose_tiling(cfg, grid.latent_fhw, ctx.budget, held_weight_bytes(ctx.weights["checkpoint"], b),
+                                  overhead_bytes=PROCESS_BASELINE_BYTES, itemsize=b)
             tiles = tiles_of(found.tiling)
             yield {"tiling": tiles}, label(tiles)
         except DecodeDoesNotFit:
@@ -148,7 +155,9 @@ def _suggest(ctx: StageContext) -> str:
     """A tiling that would fit the budget, for the refusal message."""
     cfg, grid, _ = _grid(ctx)
     try:
-        choice = choose_tiling(cfg, grid.latent_fhw, ctx.budget, held_weight_bytes(ctx.weights["checkpoint"]))
+        b = compute_bytes(ctx)
+        choice = choose_tiling(cfg, grid.latent_fhw, ctx.budget, held_weight_bytes(ctx.weights["checkpoint"], b),
+                               itemsize=b)
     except DecodeDoesNotFit as e:
         return str(e)
     t = tiles_of(choice.tiling)
@@ -158,8 +167,8 @@ def _suggest(ctx: StageContext) -> str:
 
 
 def to_uint8(video: mx.array) -> mx.array:
-    """[-1, 1] -> uint8, truncating as the official conversion does."""
-    return (mx.clip((video + 1.0) / 2.0, 0.0, 1.0) * 255.0).astype(mx.uint8)
+    """[-1, 1] -> uint8, truncating as the official conversion does (in float32: bf16 spaces 128..255 by 1)."""
+    return (mx.clip((video.astype(mx.float32) + 1.0) / 2.0, 0.0, 1.0) * 255.0).astype(mx.uint8)
 
 
 def _write_frames_from(ctx: StageContext, plan: TilePlan, w, done: int) -> None:
@@ -175,7 +184,7 @@ def _write_frames_from(ctx: StageContext, plan: TilePlan, w, done: int) -> None:
         ctx.progress.emit("resumed", step=start_tile, total=len(plan))
     if start_tile == len(plan):  # every frame is durable (a crash cut the finalize off)
         return
-    decoder = load_video_decoder(ctx.weights["checkpoint"])
+    decoder = load_video_decoder(ctx.weights["checkpoint"], compute_of(ctx))
     noise = KeyNoise(noise_key(int(ctx.params.seed), "decode")) if decoder.needs_noise else None
     latent = ctx.inputs["latents"].read("video").transpose(0, 2, 3, 4, 1)  # (B, C, F, H, W) -> channels-last
     blender = TileBlender(plan, first_frame=first_frame)

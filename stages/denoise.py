@@ -11,13 +11,14 @@ from pydantic import Field, field_validator
 
 from ltx2.spec.geometry import audio_latent_frames, video_latent_shape
 from ltx2.spec.pipelines import SamplerName
+from ltx2.spec.precision import Compute
 
 from .contract import BadInput, MemoryPlan
 from .denoising import (LatentLayout, check_conditioning, check_transformer, conditioned_states, guider_params, sample_to_artifact,
                         sampling_memory, sigmas_for, stg_blocks)
 from .memory import weights_mode_choices
-from .params import (DEFAULT_WEIGHTS_MODE, CondItem, DistilledLora, Guidance, LoraStrengths, Ltx2Schedule,
-                     RetakeWindow, Schedule, WeightsModeParam)
+from .params import (DEFAULT_WEIGHTS_MODE, CondItem, DistilledLora, Guidance, LoraStrengths, Ltx2Schedule, RetakeWindow,
+                     Schedule, WeightsModeParam, compute_field)
 from .registry import Port, PredictedOutput, StageContext, StageDef, StageParams
 
 
@@ -41,6 +42,7 @@ class Params(StageParams):
                                          "{use: replace|keyframe|reference|frozen|source, frame, strength, ...}")
     retake: RetakeWindow | None = Field(None, description="{start, end} seconds: regenerate that window of the "
                                         "`source` inputs, keep the rest (retake)")
+    compute: Compute = compute_field()
 
     @field_validator("frames")
     @classmethod

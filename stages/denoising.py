@@ -23,7 +23,8 @@ from ltx2.models.transformer.streaming import load_transformer_mode
 from ltx2.spec.versions import model_version
 
 from .contract import BadInput, MemoryPlan
-from .memory import COMPUTE_BYTES, cached_header, lora_block_bytes, transformer_held, weights_mode
+from .memory import (COMPUTE_BYTES, cached_header, compute_bytes, compute_of, lora_block_bytes, transformer_held,
+                     weights_mode)
 from .params import FixedSchedule, Guidance
 from .sampling import (GuiderParams, blend_clean, euler_step, gaussian_noise, guided_x0, ltx2_sigmas, noise_key,
                        pass_contexts, pass_perturbations, patchify_audio, patchify_video, repeat_for_passes,
@@ -444,7 +445,7 @@ def sample_to_artifact(ctx, layout: LatentLayout, grid: tuple[int, int, int], au
         start = 0
     mode = weights_mode(ctx)
     ctx.progress.emit("loading", what="transformer", weights_mode=mode.params())
-    model = load_transformer_mode(ctx.weights["checkpoint"], mode, loras=stage_loras(ctx))
+    model = load_transformer_mode(ctx.weights["checkpoint"], mode, loras=stage_loras(ctx), dtype=compute_of(ctx))
     cond = text_conditioning(ctx.inputs["text"], guidance, audio_guided=not audio.frozen).with_states(video, audio)
     # test hook: slow each step down so a test can kill the process mid-run (not part of any key)
     delay = float(os.environ.get("LTX2_TEST_STEP_DELAY", "0") or 0)
@@ -537,10 +538,17 @@ def sampling_memory(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio
     block, bf16, peak RSS above the weights: 2.0 1.03 / 2.55 GiB, 2.3 1.10 / 2.83 GiB at 1536 / 6144 tokens; the
     differences are 3.0 and 2.9 floats per token and width). The per-token A/V cross-attention scale/shift
     (v1.2.0, 4 rows) added nothing measurable to that peak (2.0 at 6144 tokens: 2.55 GiB, fitted 2.54 before it):
-    it is not counted."""
+    it is not counted.
+
+    Activations are counted at the stage's compute width (``compute``: bf16 / fp16 halve all but the runtime
+    buffers); the IC-LoRA strengths stay float32 (as the artifact holds them) while their additive bias is at the
+    compute width. Checked at the real widths (benchmarks/transformer_memory.py --compute bfloat16, one LTX-2 block,
+    1536 + 126 tokens, CPU): 0.85 GiB above the weights measured, 0.83 estimated (float32: 1.04 measured, 1.07
+    estimated); the weights, every float tensor at bf16, 1.36 GiB for the resident part and one block as held_bytes
+    says."""
     ckpt = ctx.weights["checkpoint"]
     mode = weights_mode(ctx)
-    held = transformer_held(ckpt, mode)
+    held = transformer_held(ckpt, mode, compute_bytes(ctx))
     weights = held.total(mode.streaming)
     loras = [p for p, _ in stage_loras(ctx)]
     transient = (held.block_float32 if (mode.quantized or loras) else 0) + lora_block_bytes(loras, len(held.blocks))
@@ -554,11 +562,13 @@ def sampling_memory(ctx, layout: LatentLayout, grid: tuple[int, int, int], audio
     # the fit leaves 0.43-0.54 GiB at every size above the contract's baseline: working buffers
     runtime = 600 << 20
     floats = ACTIVATION_FLOATS + (LTX23_ADALN_ROWS if t.get("cross_attention_adaln") else 0)
-    per_pass = (tokens * vdim + audio_frames * adim) * floats * COMPUTE_BYTES
-    scores = heads * min(tokens, DEFAULT_QUERY_CHUNK) * tokens * COMPUTE_BYTES
+    b = compute_bytes(ctx)
+    per_pass = (tokens * vdim + audio_frames * adim) * floats * b
+    scores = heads * min(tokens, DEFAULT_QUERY_CHUNK) * tokens * b
     # an IC-LoRA attention mask: the (tokens x tokens) strengths, and the additive bias the transformer makes of them
-    mask = 2 * tokens * tokens * COMPUTE_BYTES if masked else 0
+    mask = tokens * tokens * (COMPUTE_BYTES + b) if masked else 0
     acts = stacked * (per_pass + scores + mask) + runtime
-    if mode.quantized:  # on CPU a quantised layer multiplies through its float32 dequantised weight, and MLX's
-        acts += 4 * held.largest_matrix_f32  # buffer cache keeps a few (measured: ~1 GiB more than bf16 at q4)
+    if mode.quantized:  # on CPU a quantised layer multiplies through its dequantised weight (at its scales' width:
+        # the compute's), and MLX's buffer cache keeps a few (measured in float32: ~1 GiB more than bf16 at q4)
+        acts += 4 * held.largest_matrix_f32 * b // COMPUTE_BYTES
     return MemoryPlan(weights, acts + transient if mode.streaming else max(acts, transient))

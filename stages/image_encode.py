@@ -26,11 +26,13 @@ from ltx2.models.video_vae.config import ENCODER_BLOCKS
 from ltx2.models.video_vae.layers import CONV_TEMP_BYTES
 from ltx2.models.weights.source import open_source
 from ltx2.spec.layout import CHECKPOINT_PARTS
+from ltx2.spec.precision import Compute
 from ltx2.spec.versions import default_image_crf
 
 from .contract import BadInput, MemoryPlan, StageError
 from .media import crf_roundtrip, load_image, probe, resize_center_crop
-from .memory import COMPUTE_BYTES, cached_header, weight_bytes
+from .memory import COMPUTE_BYTES, cached_header, compute_bytes, compute_of, weight_bytes
+from .params import compute_field
 from .registry import FILE, Port, PredictedOutput, StageContext, StageDef, StageParams, input_key
 
 ENCODER_PREFIXES = CHECKPOINT_PARTS["video_encoder"]
@@ -39,6 +41,7 @@ class Params(StageParams):
     height: int = Field(64, ge=32, multiple_of=32, description="latent grid height in pixels (multiple of 32)")
     crf: int | None = Field(None, ge=0, le=51, description="H.264 CRF of the image re-compression; 0: none; "
                                                            "none: the checkpoint's (33 for LTX-2 and 2.3)")
+    compute: Compute = compute_field()
 
 
 def vae_config(ctx: StageContext) -> VideoVAEConfig:
@@ -113,12 +116,13 @@ def activation_bytes(cfg: VideoVAEConfig, height: int, width: int, frames: int =
 
 
 def estimate(ctx: StageContext) -> MemoryPlan:
-    """The encoder's float32 weights, one conv-weight copy, and one frame's activations (small)."""
+    """The encoder's weights, one conv-weight copy, and one frame's activations (small), at the compute width."""
     cfg = vae_config(ctx)
     ckpt = ctx.weights["checkpoint"]
-    copy = open_source(ckpt, VIDEO_ENCODER_KEYMAP).conv_copy_bytes()
-    return MemoryPlan(weight_bytes(ckpt, ENCODER_PREFIXES),
-                      copy + activation_bytes(cfg, ctx.params.height, ctx.params.width))
+    b = compute_bytes(ctx)
+    copy = open_source(ckpt, VIDEO_ENCODER_KEYMAP).conv_copy_bytes(b)
+    return MemoryPlan(weight_bytes(ckpt, ENCODER_PREFIXES, bytes_per_element=b),
+                      copy + activation_bytes(cfg, ctx.params.height, ctx.params.width, itemsize=b))
 
 
 def _facts(ctx: StageContext) -> dict[str, Any]:
@@ -133,9 +137,10 @@ def predict(ctx: StageContext) -> PredictedOutput:
 
 
 def encode_pixels(encoder, pixels: np.ndarray) -> mx.array:
-    """(1, 3, F, H, W) pixels in [-1, 1] (channels-first, as the official code holds them) -> (1, C, F', h, w)."""
+    """(1, 3, F, H, W) pixels in [-1, 1] (channels-first, as the official code holds them) -> (1, C, F', h, w),
+    float32 (the artifacts' dtype, whatever the encoder computed in)."""
     latent = encoder(mx.array(np.moveaxis(pixels, 1, -1)))
-    return latent.transpose(0, 4, 1, 2, 3)
+    return latent.transpose(0, 4, 1, 2, 3).astype(mx.float32)
 
 
 def run(ctx: StageContext) -> None:
@@ -145,7 +150,7 @@ def run(ctx: StageContext) -> None:
     image = crf_roundtrip(load_image(ctx.inputs["image"]), crf_of(ctx))
     pixels = resize_center_crop(image, p.height, p.width)
     ctx.progress.step(1, 2)
-    latent = encode_pixels(load_video_encoder(ctx.weights["checkpoint"]), pixels)
+    latent = encode_pixels(load_video_encoder(ctx.weights["checkpoint"], compute_of(ctx)), pixels)
     mx.eval(latent)
     if tuple(latent.shape) != shape:
         raise StageError(f"image-encode: the encoder made a {tuple(latent.shape)} latent, not {shape}")

@@ -22,7 +22,7 @@ from ltx2.models.weights.identify import slot_problem
 from ltx2.spec.geometry import two_stage_factors
 
 from .contract import BadInput, MemoryPlan, StageError
-from .memory import COMPUTE_BYTES, weight_bytes
+from .memory import compute_bytes, compute_of, weight_bytes
 from .registry import Port, PredictedOutput, StageContext, StageDef, StageParams, readers_of
 
 
@@ -57,7 +57,8 @@ def check_upsampler(ctx: StageContext, role: str) -> None:
 
 def upsample_memory(ctx: StageContext, role: str) -> MemoryPlan:
     """Weights of the upsampler of ``role``, the copy MLX makes of a conv weight in the official layout, and
-    the activations of one upsampler call on the input's video latent (models/upsampler/memory.py)."""
+    the activations of one upsampler call on the input's video latent (models/upsampler/memory.py), all at the
+    compute width."""
     path = ctx.weights[role]
     _, _, f, h, w = ctx.inputs["latents"].shape("video")
     source = open_source(path, UPSAMPLER_KEYMAP)
@@ -65,14 +66,15 @@ def upsample_memory(ctx: StageContext, role: str) -> MemoryPlan:
         cfg = UpsamplerConfig.from_config(source.config())
     except UpsamplerConfigError as e:
         raise BadInput(f"{ctx.stage.name}: {path}: {e}") from e
-    copy = source.conv_copy_bytes()  # none where the file stores MLX's layout (`ltx2 convert`)
-    return MemoryPlan(weight_bytes(path, ("",)), copy + activation_bytes(cfg, (f, h, w), COMPUTE_BYTES))
+    b = compute_bytes(ctx)
+    copy = source.conv_copy_bytes(b)  # none where the file stores MLX's layout (`ltx2 convert`)
+    return MemoryPlan(weight_bytes(path, ("",), bytes_per_element=b), copy + activation_bytes(cfg, (f, h, w), b))
 
 
 def upsample_to_artifact(ctx: StageContext, role: str) -> None:
     """Upsample ``ctx.inputs["latents"]``'s video latent with the upsampler of ``role``; write the output."""
     lat = ctx.inputs["latents"]  # the upsampler file was checked first (the stage's check hook)
-    upsampler = load_upsampler(ctx.weights[role])
+    upsampler = load_upsampler(ctx.weights[role], compute_of(ctx))
     stats = load_latent_statistics(ctx.weights["checkpoint"])
     ctx.progress.step(0, 1)
     video = upsample_latent(lat.read("video"), upsampler, stats)

@@ -7,11 +7,25 @@ from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
+import mlx.core as mx
+
+from ltx2.models.precision import compute_dtype
 from ltx2.models.weights import read_header
 from ltx2.models.weights.converted import FORMAT, open_converted
 from ltx2.models.weights.modes import CANDIDATES, WeightsMode, block_index, held_bytes
+from ltx2.spec.precision import compute_itemsize
 
-COMPUTE_BYTES = 4  # float32 compute (the only exact choice on CPU; the planner issue adds bf16 / q8 / q4)
+COMPUTE_BYTES = 4  # float32: weights read and fused in float32 (a LoRA's A and B, a quantised matrix dequantised)
+
+
+def compute_bytes(ctx) -> int:
+    """Bytes per activation element at the stage's ``compute`` precision (float32 where a stage has none)."""
+    return compute_itemsize(getattr(ctx.params, "compute", "float32"))
+
+
+def compute_of(ctx) -> mx.Dtype:
+    """The MLX dtype of the stage's ``compute`` precision: its networks hold their float weights and compute in it."""
+    return compute_dtype(getattr(ctx.params, "compute", "float32"))
 
 
 def _element_counts(path: Path, prefixes: Iterable[str], exclude: Iterable[str] = ()) -> list[int]:
@@ -95,30 +109,32 @@ def file_quantization(path: Path, part: str) -> tuple[int, int] | None:
     return f.part(part).bits, f.part(part).group_size
 
 
-def transformer_held(checkpoint: Path, mode):
-    """HeldBytes of the transformer (the checkpoint's ``model.diffusion_model.*`` less the text connectors)."""
+def transformer_held(checkpoint: Path, mode, itemsize: int = COMPUTE_BYTES):
+    """HeldBytes of the transformer (the checkpoint's ``model.diffusion_model.*`` less the text connectors);
+    ``itemsize``: the compute width (a half compute holds every float tensor in it)."""
     st = Path(checkpoint).stat()
-    return _transformer_held(str(checkpoint), st.st_size, st.st_mtime_ns, mode)
+    return _transformer_held(str(checkpoint), st.st_size, st.st_mtime_ns, mode, itemsize)
 
 
 @lru_cache(maxsize=64)
-def _transformer_held(checkpoint: str, _size: int, _mtime_ns: int, mode):
+def _transformer_held(checkpoint: str, _size: int, _mtime_ns: int, mode, itemsize: int):
     checkpoint = Path(checkpoint)
 
     f = converted_part(checkpoint, "transformer")
     if f is not None:
         tensors, packed = converted_tensors(f, "transformer")
-        return held_bytes(tensors, mode, packed)
+        return held_bytes(tensors, mode, packed, itemsize)
     return held_bytes(header_tensors(checkpoint, prefixes=(TRANSFORMER_PREFIX,), exclude=TEXT_CONNECTOR_PREFIXES),
-                      mode)
+                      mode, itemsize=itemsize)
 
 
-def gemma_held(gemma: Path, mode):
-    """HeldBytes of Gemma's language model, without its embedding table (read by rows, never held)."""
+def gemma_held(gemma: Path, mode, itemsize: int = COMPUTE_BYTES):
+    """HeldBytes of Gemma's language model, without its embedding table (read by rows, never held); ``itemsize``:
+    the compute width."""
     f = converted_part(Path(gemma), "gemma")
     if f is not None:
         tensors, packed = converted_tensors(f, "gemma", "model.", skip=("embed_tokens.",))
-        return held_bytes(tensors, mode, packed)
+        return held_bytes(tensors, mode, packed, itemsize)
     # imported here, as in blocks_stored_in_bf16: only text-encode (and the planner) sizes Gemma, and the
     # Gemma package (mlx-lm, tokenizers) would lengthen every other stage process's start
     from ltx2.models.text.gemma import weight_plan
@@ -128,7 +144,7 @@ def gemma_held(gemma: Path, mode):
     tensors: dict[str, tuple[tuple[int, ...], int]] = {}
     for file, keys in per_file.items():
         tensors.update(header_tensors(Path(file), [k for k in keys if k != prefix + EMBED]))
-    return held_bytes(tensors, mode)
+    return held_bytes(tensors, mode, itemsize=itemsize)
 
 
 def lora_block_bytes(loras: Iterable[Path], num_blocks: int) -> int:
@@ -172,13 +188,14 @@ def blocks_stored_in_bf16(path: Path, network: str) -> bool:
 def weights_mode_choices(ctx, network: str) -> list[tuple[dict, str]]:
     """``weights_mode`` candidates in order of preference (models.weights.modes.CANDIDATES): every one for an
     official (or float converted) file; for a quantised converted file only its own precision, resident then
-    streamed. ``network``: ``gemma`` (text-encode) or ``transformer`` (read from the checkpoint role)."""
+    streamed. ``network``: ``gemma`` (text-encode) or ``transformer`` (read from the checkpoint role). A half
+    ``compute`` drops the float32 modes too: the weights are held at the compute width whatever the mode says."""
     path = Path(ctx.weights["gemma" if network == "gemma" else "checkpoint"])
     fixed = file_quantization(path, network)
     if fixed is not None:
         bits, group_size = fixed
         modes = [WeightsMode(f"q{bits}", streaming, group_size) for streaming in (False, True)]
-    elif blocks_stored_in_bf16(path, network):
+    elif compute_bytes(ctx) < COMPUTE_BYTES or blocks_stored_in_bf16(path, network):
         # float32 would hold the very same values at twice the memory (and, streamed, convert every block on
         # every pass: 5x the read time, benchmarks/transformer_memory.py); a fused LoRA is rounded to bf16
         # once, as the official bf16 pipelines hold it

@@ -92,6 +92,13 @@ WeightsModeParam = Annotated[dict[str, Any], BeforeValidator(_weights_mode)]
 DEFAULT_WEIGHTS_MODE: dict[str, Any] = WeightsMode().params()
 
 
+def compute_field() -> Any:
+    """The ``compute`` parameter of a stage that runs a network: the width its activations are computed at
+    (models/precision.py); a job's ``compute: auto`` arrives resolved. float32 when a stage runs by hand without it."""
+    return Field("float32", description="activation precision: float32 (exact) | bfloat16 | float16 (the job's "
+                                        "compute: auto gives bfloat16 on a GPU, float32 on CPU)")
+
+
 class Tiles(BaseModel):
     """Decode tiles (pixels, frames); a tile of None: no tiling along that axis."""
 

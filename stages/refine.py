@@ -15,13 +15,14 @@ import mlx.core as mx
 from pydantic import Field
 
 from ltx2.spec.pipelines import SamplerName
+from ltx2.spec.precision import Compute
 from ltx2.spec.schedules import STAGE2_DISTILLED_SIGMAS
 
 from .contract import BadInput, MemoryPlan
 from .denoising import LatentLayout, check_conditioning, check_transformer, conditioned_states, sample_to_artifact, sampling_memory, sigmas_for
 from .memory import weights_mode_choices
 from .params import (DEFAULT_WEIGHTS_MODE, CondItem, DistilledLora, FixedSchedule, LoraStrengths, Schedule,
-                     WeightsModeParam)
+                     WeightsModeParam, compute_field)
 from .registry import Port, PredictedOutput, StageContext, StageDef, StageParams
 
 
@@ -43,6 +44,7 @@ class Params(StageParams):
                                            "(the planner picks it)")
     conditioning: list[CondItem] = Field([], description="how each conditioning input applies (images encoded at "
                                          "this stage's size; a frozen soundtrack), in the order given")
+    compute: Compute = compute_field()
 
 
 def resolve(inputs: Mapping[str, Any], p: Params) -> Params:

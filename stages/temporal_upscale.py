@@ -13,13 +13,17 @@ from typing import Literal
 
 from pydantic import Field
 
+from ltx2.spec.precision import Compute
+
 from .latent_upsample import upsampler_stage
+from .params import compute_field
 from .registry import StageParams
 
 
 class Params(StageParams):
     scale: Literal[2] = Field(2, description="the temporal upsampler doubles the frame rate only: leave it out "
                                              "(or set 2)")
+    compute: Compute = compute_field()
 
 
 STAGE = upsampler_stage("temporal-upscale", "temporal_upsampler", Params, "upscaled_t2.zarr",

@@ -14,18 +14,20 @@ import mlx.core as mx
 from mlx.utils import tree_map_with_path
 from pydantic import Field, field_validator
 
+from ltx2.models.precision import cast_floating
 from ltx2.models.text import GemmaConfig, TextEncoder, load_embeddings_processor
 from ltx2.models.text.embeddings import context_widths
 from ltx2.models.text.gemma import weight_plan
 from ltx2.models.text.streaming import load_gemma_mode
 from ltx2.models.text.tokenizer import GemmaTokenizer
 from ltx2.spec.layout import CHECKPOINT_PARTS
+from ltx2.spec.precision import Compute
 
 from .contract import MemoryPlan
 from .denoising import emit_stream_stats
-from .memory import (COMPUTE_BYTES, cached_header, converted_part, gemma_held, header_tensors, weights_mode,
-                     weights_mode_choices)
-from .params import DEFAULT_WEIGHTS_MODE, WeightsModeParam
+from .memory import (COMPUTE_BYTES, cached_header, compute_bytes, compute_of, converted_part, gemma_held,
+                     header_tensors, weights_mode, weights_mode_choices)
+from .params import DEFAULT_WEIGHTS_MODE, WeightsModeParam, compute_field
 from .registry import PredictedOutput, StageContext, StageDef, StageParams
 
 # The official padded prompt length: every prompt becomes this many tokens.
@@ -39,6 +41,7 @@ class Params(StageParams):
     negative_prompt: str | None = Field(None, description="the negative prompt (guided pipelines); none: no CFG")
     weights_mode: WeightsModeParam = Field(DEFAULT_WEIGHTS_MODE, description="Gemma's precision and streaming "
                                            "(the planner picks it): {precision: float32|bfloat16|q8|q4, streaming}")
+    compute: Compute = compute_field()
 
     @field_validator("prompt")
     @classmethod
@@ -61,37 +64,43 @@ def check(ctx: StageContext) -> None:
 
 def estimate(ctx: StageContext) -> MemoryPlan:
     """Gemma phase (its layers under the WeightsMode, the embedding read by rows) and connector phase
-    (the text projection and connectors, matrices in bf16 unless the mode is float32) run one after the
-    other; the hidden states of every layer live through both."""
+    (the text projection and connectors, matrices in bf16 unless the mode is float32, everything at the compute
+    width when that is narrower) run one after the other; the hidden states of every layer live through both, at
+    the compute width."""
     mode = weights_mode(ctx)
     cfg, _, _ = weight_plan(ctx.weights["gemma"])
     g = GemmaConfig.from_config(cfg)
-    held = gemma_held(ctx.weights["gemma"], mode)
+    held = gemma_held(ctx.weights["gemma"], mode, compute_bytes(ctx))
     prompts = 2 if ctx.params.negative_prompt else 1
     tokens = SEQUENCE_LENGTH
+    b = compute_bytes(ctx)
     # every layer's hidden states for each prompt at the padded length (real: 1024 x 3840 x 49), and a
     # stacked copy the feature extractor makes of them
-    states = 2 * prompts * tokens * g.hidden_size * (g.num_hidden_layers + 1) * COMPUTE_BYTES
+    states = 2 * prompts * tokens * g.hidden_size * (g.num_hidden_layers + 1) * b
     # inside one layer: the MLP's gate / up / product and the attention scores (with softmax)
-    layer = prompts * (3 * tokens * g.intermediate_size + 2 * g.num_attention_heads * tokens * tokens) * COMPUTE_BYTES
+    layer = prompts * (3 * tokens * g.intermediate_size + 2 * g.num_attention_heads * tokens * tokens) * b
     # quantised: building a layer holds it in float32 once; on CPU each matmul dequantises one matrix
     transient = held.block_float32 + 4 * held.largest_matrix_f32 if mode.quantized else 0
     gemma = held.total(mode.streaming) + layer + transient
     conv = converted_part(ctx.weights["checkpoint"], "text_embeddings")
     if conv is not None:  # a converted text file (`ltx2 convert`)
-        text = conv.nbytes("text_embeddings", mx.float32 if mode.precision == "float32" else mx.bfloat16)
+        dtype = compute_of(ctx) if b < COMPUTE_BYTES else mx.float32 if mode.precision == "float32" else mx.bfloat16
+        text = conv.nbytes("text_embeddings", dtype)
     else:
-        text = sum(shape_bytes(shape, mode) for shape in header_tensors(ctx.weights["checkpoint"],
-                                                                           prefixes=TEXT_PREFIXES).values())
+        text = sum(shape_bytes(shape, mode, b) for shape in header_tensors(ctx.weights["checkpoint"],
+                                                                              prefixes=TEXT_PREFIXES).values())
     return MemoryPlan(max(gemma, text), states)
 
 
-def shape_bytes(shape_stored: tuple, mode) -> int:
-    """A text-projection / connector tensor as held: matrices in bf16 unless the mode is float32."""
+def shape_bytes(shape_stored: tuple, mode, itemsize: int = COMPUTE_BYTES) -> int:
+    """A text-projection / connector tensor as held: matrices in bf16 unless the mode is float32; everything at
+    the compute width (``itemsize``) when that is narrower."""
     shape, _ = shape_stored
     n = 1
     for d in shape:
         n *= d
+    if itemsize < COMPUTE_BYTES:
+        return n * itemsize
     return n * (2 if mode.precision != "float32" and len(shape) == 2 else COMPUTE_BYTES)
 
 
@@ -116,7 +125,8 @@ def run(ctx: StageContext) -> None:
     ctx.progress.emit("loading", what="gemma", weights_mode=mode.params())
     gemma_path = ctx.weights["gemma"]
     tokenizer = GemmaTokenizer.from_folder(gemma_path if gemma_path.is_dir() else gemma_path.parent)
-    enc = TextEncoder(tokenizer, load_gemma_mode(gemma_path, mode), None)
+    dtype = compute_of(ctx)
+    enc = TextEncoder(tokenizer, load_gemma_mode(gemma_path, mode, dtype), None)
     ctx.progress.step(0, 2)
     hidden, mask = enc.hidden_states(prompts)
     mx.eval(hidden, mask)
@@ -127,15 +137,18 @@ def run(ctx: StageContext) -> None:
     ctx.progress.step(1, 2)
     # read as stored (bf16 in the official file), then held as the mode says: never all in float32 at once
     enc.embeddings = hold_embeddings(load_embeddings_processor(ctx.weights["checkpoint"], None), mode)
+    if dtype != mx.float32:
+        cast_floating(enc.embeddings, dtype)
     tc = enc.contexts(hidden, mask)
-    mx.eval(tc.video, tc.audio, tc.attention_mask)
+    video, audio = tc.video.astype(mx.float32), tc.audio.astype(mx.float32)  # the artifact holds float32
+    mx.eval(video, audio, tc.attention_mask)
     w = ctx.writer()
-    w.write_array("video_context", tc.video[:1])
-    w.write_array("audio_context", tc.audio[:1])
+    w.write_array("video_context", video[:1])
+    w.write_array("audio_context", audio[:1])
     w.write_array("attention_mask", tc.attention_mask[:1].astype(mx.int32))
     if len(prompts) == 2:
-        w.write_array("negative_video_context", tc.video[1:])
-        w.write_array("negative_audio_context", tc.audio[1:])
+        w.write_array("negative_video_context", video[1:])
+        w.write_array("negative_audio_context", audio[1:])
         w.write_array("negative_attention_mask", tc.attention_mask[1:].astype(mx.int32))
     w.finalize(facts={"sequence_length": int(tc.video.shape[1]), "has_negative": len(prompts) == 2})
     ctx.progress.step(2, 2)

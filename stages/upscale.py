@@ -10,14 +10,17 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from ltx2.spec.geometry import two_stage_factors
+from ltx2.spec.precision import Compute
 
 from .latent_upsample import upsampler_stage
+from .params import compute_field
 from .registry import StageParams
 
 
 class Params(StageParams):
     scale: float = Field(2.0, description="the spatial upsampler's scale: 2, or 1.5 (LTX-2.3's rational x1.5 "
                                           "upsampler); the file given must be of this scale")
+    compute: Compute = compute_field()
 
     @field_validator("scale")
     @classmethod

@@ -36,11 +36,12 @@ from ltx2.models.video_vae.encode_tiling import (EncodeDoesNotFit, EncodeTiling,
 from ltx2.models.ops import conform_length
 from ltx2.models.weights.source import open_source
 from ltx2.spec.layout import CHECKPOINT_PARTS
+from ltx2.spec.precision import Compute
 
 from .contract import PROCESS_BASELINE_BYTES, BadInput, MemoryPlan
 from .media import decode_video, mask_to_latent_weights, probe, resize_center_crop
-from .memory import cached_header, weight_bytes
-from .params import Tiles
+from .memory import cached_header, compute_bytes, compute_of, weight_bytes
+from .params import Tiles, compute_field
 from .registry import FILE, Port, PredictedOutput, StageContext, StageDef, StageParams
 
 ENCODER_PREFIXES = CHECKPOINT_PARTS["video_encoder"]
@@ -61,6 +62,7 @@ class Params(StageParams):
                                                    "and width each); none: untiled")
     mask_scale: int = Field(1, ge=1, description="the attention mask is read at this multiple of the encode size "
                                                  "(the official CLI: the reference downscale factor)")
+    compute: Compute = compute_field()
 
     @model_validator(mode="after")
     def _frames_on_the_grid(self) -> Params:
@@ -161,9 +163,10 @@ def check(ctx: StageContext) -> None:
 
 
 # -- memory ------------------------------------------------------------------------------------------------------
-def conv_copy_bytes(checkpoint: Path) -> int:
-    """The contiguous copy MLX's convolution makes of one weight per call (see decode._weight_copy_bytes)."""
-    return open_source(checkpoint, VIDEO_ENCODER_KEYMAP).conv_copy_bytes()
+def held_weight_bytes(checkpoint: Path, itemsize: int = 4) -> int:
+    """The encoder's weights and one conv-weight copy at the compute width (see decode.held_weight_bytes)."""
+    return weight_bytes(checkpoint, ENCODER_PREFIXES, bytes_per_element=itemsize) + \
+        open_source(checkpoint, VIDEO_ENCODER_KEYMAP).conv_copy_bytes(itemsize)
 
 
 def input_bytes(frames: int, height: int, width: int, source_hw: tuple[int, int] | None) -> tuple[int, int]:
@@ -178,14 +181,15 @@ def input_bytes(frames: int, height: int, width: int, source_hw: tuple[int, int]
 
 def plan_bytes(cfg: VideoVAEConfig, weights: int, conv_copy: int, video_fhw: tuple[int, int, int],
                tiling: EncodeTiling | None, source_hw: tuple[int, int] | None = None, mask: bool = False,
-               mask_scale: int = 1) -> MemoryPlan:
-    """The stage's peak: the float32 weights, one conv-weight copy, and the largest of reading the clip, reading the
-    mask (the clip held) and encoding (the clip held, the largest tile's activations, the blended latent)."""
+               mask_scale: int = 1, itemsize: int = 4) -> MemoryPlan:
+    """The stage's peak: the weights at ``itemsize`` bytes, one conv-weight copy, and the largest of reading the clip,
+    reading the mask (the clip held) and encoding (the clip held, the largest tile's activations at ``itemsize``
+    bytes, the blended latent)."""
     f, h, w = video_fhw
     read, held = input_bytes(f, h, w, source_hw)
     if mask:
         read = max(read, held + input_bytes(f, h * mask_scale, w * mask_scale, None)[0])
-    acts = max(read, held + encode_need(cfg, encode_grid(cfg, video_fhw, tiling)))
+    acts = max(read, held + encode_need(cfg, encode_grid(cfg, video_fhw, tiling), itemsize=itemsize))
     return MemoryPlan(weights, conv_copy + acts)
 
 
@@ -198,9 +202,10 @@ def _source_hw(ctx: StageContext) -> tuple[int, int] | None:
 
 
 def estimate(ctx: StageContext) -> MemoryPlan:
-    cfg, p, ckpt = vae_config(ctx), ctx.params, ctx.weights["checkpoint"]
-    return plan_bytes(cfg, weight_bytes(ckpt, ENCODER_PREFIXES), conv_copy_bytes(ckpt), (p.frames, p.height, p.width),
-                      encode_tiling(p.tiling), _source_hw(ctx), ctx.inputs.get("mask") is not None, p.mask_scale)
+    cfg, p, ckpt, b = vae_config(ctx), ctx.params, ctx.weights["checkpoint"], compute_bytes(ctx)
+    weights = weight_bytes(ckpt, ENCODER_PREFIXES, bytes_per_element=b)
+    return plan_bytes(cfg, weights, held_weight_bytes(ckpt, b) - weights, (p.frames, p.height, p.width),
+                      encode_tiling(p.tiling), _source_hw(ctx), ctx.inputs.get("mask") is not None, p.mask_scale, b)
 
 
 def choices(ctx: StageContext):
@@ -211,9 +216,11 @@ def choices(ctx: StageContext):
         cfg, p = vae_config(ctx), ctx.params
         ckpt = ctx.weights["checkpoint"]
         _, held = input_bytes(p.frames, p.height, p.width, None)
-        fixed = weight_bytes(ckpt, ENCODER_PREFIXES) + conv_copy_bytes(ckpt) + PROCESS_BASELINE_BYTES + held
+        b = compute_bytes(ctx)
+        fixed = held_weight_bytes(ckpt, b) + PROCESS_BASELINE_BYTES + held
         try:
-            found = tiles_of(choose_encode_tiling(cfg, (p.frames, p.height, p.width), ctx.budget, fixed).tiling)
+            found = tiles_of(choose_encode_tiling(cfg, (p.frames, p.height, p.width), ctx.budget, fixed,
+                                                  itemsize=b).tiling)
             yield {"tiling": found}, label(found)
         except EncodeDoesNotFit:
             pass
@@ -285,7 +292,7 @@ def run(ctx: StageContext) -> None:
             raise BadInput(f"video-encode: the mask {mask_file} gives {weights.shape[1] // (h * w)} latent frame(s) of "
                            f"weights, the reference has {f}: give a mask video as long as the reference "
                            f"({p.frames} frames)")
-    encoder = load_video_encoder(ctx.weights["checkpoint"])
+    encoder = load_video_encoder(ctx.weights["checkpoint"], compute_of(ctx))
     latent = conform_length(encode_video(encoder, video, tiling, ctx.progress.step), f)
     mx.eval(latent)
     writer = ctx.writer()

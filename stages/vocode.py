@@ -7,18 +7,24 @@ import mlx.core as mx
 from ltx2.models.audio_vae import LATENT_DOWNSAMPLE_FACTOR, AudioConfigError, AudioVAEConfig, load_audio_decoder
 from ltx2.models.vocoder import BweConfig, VocoderConfig, VocoderConfigError, load_vocoder, vocoder_config
 from ltx2.spec.layout import CHECKPOINT_PARTS
+from ltx2.spec.precision import Compute
 
 from .contract import BadInput, MemoryPlan
-from .memory import COMPUTE_BYTES, cached_header, weight_bytes
+from .memory import COMPUTE_BYTES, cached_header, compute_bytes, compute_of, weight_bytes
+from .params import compute_field
 from .registry import Port, PredictedOutput, StageContext, StageDef, StageParams
 
 
 class Params(StageParams):
-    """vocode has no parameters: the checkpoint's audio decoder and vocoder decide everything."""
+    """vocode has one parameter, the compute precision: the checkpoint's audio decoder and vocoder decide the
+    rest (LTX-2.3's vocoder with bandwidth extension computes in float32 whatever it says)."""
+
+    compute: Compute = compute_field()
 
 
 # Peak RSS of the vocode stage (MLX 0.32, CPU, full-size LTX-2 audio decoder and vocoder), less the process
-# and the weights, in float32 activations of each network's widest grid (measured, rounded up):
+# and the weights, in activations of each network's widest grid (measured in float32, rounded up; counted at the
+# compute width):
 # - audio decoder: ~11 activations of (mel frames x mel bins x its widest channel count);
 # - vocoder: ~47 of one level's (samples x channels, the same at every level after the first). MLX's CPU
 #   convolution unfolds a kernel-k input k-fold (k up to 11) and dispatches ahead of the slow dilated
@@ -49,10 +55,15 @@ def predict(ctx: StageContext) -> PredictedOutput:
 
 def estimate(ctx: StageContext) -> MemoryPlan:
     """The decoder runs and is freed before the vocoder loads; both weights are counted (the allocator keeps
-    the decoder's pages), with the larger network's activations."""
+    the decoder's pages), with the larger network's activations, at the compute width (LTX-2.3's vocoder with
+    bandwidth extension: float32 whatever the compute, as v1.2.0 runs it)."""
     ckpt = ctx.weights["checkpoint"]
-    w = weight_bytes(ckpt, CHECKPOINT_PARTS["audio_decoder"])
+    b = compute_bytes(ctx)
     dec, voc = _configs(ctx)
+    vb = COMPUTE_BYTES if isinstance(voc, BweConfig) else b
+    parts = CHECKPOINT_PARTS["audio_decoder"]
+    w = (weight_bytes(ckpt, parts, exclude=CHECKPOINT_PARTS["vocoder"], bytes_per_element=b)
+         + weight_bytes(ckpt, CHECKPOINT_PARTS["vocoder"], bytes_per_element=vb))
     _, _, t, bins = ctx.inputs["latents"].shape("audio")
     up = 2 ** (dec.num_resolutions - 1)  # the decoder's time and frequency upsampling
     decoder = t * up * bins * up * dec.ch * max(dec.ch_mult)
@@ -62,7 +73,7 @@ def estimate(ctx: StageContext) -> MemoryPlan:
         level = max(_level(voc.vocoder, frames), _level(voc.bwe, -(-low // voc.hop_length)))
     else:
         level = _level(voc, frames)
-    return MemoryPlan(w, max(DECODER_ACTIVATIONS * decoder, VOCODER_ACTIVATIONS * level) * COMPUTE_BYTES)
+    return MemoryPlan(w, max(DECODER_ACTIVATIONS * decoder * b, VOCODER_ACTIVATIONS * level * vb))
 
 
 def _level(gen: VocoderConfig, frames: int) -> int:
@@ -79,12 +90,12 @@ def _level(gen: VocoderConfig, frames: int) -> int:
 def run(ctx: StageContext) -> None:
     ckpt = ctx.weights["checkpoint"]
     latent = ctx.inputs["latents"].read("audio")
-    decoder = load_audio_decoder(ckpt)
+    decoder = load_audio_decoder(ckpt, compute_of(ctx))
     ctx.progress.step(0, 2)
     mel = decoder(latent)
     mx.eval(mel)
     del decoder
-    vocoder = load_vocoder(ckpt)
+    vocoder = load_vocoder(ckpt, compute_of(ctx))
     ctx.progress.step(1, 2)
     wave = vocoder(mel)[0]  # (channels, samples)
     mx.eval(wave)

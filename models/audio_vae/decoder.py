@@ -65,10 +65,15 @@ class AudioDecoder(nn.Module):
             n = max(n - (LATENT_DOWNSAMPLE_FACTOR - 1), 1)
         return n
 
+    @property
+    def dtype(self) -> mx.Dtype:
+        """The compute dtype: its weights' (see models/precision.py)."""
+        return self.conv_in.conv.weight.dtype
+
     def __call__(self, latent: mx.array) -> mx.array:
         """latent (B, z, T, F), normalised -> mel (B, out_ch, output_frames(T), mel_bins); official layouts."""
         _, _, t, f = latent.shape
-        x = self.per_channel_statistics.un_normalize(latent.transpose(0, 2, 3, 1))
+        x = self.per_channel_statistics.un_normalize(latent.astype(self.dtype).transpose(0, 2, 3, 1))
         h = self.mid(self.conv_in(x))
         for level in reversed(range(self.cfg.num_resolutions)):
             h = self.up[level](h)

@@ -55,9 +55,14 @@ class AudioEncoder(nn.Module):
         # Statistics over the patchified latent (z * latent mel bins numbers); the official model sizes them by `ch`.
         self.per_channel_statistics = PerChannelStatistics(cfg.ch)
 
+    @property
+    def dtype(self) -> mx.Dtype:
+        """The compute dtype: its weights' (see models/precision.py)."""
+        return self.conv_in.conv.weight.dtype
+
     def __call__(self, spectrogram: mx.array) -> mx.array:
         """spectrogram (B, in_channels, T, mel) -> latent (B, z, T', F'), normalised; official layouts."""
-        h = self.conv_in(spectrogram.transpose(0, 2, 3, 1))
+        h = self.conv_in(spectrogram.astype(self.dtype).transpose(0, 2, 3, 1))
         for stage in self.down:
             h = stage(h)
         h = self.mid(h)

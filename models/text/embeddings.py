@@ -171,9 +171,15 @@ class EmbeddingsProcessor(nn.Module):
         self.video_connector = conn.EmbeddingsConnector(video)
         self.audio_connector = conn.EmbeddingsConnector(audio)
 
+    @property
+    def dtype(self) -> mx.Dtype:
+        """The compute dtype: its weights' (see models/precision.py)."""
+        return self.video_connector.learnable_registers.dtype
+
     def features(self, hidden_states: list[mx.array], attention_mask: mx.array,
                  padding_side: str = "left") -> tuple[mx.array, mx.array]:
         """(video features, audio features): one array twice under V1."""
+        hidden_states = [h.astype(self.dtype) for h in hidden_states]  # normalised in it, as the official code
         feats = self.feature_extractor(hidden_states, attention_mask, padding_side)
         return feats if self.v2 else (feats, feats)
 

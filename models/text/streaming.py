@@ -25,6 +25,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from ..precision import cast_floating
 from ..transformer.streaming import StreamStats, converted_mode_check, finish_block, read_held
 from ..weights import CheckpointError
 from ..weights.modes import RESIDENT_FLOAT32, WeightsMode
@@ -53,10 +54,12 @@ def new_layer(config: GemmaConfig, index: int) -> nn.Module:
 class GemmaWeights:
     """The Gemma-3 language model's tensors in a weight source, readable layer by layer under a ``WeightsMode``."""
 
-    def __init__(self, path: str | Path | WeightSource, mode: WeightsMode = RESIDENT_FLOAT32):
+    def __init__(self, path: str | Path | WeightSource, mode: WeightsMode = RESIDENT_FLOAT32,
+                 dtype: mx.Dtype = mx.float32):
         self.source = open_source(path, GEMMA_KEYMAP)
         self.path = self.source.path
         self.mode = mode
+        self.dtype = dtype  # the compute dtype (models/precision.py): float weights end up in it
         q = self.source.quantization()
         if q is not None:
             converted_mode_check(self.path, *q, mode)
@@ -79,8 +82,9 @@ class GemmaWeights:
         return self.source.ranges(self.layer_keys[i])
 
     def embed(self, input_ids: mx.array) -> mx.array:
-        """The embedding rows of ``input_ids`` ([B, T] -> [B, T, hidden]), read from the file, float32."""
-        return self.source.rows(self.embed_key, np.asarray(input_ids).astype(np.int64))
+        """The embedding rows of ``input_ids`` ([B, T] -> [B, T, hidden]), read from the file, in the compute dtype
+        (float32 unless narrower)."""
+        return self.source.rows(self.embed_key, np.asarray(input_ids).astype(np.int64)).astype(self.dtype)
 
     def resident_part(self) -> GemmaEncoder:
         """GemmaEncoder without layers and without the embedding table (the final norm, the masks)."""
@@ -89,6 +93,8 @@ class GemmaWeights:
         enc.model.pop("embed_tokens")
         self.source.load_into(enc.model, "gemma",
                               weights=read_held(self.source, self.other_keys, self.mode, MODEL, in_block=False))
+        if self.dtype != mx.float32:
+            cast_floating(enc.model, self.dtype)
         mx.eval(enc.model.parameters())
         return enc
 
@@ -97,7 +103,7 @@ class GemmaWeights:
         layer = new_layer(self.config, i)
         self.source.load_into(layer, f"gemma layer {i}", weights=read_held(
             self.source, self.layer_keys[i], self.mode, f"{LAYERS}{i}.", in_block=True))
-        return finish_block(layer, self.mode)
+        return finish_block(layer, self.mode, self.dtype)
 
 
 class LayeredGemma:
@@ -152,5 +158,7 @@ class LayeredGemma:
         return states
 
 
-def load_gemma_mode(path: str | Path, mode: WeightsMode = RESIDENT_FLOAT32) -> LayeredGemma:
-    return LayeredGemma(GemmaWeights(path, mode))
+def load_gemma_mode(path: str | Path, mode: WeightsMode = RESIDENT_FLOAT32,
+                    dtype: mx.Dtype = mx.float32) -> LayeredGemma:
+    """Gemma-3 as ``mode`` says, computing in ``dtype`` (models/precision.py)."""
+    return LayeredGemma(GemmaWeights(path, mode, dtype))

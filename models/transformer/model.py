@@ -129,6 +129,11 @@ class LTX2Transformer(nn.Module):
         self.transformer_blocks = [AVTransformerBlock(c.block) for _ in range(c.num_layers)]
 
     # ------------------------------------------------------------------ setup
+    @property
+    def dtype(self) -> mx.Dtype:
+        """The compute dtype: the activations' (its float weights are held in it; see models/precision.py)."""
+        return self.patchify_proj.weight.dtype
+
     def set_query_chunk(self, n: int | None) -> None:
         """Queries per attention call (None: no chunking). Bounds the CPU score-matrix memory."""
         for blk in self.transformer_blocks:
@@ -156,11 +161,13 @@ class LTX2Transformer(nn.Module):
     def _stream(self, m: ModalityInput, other: ModalityInput, *, proj, caption, adaln, prompt_adaln, cross_adaln,
                 gate_adaln, rope: RopeTable, cross_rope: RopeTable) -> StreamState:
         c = self.config
-        x = proj(m.latent)
+        dtype = proj.weight.dtype  # the compute dtype: latents and text enter in it (the state stays float32)
+        x = proj(m.latent.astype(dtype))
         b = x.shape[0]
         ts = mx.array(m.timesteps).reshape(b, -1) * c.timestep_scale_multiplier
         modulation, embedded = adaln(ts)
-        context = m.context if caption is None else caption(m.context)
+        context = m.context.astype(dtype)
+        context = context if caption is None else caption(context)
         prompt_mod = None
         if prompt_adaln is not None:
             own_sigma = mx.broadcast_to(mx.array(m.sigma, dtype=mx.float32).reshape(-1), (b,)).reshape(b, 1)
@@ -201,12 +208,14 @@ class LTX2Transformer(nn.Module):
         return vs, as_
 
     @staticmethod
-    def block_skips(perturbations: PerturbationArg, batch: int, index: int) -> BlockSkips:
+    def block_skips(perturbations: PerturbationArg, batch: int, index: int,
+                    dtype: mx.Dtype = mx.float32) -> BlockSkips:
+        """Block ``index``'s skips; ``dtype``: the activations' (a per-row keep mask must not widen them)."""
         p = per_batch(perturbations, batch)
-        return BlockSkips(video_self=block_skip(p, Skip.VIDEO_SELF_ATTN, index),
-                          audio_self=block_skip(p, Skip.AUDIO_SELF_ATTN, index),
-                          a2v=block_skip(p, Skip.A2V_CROSS_ATTN, index),
-                          v2a=block_skip(p, Skip.V2A_CROSS_ATTN, index))
+        return BlockSkips(video_self=block_skip(p, Skip.VIDEO_SELF_ATTN, index, dtype),
+                          audio_self=block_skip(p, Skip.AUDIO_SELF_ATTN, index, dtype),
+                          a2v=block_skip(p, Skip.A2V_CROSS_ATTN, index, dtype),
+                          v2a=block_skip(p, Skip.V2A_CROSS_ATTN, index, dtype))
 
     def finish(self, video: StreamState, audio: StreamState) -> tuple[mx.array, mx.array]:
         """Output norm, timestep shift/scale and projection back to latent channels."""
@@ -227,7 +236,7 @@ class LTX2Transformer(nn.Module):
         vs, as_ = self.prepare(video, audio, tables)
         b = vs.x.shape[0]
         for i, blk in enumerate(self.transformer_blocks):
-            vs, as_ = blk(vs, as_, self.block_skips(perturbations, b, i))
+            vs, as_ = blk(vs, as_, self.block_skips(perturbations, b, i, vs.x.dtype))
         return self.finish(vs, as_)
 
     def denoise(self, video: ModalityInput, audio: ModalityInput, perturbations: PerturbationArg = None,

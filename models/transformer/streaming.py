@@ -23,6 +23,7 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 
+from ..precision import cast_floating
 from ..weights import CheckpointError
 from ..weights.modes import RESIDENT_FLOAT32, WeightsMode, held_dtype
 from ..weights.prefetch import Prefetcher, Range, prefetch_enabled
@@ -83,7 +84,7 @@ class DequantizingLinear(nn.QuantizedLinear):
     def __call__(self, x: mx.array) -> mx.array:
         w = mx.dequantize(self.weight, self.scales, self.biases, group_size=self.group_size, bits=self.bits,
                           mode=getattr(self, "mode", "affine"))
-        y = x @ w.T
+        y = x @ w.astype(x.dtype).T  # at the input's width: the compute's (models/precision.py)
         return y + self.bias if "bias" in self else y
 
 
@@ -105,13 +106,16 @@ def quantize_block(module: nn.Module, mode: WeightsMode) -> nn.Module:
     return prefer_float_matmul_on_cpu(module)
 
 
-def finish_block(module: nn.Module, mode: WeightsMode) -> nn.Module:
+def finish_block(module: nn.Module, mode: WeightsMode, dtype: mx.Dtype = mx.float32) -> nn.Module:
     """A freshly loaded block under ``mode``: quantised (unless its file already was), on the CPU matmul
-    path, evaluated so its memory is real when this returns."""
+    path, its float weights (a quantised layer's scales and biases too) in the compute ``dtype`` where that is
+    narrower than float32 (models/precision.py), evaluated so its memory is real when this returns."""
     if any(isinstance(m, nn.QuantizedLinear) for m in module.modules()):
         prefer_float_matmul_on_cpu(module)
     else:
         quantize_block(module, mode)  # (sets the CPU matmul path itself)
+    if dtype != mx.float32:
+        cast_floating(module, dtype)
     mx.eval(module.parameters())
     return module
 
@@ -131,11 +135,12 @@ class TransformerWeights:
     """The transformer's tensors in a weight source, readable block by block under a ``WeightsMode``."""
 
     def __init__(self, path: str | Path | WeightSource, mode: WeightsMode = RESIDENT_FLOAT32,
-                 loras: list[tuple[str | Path, float]] | tuple = ()):
+                 loras: list[tuple[str | Path, float]] | tuple = (), dtype: mx.Dtype = mx.float32):
         # every LoRA pair is checked against the transformer here, before any block is read
         self.source = open_source(path, TRANSFORMER_KEYMAP, loras)
         self.path = self.source.path
         self.mode = mode
+        self.dtype = dtype  # the compute dtype (models/precision.py): float weights end up in it
         q = self.source.quantization()
         if q is not None:
             converted_mode_check(self.path, *q, mode)
@@ -156,11 +161,14 @@ class TransformerWeights:
         return self.source.ranges(self.block_keys[i])
 
     def resident_part(self) -> LTX2Transformer:
-        """The model without its blocks (patchify, caption projections, AdaLN, output), loaded, float32."""
+        """The model without its blocks (patchify, caption projections, AdaLN, output), loaded, float32 (or the
+        compute dtype when it is narrower)."""
         model = LTX2Transformer(self.config)
         model.transformer_blocks = []  # their (never evaluated) random init is dropped here
         self.source.load_into(model, "transformer",
                               weights=read_held(self.source, self.other_keys, self.mode, "", in_block=False))
+        if self.dtype != mx.float32:
+            cast_floating(model, self.dtype)
         mx.eval(model.parameters())
         return model
 
@@ -173,7 +181,7 @@ class TransformerWeights:
         blk = self.new_block()
         self.source.load_into(blk, f"transformer block {i}",
                               weights=read_held(self.source, self.block_keys[i], self.mode, prefix, in_block=True))
-        return finish_block(blk, self.mode)
+        return finish_block(blk, self.mode, self.dtype)
 
 
 def load_resident(weights: TransformerWeights) -> LTX2Transformer:
@@ -221,7 +229,7 @@ class StreamedTransformer:
         b = vs.x.shape[0]
         for i in range(self.config.num_layers):
             blk = self._block(i)
-            vs, as_ = blk(vs, as_, LTX2Transformer.block_skips(perturbations, b, i))
+            vs, as_ = blk(vs, as_, LTX2Transformer.block_skips(perturbations, b, i, vs.x.dtype))
             # evaluate before the next block comes in, so this block's weights can go
             mx.eval(vs.x, as_.x)
             del blk
@@ -236,7 +244,9 @@ class StreamedTransformer:
 
 
 def load_transformer_mode(path: str | Path, mode: WeightsMode = RESIDENT_FLOAT32,
-                          loras: list[tuple[str | Path, float]] | tuple = ()) -> LTX2Transformer | StreamedTransformer:
-    """The transformer as ``mode`` says: resident (an ``LTX2Transformer``) or streamed."""
-    weights = TransformerWeights(path, mode, loras)
+                          loras: list[tuple[str | Path, float]] | tuple = (),
+                          dtype: mx.Dtype = mx.float32) -> LTX2Transformer | StreamedTransformer:
+    """The transformer as ``mode`` says: resident (an ``LTX2Transformer``) or streamed, computing in ``dtype``
+    (models/precision.py: its float weights held in it when narrower than float32)."""
+    weights = TransformerWeights(path, mode, loras, dtype)
     return StreamedTransformer(weights) if mode.streaming else load_resident(weights)

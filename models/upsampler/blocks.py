@@ -6,6 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ltx2.models.ops import conv3d_chunked
+from ltx2.models.precision import norm_float32
 
 from .config import NORM_GROUPS
 
@@ -30,9 +31,16 @@ def conv(dims: int, cin: int, cout: int) -> nn.Module:
     return Conv3d(cin, cout) if dims == 3 else nn.Conv2d(cin, cout, kernel_size=3, padding=1)
 
 
+class GroupNorm(nn.GroupNorm):
+    """MLX's GroupNorm with its statistics in float32 for a half input (as torch's kernel keeps them)."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return norm_float32(super().__call__, x)
+
+
 def group_norm(channels: int) -> nn.GroupNorm:
     # pytorch_compatible: statistics over each group's contiguous channels and all positions
-    return nn.GroupNorm(NORM_GROUPS, channels, eps=1e-5, pytorch_compatible=True)
+    return GroupNorm(NORM_GROUPS, channels, eps=1e-5, pytorch_compatible=True)
 
 
 class ResBlock(nn.Module):

@@ -32,11 +32,17 @@ class LatentUpsampler(nn.Module):
             x = b(x)
         return x
 
+    @property
+    def dtype(self) -> mx.Dtype:
+        """The compute dtype: its weights' (see models/precision.py)."""
+        return self.initial_conv.weight.dtype
+
     def __call__(self, latent: mx.array) -> mx.array:
         """(B, F, H, W, C) -> upsampled (B, F', H', W', C), channels-last."""
         if latent.ndim != 5 or latent.shape[-1] != self.config.in_channels:
             raise ValueError(f"latent upsampler expects (B, F, H, W, {self.config.in_channels}) channels-last, "
                              f"got {tuple(latent.shape)}")
+        latent = latent.astype(self.dtype)
         if self.config.dims == 2:
             # 2-D network: every frame on its own, all the way through
             return _per_frame(self._forward_2d, latent)

@@ -49,6 +49,11 @@ class VideoDecoder(nn.Module):
             self.last_scale_shift_table = mx.zeros((2, width))
 
     @property
+    def dtype(self) -> mx.Dtype:
+        """The compute dtype: its weights' (see models/precision.py)."""
+        return self.conv_in.conv.weight.dtype
+
+    @property
     def needs_noise(self) -> bool:
         return self.cfg.timestep_conditioning or any(p.get("inject_noise") for _, p in self.cfg.decoder_blocks)
 
@@ -61,10 +66,10 @@ class VideoDecoder(nn.Module):
                              "(or SuppliedNoise([...]) to replay given noise)")
         cfg = self.cfg
         batch = latent.shape[0]
-        x = latent.astype(mx.float32)
+        x = latent.astype(self.dtype)
         scaled_t = None
         if cfg.timestep_conditioning:
-            x = noise.draw(tuple(x.shape)) * DECODE_NOISE_SCALE + (1.0 - DECODE_NOISE_SCALE) * x
+            x = noise.draw(tuple(x.shape)).astype(x.dtype) * DECODE_NOISE_SCALE + (1.0 - DECODE_NOISE_SCALE) * x
             t = DECODE_TIMESTEP if timestep is None else timestep
             scaled_t = mx.broadcast_to(mx.array(t, dtype=mx.float32), (batch,)) * self.timestep_scale_multiplier
         x = self.per_channel_statistics.un_normalize(x)

@@ -252,10 +252,11 @@ def tile_video_fhw(cfg: VideoVAEConfig, latent_fhw: tuple[int, int, int]) -> tup
     return (f - 1) * ts + 1, h * ss, w * ss
 
 
-def encode_need(cfg: VideoVAEConfig, grid: TileGrid, batch: int = 1) -> int:
-    """Activation bytes of a tiled encode: its largest tile's peak plus the blended latent."""
-    return estimate_encode_bytes(cfg, tile_video_fhw(cfg, grid.biggest), batch) + blend_bytes(cfg, grid.latent_fhw,
-                                                                                             batch)
+def encode_need(cfg: VideoVAEConfig, grid: TileGrid, batch: int = 1, itemsize: int = 4) -> int:
+    """Activation bytes of a tiled encode: its largest tile's peak (``itemsize``: at the encoder's compute
+    precision) plus the blended latent (float32 whatever it is)."""
+    return estimate_encode_bytes(cfg, tile_video_fhw(cfg, grid.biggest), batch, itemsize=itemsize) + \
+        blend_bytes(cfg, grid.latent_fhw, batch)
 
 
 SMALLEST_SPATIAL = 96  # the smallest tile that can overlap by 64 px
@@ -272,7 +273,7 @@ def smallest_encode_tiling() -> EncodeTiling:
 
 
 def choose_encode_tiling(cfg: VideoVAEConfig, video_fhw: tuple[int, int, int], budget_bytes: int, fixed_bytes: int,
-                         batch: int = 1) -> EncodeTilingChoice:
+                         batch: int = 1, itemsize: int = 4) -> EncodeTilingChoice:
     """The tiling with the largest tiles (least encoding work) whose estimated peak fits ``budget_bytes``.
 
     Peak = ``fixed_bytes`` (weights, the process, the decoded video the stage holds) + the largest tile's
@@ -280,10 +281,10 @@ def choose_encode_tiling(cfg: VideoVAEConfig, video_fhw: tuple[int, int, int], b
     every multiple of 32 px from 96 (overlapping by the required 64 px) and of 8 frames from 24 (overlapping by
     the official 24 frames, or 16 for 24-frame tiles), or untiled along space / time; above 1024 px / 256 frames
     only a geometric series of sizes. Work is the latent voxels the tiles encode (overlaps counted each time); ties
-    go to fewer tiles.
+    go to fewer tiles. ``itemsize``: bytes per activation at the encoder's compute precision.
     """
     untiled = encode_grid(cfg, video_fhw, None)
-    need = fixed_bytes + encode_need(cfg, untiled, batch)
+    need = fixed_bytes + encode_need(cfg, untiled, batch, itemsize)
     if need <= budget_bytes:
         return EncodeTilingChoice(None, untiled, need)
     ts, ss = cfg.encoder_scales
@@ -297,7 +298,7 @@ def choose_encode_tiling(cfg: VideoVAEConfig, video_fhw: tuple[int, int, int], b
     for sp in spatial:
         for tp in temporal:
             grid = TileGrid(untiled.latent_fhw, untiled.video_fhw, (time_axes[tp], *space_axes[sp]), ts)
-            need = fixed_bytes + encode_need(cfg, grid, batch)
+            need = fixed_bytes + encode_need(cfg, grid, batch, itemsize)
             if smallest is None or need < smallest[0]:
                 smallest = (need, EncodeTiling(sp, tp))
             if need <= budget_bytes:

@@ -39,7 +39,13 @@ class VideoEncoder(nn.Module):
         extra = cfg.latent_channels if cfg.latent_log_var == "per_channel" else 1
         self.conv_out = CausalConv3d(width, cfg.latent_channels + extra, padding_mode=pad)
 
+    @property
+    def dtype(self) -> mx.Dtype:
+        """The compute dtype: its weights' (see models/precision.py)."""
+        return self.conv_in.conv.weight.dtype
+
     def __call__(self, video: mx.array) -> mx.array:
+        video = video.astype(self.dtype)
         frames = video.shape[1]
         step, px = self.cfg.encoder_scales
         if (frames - 1) % step:  # as the official encoder: drop frames down to 1 + step * k

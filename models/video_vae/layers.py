@@ -12,6 +12,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ltx2.models.ops import causal_time_padding, conv3d_chunked, depth_to_space, pad_video, space_to_depth
+from ltx2.models.precision import norm_float32
 from ltx2.models.transformer.timestep import TimestepEmbedder
 
 from .noise import NoiseSource
@@ -87,10 +88,14 @@ class GroupNorm1(nn.Module):
         self.bias = mx.zeros((channels,))
 
     def __call__(self, x: mx.array) -> mx.array:
+        return norm_float32(self._normalize, x) * self.weight + self.bias  # statistics in float32 (a half input)
+
+    @staticmethod
+    def _normalize(x: mx.array) -> mx.array:
         axes = tuple(range(1, x.ndim))
         mean = mx.mean(x, axis=axes, keepdims=True)
         var = mx.var(x, axis=axes, keepdims=True)
-        return (x - mean) * mx.rsqrt(var + GROUP_NORM_EPS) * self.weight + self.bias
+        return (x - mean) * mx.rsqrt(var + GROUP_NORM_EPS)
 
 
 class ResnetBlock3D(nn.Module):
@@ -115,7 +120,7 @@ class ResnetBlock3D(nn.Module):
     def _noise(self, h: mx.array, scale: mx.array, noise: NoiseSource | None) -> mx.array:
         if noise is None:
             raise ValueError("this decoder injects noise: pass a noise source (e.g. KeyNoise(mx.random.key(seed)))")
-        spatial = noise.draw(tuple(h.shape[2:4]))  # one (H, W) field shared by all frames and channels
+        spatial = noise.draw(tuple(h.shape[2:4])).astype(h.dtype)  # one (H, W) field shared by all frames, channels
         return h + spatial[None, None, :, :, None] * scale.reshape(-1)
 
     def __call__(self, x: mx.array, causal: bool = True, temb: mx.array | None = None,

@@ -443,7 +443,7 @@ def _candidate_sizes(smallest: int, largest: int, unit: int, dense_up_to: int) -
 
 
 def choose_tiling(cfg: VideoVAEConfig, latent_fhw: tuple[int, int, int], budget_bytes: int, weight_bytes: int,
-                  batch: int = 1, overhead_bytes: int = 256 << 20) -> TilingChoice:
+                  batch: int = 1, overhead_bytes: int = 256 << 20, itemsize: int = 4) -> TilingChoice:
     """The tiling with the largest tiles (least decoding work) whose estimated peak fits ``budget_bytes``.
 
     Peak = weights + ``overhead_bytes`` (interpreter, MLX runtime) + the largest tile's activations
@@ -453,14 +453,15 @@ def choose_tiling(cfg: VideoVAEConfig, latent_fhw: tuple[int, int, int], budget_
     tile when that is smaller (above 1024 px / 256 frames only a geometric series of sizes: the search is
     bounded). The work of a plan is the latent voxels its tiles decode in total (overlaps count twice), so
     bigger tiles win; ties go to fewer tiles. Candidates are weighed on their intervals (``tile_grid``); only
-    the chosen one is made into a plan.
+    the chosen one is made into a plan. ``itemsize``: bytes per activation at the decoder's compute precision
+    (the blender sums in float32 whatever it is).
     """
     fixed = weight_bytes + overhead_bytes
     f, h, w = latent_fhw
     video_f, video_h, video_w = cfg.video_shape(latent_fhw)
     # untiled: the decoder's output plus the frames handed on (a copy), no blender
-    untiled = fixed + estimate_decode_bytes(cfg, latent_fhw, batch) + 2 * batch * cfg.out_channels * \
-        video_f * video_h * video_w * 4
+    untiled = fixed + estimate_decode_bytes(cfg, latent_fhw, batch, itemsize=itemsize) + 2 * batch * \
+        cfg.out_channels * video_f * video_h * video_w * itemsize
     if untiled <= budget_bytes:
         return TilingChoice(None, plan_tiles(cfg, latent_fhw, None), untiled)
     ss, ts = cfg.space_scale, cfg.time_scale
@@ -475,8 +476,8 @@ def choose_tiling(cfg: VideoVAEConfig, latent_fhw: tuple[int, int, int], budget_
         for tp in temporal:
             tiling = TilingConfig(sp, tp)
             grid = TileGrid(tuple(latent_fhw), (video_f, video_h, video_w), (time_axes[tp], *space_axes[sp]), ts)
-            need = fixed + estimate_decode_bytes(cfg, grid.biggest, batch) + blender_bytes(grid, batch,
-                                                                                          cfg.out_channels)
+            need = fixed + estimate_decode_bytes(cfg, grid.biggest, batch, itemsize=itemsize) + \
+                blender_bytes(grid, batch, cfg.out_channels)
             if smallest is None or need < smallest[0]:
                 smallest = (need, tiling)
             if need <= budget_bytes:

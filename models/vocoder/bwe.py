@@ -105,7 +105,7 @@ class VocoderWithBWE(nn.Module):
         return self.vocoder(mel)
 
     def __call__(self, mel: mx.array) -> mx.array:
-        x = self.low_rate(mel)
+        x = self.low_rate(mel.astype(mx.float32))  # float32 whatever the stage's compute (load_vocoder)
         b, c, n = x.shape
         hop = self.cfg.hop_length
         x = mx.pad(x, [(0, 0), (0, 0), (0, -n % hop)])  # whole mel frames

@@ -39,6 +39,7 @@ class Vocoder(nn.Module):
             raise ValueError(f"vocoder input must be stereo log-mel (B, 2, frames, {self.cfg.mel_bins}), "
                              f"got {mel.shape}")
         # (B, 2, T, mel) -> (B, T, 2*mel), stereo-channel-major like the official "b s c t -> b (s c) t"
+        mel = mel.astype(self.conv_pre.weight.dtype)  # the compute dtype: its weights' (models/precision.py)
         x = self.conv_pre(mel.transpose(0, 2, 1, 3).reshape(b, t, s * m))
         n = len(self.cfg.resblock_kernel_sizes)
         for i, up in enumerate(self.ups):

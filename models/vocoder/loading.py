@@ -49,6 +49,8 @@ def load_vocoder(path: WeightSource | str | Path, dtype: mx.Dtype | None = mx.fl
     source = open_source(path, VOCODER_KEYMAP)
     cfg = vocoder_config(source.config())  # refuses what is not built before touching tensors
     source.require_tensors()
+    if isinstance(cfg, BweConfig):  # a float32 island: v1.2.0 runs VocoderWithBWE in float32 whatever its dtype
+        dtype = mx.float32
     model = source.load_into(build_vocoder(cfg), "vocoder", dtype)
     model.eval()
     return model

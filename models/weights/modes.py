@@ -7,15 +7,14 @@ precision but float32 changes the outputs:
     every tensor in float32. Exact; the largest.
 ``bfloat16``
     the Linear matrices INSIDE the repeated blocks (transformer blocks, Gemma layers) stored in
-    bfloat16; norms, biases, AdaLN tables and everything outside the blocks stay float32. Compute
-    stays float32: a bf16 matrix is upcast when its matmul runs (MLX promotes bf16 x f32 to f32), so
-    only one matrix at a time exists in float32 besides the stored copy. (Outside the blocks some
-    layers cast their input to their weight's dtype, e.g. the timestep embedder, so they stay float32;
-    they are ~2% of the transformer.)
+    bfloat16; norms, biases, AdaLN tables and everything outside the blocks stay float32. With float32
+    compute (the stage's ``compute``, models/precision.py) a bf16 matrix is upcast when its matmul runs
+    (MLX promotes bf16 x f32 to f32), so only one matrix at a time exists in float32 besides the stored
+    copy. (Outside the blocks some layers cast their input to their weight's dtype, e.g. the timestep
+    embedder, so they stay float32; they are ~2% of the transformer.)
     The official checkpoints ARE bf16 (fp8 ones decode to bf16 values), so for them this is
     bit-identical to float32 at half the memory; only LoRA-fused matrices are rounded once to bf16.
-    On Metal a native bf16 matmul would be faster still; we keep float32 compute on every device for
-    parity with the reference.
+    A half ``compute`` holds every float tensor at its width whatever the mode (``held_nbytes``).
 ``q8`` / ``q4``
     the Linear matrices INSIDE the repeated blocks (transformer blocks, Gemma layers) in MLX's affine
     quantisation (``bits`` per weight, a scale and a bias per ``group_size`` inputs), quantised from
@@ -140,12 +139,14 @@ def held_dtype(key: str, shape: tuple[int, ...], mode: WeightsMode, in_block: bo
     return "bfloat16" if is_matrix(key, shape) else "float32"
 
 
-def held_nbytes(key: str, shape: tuple[int, ...], mode: WeightsMode, in_block: bool) -> int:
-    """Bytes one tensor takes once loaded under ``mode`` (``in_block``: inside a repeated block)."""
+def held_nbytes(key: str, shape: tuple[int, ...], mode: WeightsMode, in_block: bool, itemsize: int = F32) -> int:
+    """Bytes one tensor takes once loaded under ``mode`` (``in_block``: inside a repeated block). ``itemsize``: the
+    compute width; a half compute holds every float tensor (a quantised matrix's scales and biases too) in it
+    (models/precision.py)."""
     kind = held_dtype(key, shape, mode, in_block)
     if kind == "quantized":
-        return quantized_nbytes(shape, mode.bits, mode.group_size)
-    return math.prod(shape) * (BF16 if kind == "bfloat16" else F32)
+        return quantized_nbytes(shape, mode.bits, mode.group_size, min(F32, itemsize))
+    return math.prod(shape) * min(BF16 if kind == "bfloat16" else F32, itemsize)
 
 
 @dataclass(frozen=True)
@@ -172,11 +173,12 @@ def block_index(key: str) -> int | None:
 
 
 def held_bytes(tensors: dict[str, tuple[tuple[int, ...], int]], mode: WeightsMode,
-               packed: dict[str, int] | None = None) -> HeldBytes:
+               packed: dict[str, int] | None = None, itemsize: int = F32) -> HeldBytes:
     """``tensors``: key -> (shape, bytes stored in the file) of ONE network (keys as in its file).
 
     ``packed``: key -> float32 bytes it stands for, for tensors already quantised in the file (a
-    converted file's packed weights, scales and biases): held as stored, whatever the mode."""
+    converted file's packed weights, scales and biases): held as stored, whatever the mode (or the compute).
+    ``itemsize``: the compute width (``held_nbytes``)."""
     packed = packed or {}
     resident = 0
     blocks: dict[int, int] = {}
@@ -184,7 +186,7 @@ def held_bytes(tensors: dict[str, tuple[tuple[int, ...], int]], mode: WeightsMod
     stored: dict[int, int] = {}
     for key, (shape, stored_bytes) in tensors.items():
         i = block_index(key)
-        b = stored_bytes if key in packed else held_nbytes(key, shape, mode, i is not None)
+        b = stored_bytes if key in packed else held_nbytes(key, shape, mode, i is not None, itemsize)
         if i is None:
             resident += b
         else:

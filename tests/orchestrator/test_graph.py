@@ -8,6 +8,7 @@ import pytest
 
 from ltx2.orchestrator.graph import plan_stages, resolve_tiling
 from ltx2.orchestrator.job import parse_job
+from ltx2.orchestrator.recipes import resolved_compute
 from ltx2.spec.schedules import DISTILLED_SIGMAS as DISTILLED_STAGE1_SIGMAS
 from ltx2.spec.schedules import STAGE2_DISTILLED_SIGMAS as DISTILLED_STAGE2_SIGMAS
 from ltx2.stages.params import Tiles
@@ -46,7 +47,8 @@ def test_distilled_pipeline() -> None:
     assert list(s) == ["text-encode", "denoise", "upscale", "refine", "decode", "vocode", "export", "preview"]
     # no CFG: no negative; the weights mode is the planner's to set (float32, resident until it does)
     assert s["text-encode"].params == {"prompt": "a fox", "negative_prompt": None,
-                                       "weights_mode": {"precision": "float32", "streaming": False}}
+                                       "weights_mode": {"precision": "float32", "streaming": False},
+                                       "compute": resolved_compute(job)}
     d = s["denoise"].params
     assert (d["width"], d["height"], d["guidance"]) == (768, 512, None)
     assert d["schedule"] == {"kind": "fixed", "sigmas": list(DISTILLED_STAGE1_SIGMAS)}

@@ -55,7 +55,8 @@ def full(tmp_path_factory) -> Path:
     files = write_full_size_model(folder / "weights")
     job = {"pipeline": "two-stage", "prompt": "a red fox in the snow", "width": 768, "height": 512, "frames": 121,
            "model": {k: str(v) for k, v in files.items()}, "memory_budget": "16GB",
-           "work_dir": str(folder / "work"), "output": str(folder / "out.mp4")}
+           "work_dir": str(folder / "work"), "output": str(folder / "out.mp4"),
+           "compute": "float32"}  # the figures below are float32 activations' (auto: bf16 on a GPU; test_compute.py)
     path = folder / "job.yaml"
     path.write_text(yaml.safe_dump(job))
     return path
@@ -103,7 +104,7 @@ def full23(tmp_path_factory) -> Path:
     files = write_full_size_model(folder / "weights", version="2.3")
     job = {"pipeline": "two-stage", "prompt": "a red fox in the snow, birdsong", "width": 768, "height": 512,
            "frames": 121, "model": {k: str(v) for k, v in files.items()}, "memory_budget": "16GB",
-           "work_dir": str(folder / "work"), "output": str(folder / "out.mp4")}
+           "work_dir": str(folder / "work"), "output": str(folder / "out.mp4"), "compute": "float32"}
     path = folder / "job.yaml"
     path.write_text(yaml.safe_dump(job))
     return path
