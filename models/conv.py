@@ -6,14 +6,18 @@ thread: on 2 cores with OpenBLAS a kernel-3 conv1d at dilation 3 over 600 x 512 
 ~0.015 s as one product, and the vocoder's transposed convolutions are slower still. Here every such
 convolution is written as BLAS work:
 
-- ``conv1d``: the K dilated taps of the input, side by side in channels (one K-fold copy), times the weight
-  read as an (O, K*C) matrix: a view of MLX's (O, K, C) layout, so no weight copy per call;
+- ``conv1d``: one product per tap, accumulated inside BLAS (``addmm``), each tap reading its shifted rows of the
+  input in place; for short inputs (tap products too small for BLAS to run at speed) the K dilated taps side by
+  side in channels (one K-fold copy) times the weight read as an (O, K*C) matrix, a view of MLX's (O, K, C) layout;
 - ``conv_transpose1d``: every input sample times every tap at once (one product with the weight read as
   (O*K, C), again a view), then the taps are added where they overlap: output ``q*s + r`` is the sum over
   ``j`` of input ``q - j``'s tap ``j*s + r`` (a polyphase overlap-add, ceil(K/s) shifted adds);
-- ``conv3d``: MLX already lowers it to an unfold and one product, but unfolds on one thread with a generic
-  strided copy; here numpy makes the unfolded copy (slab by slab, the same bound as ops.conv3d_chunked, so the
-  VAE's memory model holds) and its BLAS the product.
+- ``conv3d`` and ``conv2d``: MLX lowers these to an unfolded copy (27-fold for 3x3x3) made by a generic strided
+  copy on one thread, then one product. Where the padding is a small share of the output (the VAEs' larger
+  levels), one product per tap over the flattened input instead, with no copy at all (``_conv3d_taps``);
+  elsewhere (small latents at 1024 channels, where the unfolded product runs nearer BLAS's peak) numpy makes
+  the unfolded copy and its BLAS the product. Both go slab by slab under the bound of ops.conv3d_chunked, so
+  the VAEs' memory model holds.
 
 The results equal MLX's own kernels up to float32 summation order. On a GPU (Metal, CUDA) MLX's native
 convolutions are used (``matmul_convs()`` is False there): they are direct kernels, not the CPU's loops.
@@ -29,6 +33,15 @@ import numpy as np
 
 from .cpu_math import as_numpy, use_numpy
 from .ops import conv3d_chunked
+
+
+# From this many output rows a convolution is one product per tap (no unfolded copy of the input), below it one
+# product over the unfolded input: short inputs make tap products too small for BLAS to run at speed (measured on
+# the vocoder's and the VAEs' shapes, benchmarks/compare_official.py).
+TAPS_MIN_ROWS = 2048
+# 3-D convolutions by taps compute the padded rows and columns too (see _conv3d_taps): only where those are at
+# most this share of the output (the VAEs' larger levels, the audio VAE's; not an 8 x 12 latent: 46%).
+TAPS_MAX_WASTE = 1.15
 
 
 def matmul_convs() -> bool:
@@ -49,6 +62,13 @@ def conv1d(x: mx.array, w: mx.array, dilation: int = 1) -> mx.array:
         raise ValueError(f"conv1d: {t} samples are too few for kernel {k} at dilation {dilation}")
     if k == 1:
         return x @ w.reshape(o, c).T
+    if n >= TAPS_MIN_ROWS:
+        # one product per tap, accumulated inside BLAS (addmm): tap j reads the rows j*dilation onwards in place
+        wt = w.transpose(1, 2, 0)  # (K, C, O): tap j's (C, O) matrix, a view
+        y = x[:, :n] @ wt[0]
+        for j in range(1, k):
+            y = mx.addmm(y, x[:, j * dilation: j * dilation + n], wt[j])
+        return y
     cols = mx.concatenate([x[:, j * dilation: j * dilation + n] for j in range(k)], axis=-1)  # (B, n, K*C)
     return cols @ w.reshape(o, k * c).T
 
@@ -110,6 +130,10 @@ def conv3d(x: mx.array, w: mx.array, bias: mx.array | None = None, stride: Seque
     if not (use_numpy(x) and use_numpy(w) and x.shape[-1] >= min_channels):
         y = conv3d_chunked(x, w, stride, max_temp_bytes)
         return y if bias is None else y + bias
+    _, _, h_in, w_in, _ = x.shape
+    _, _, kh, kw, _ = w.shape
+    if tuple(stride) == (1, 1, 1) and h_in * w_in <= TAPS_MAX_WASTE * (h_in - kh + 1) * (w_in - kw + 1):
+        return _conv3d_taps(x, w, bias, max_temp_bytes)
     xn, wn = as_numpy(x), as_numpy(w)
     b, t_in, h_in, w_in, c = xn.shape
     o, kt, kh, kw, c_w = wn.shape
@@ -138,6 +162,67 @@ def conv3d(x: mx.array, w: mx.array, bias: mx.array | None = None, stride: Seque
     if bias is not None:
         out += as_numpy(bias)
     return mx.array(out)
+
+
+def _conv3d_taps(x: mx.array, w: mx.array, bias: mx.array | None, max_temp_bytes: int) -> mx.array:
+    """Stride-1 3-D convolution as one product per tap, accumulated by BLAS (addmm), with no unfolded copy.
+
+    Flattened, the input is (T*H*W, C) rows and tap (dt, dh, dw) of output voxel p is input row
+    p + dt*H*W + dh*W + dw: for a run of outputs every tap reads one contiguous block of rows, a view. The run
+    covers the padded rows and columns of each frame too (H*W rows per frame, not h_out*w_out), which a strided
+    view of the result skips; the conv3d caller takes this path only where they are few. Output slabs (of frames, or of rows of
+    one frame) stay under half of ``max_temp_bytes`` (the product being accumulated and the next one), each
+    evaluated before the next is built, so ops.conv3d_temp_bytes bounds this path too.
+    """
+    b, t_in, h_in, w_in, c = x.shape
+    o, kt, kh, kw, c_w = w.shape
+    if c_w != c:
+        raise ValueError(f"conv3d: input has {c} channels, weight expects {c_w}")
+    t_out, h_out, w_out = t_in - kt + 1, h_in - kh + 1, w_in - kw + 1
+    plane = h_in * w_in
+    flat = x.reshape(b, t_in * plane, c)
+    wt = w.reshape(o, kt * kh * kw, c).transpose(1, 2, 0)  # (taps, C, O): tap j's (C, O) matrix, a view
+    offsets = [dt * plane + dh * w_in + dw for dt in range(kt) for dh in range(kh) for dw in range(kw)]
+    ranges = _slabs(t_out, h_out, b * w_in * o * x.itemsize, max_temp_bytes // 2)
+    slabs = []
+    for t0, t1, r0, r1 in ranges:
+        nt, nr = t1 - t0, r1 - r0
+        start = t0 * plane + r0 * w_in
+        n = (nt - 1) * plane + (nr - 1) * w_in + w_out  # the rows from the slab's first output to its last
+        y = None
+        for j, off in enumerate(offsets):
+            xs = flat[:, start + off: start + off + n]
+            if y is None:
+                y = xs @ wt[j] if bias is None else mx.addmm(bias, xs, wt[j])
+            else:
+                y = mx.addmm(y, xs, wt[j])
+        # the valid voxels, read in place: frame stride H*W rows, row stride W rows (no copy to drop the padding)
+        y = mx.as_strided(y, (b, nt, nr, w_out, o), (n * o, plane * o, w_in * o, o, 1))
+        mx.eval(y)
+        slabs.append(y)
+    if len(slabs) == 1:
+        return slabs[0]
+    frames = {}
+    for (t0, _, _, _), y in zip(ranges, slabs):
+        frames.setdefault(t0, []).append(y)
+    return mx.concatenate([ys[0] if len(ys) == 1 else mx.concatenate(ys, axis=2) for ys in frames.values()], axis=1)
+
+
+def conv2d(x: mx.array, w: mx.array, bias: mx.array | None = None,
+           min_channels: int = NUMPY_CONV3D_MIN_CHANNELS) -> mx.array:
+    """Valid stride-1 2-D convolution of channels-last x (B, H, W, C) with w (O, kh, kw, C), plus ``bias``.
+
+    On the CPU in float32, from ``min_channels`` input channels and where the padding is a small share: one
+    product per tap (``_conv3d_taps`` with a one-frame kernel; 1.2-2.4x faster than MLX's unfold at the audio
+    VAE's shapes). Elsewhere MLX's own convolution (narrow test networks: see conv3d).
+    """
+    _, h, wd, c = x.shape
+    _, kh, kw, _ = w.shape
+    if not (use_numpy(x) and use_numpy(w) and c >= min_channels
+            and h * wd <= TAPS_MAX_WASTE * (h - kh + 1) * (wd - kw + 1)):
+        y = mx.conv2d(x, w)
+        return y if bias is None else y + bias
+    return _conv3d_taps(x[:, None], w[:, None], bias, 256 << 20)[:, 0]
 
 
 class ConvTranspose1d(nn.ConvTranspose1d):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx2.models.conv import conv2d
 from ltx2.models.cpu_math import silu
 
 
@@ -36,7 +37,7 @@ class CausalConv2d(nn.Module):
     def __call__(self, x: mx.array) -> mx.array:
         if any(self.pad_t) or any(self.pad_f):
             x = mx.pad(x, [(0, 0), self.pad_t, self.pad_f, (0, 0)])
-        return self.conv(x)
+        return conv2d(x, self.conv.weight, self.conv.bias)  # the parameters stay nn.Conv2d's (the key map's names)
 
 
 class PixelNorm(nn.Module):

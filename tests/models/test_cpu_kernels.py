@@ -82,3 +82,32 @@ def test_conv3d_equals_mlx(stride, budget):
     ref = mx.conv3d(x, w, stride=stride) + bias
     assert got.shape == ref.shape
     assert _rel(got, ref) < 1e-6
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("budget", [1 << 30, 2_000, 300])  # one product / slabs of frames / rows of a frame
+def test_conv3d_by_taps_equals_mlx(bias, budget):
+    x = mx.random.normal((2, 5, 7, 6, 3), key=mx.random.key(13))
+    w = mx.random.normal((4, 3, 3, 2, 3), key=mx.random.key(14))
+    b = mx.random.normal((4,), key=mx.random.key(15)) if bias else None
+    got = conv._conv3d_taps(x, w, b, budget)
+    ref = mx.conv3d(x, w)
+    ref = ref if b is None else ref + b
+    assert got.shape == ref.shape
+    assert _rel(got, ref) < 1e-6
+
+
+def test_conv3d_takes_taps_only_where_padding_is_a_small_share(monkeypatch):
+    taken = []
+    monkeypatch.setattr(conv, "_conv3d_taps", lambda *a: taken.append(a[0].shape) or mx.zeros((1,)))
+    w = mx.zeros((2, 3, 3, 3, 4))
+    conv.conv3d(mx.zeros((1, 4, 66, 98, 4)), w, min_channels=0)  # 66 x 98 padded / 64 x 96 out: 5% more rows
+    conv.conv3d(mx.zeros((1, 4, 10, 14, 4)), w, min_channels=0)  # an 8 x 12 latent: 46% more
+    conv.conv3d(mx.zeros((1, 5, 66, 98, 4)), w, stride=(2, 2, 2), min_channels=0)
+    assert taken == [(1, 4, 66, 98, 4)]
+
+
+@pytest.mark.parametrize("t", [conv.TAPS_MIN_ROWS + 70, 90])  # one product per tap / over the unfolded input
+def test_conv1d_both_formulations(t):
+    x, w = mx.random.normal((1, t, 6), key=mx.random.key(16)), mx.random.normal((5, 11, 6), key=mx.random.key(17))
+    assert _rel(conv.conv1d(x, w, 5), mx.conv1d(x, w, dilation=5)) < 1e-6
