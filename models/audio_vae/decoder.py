@@ -5,6 +5,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx2.models.cpu_math import silu
+
 from .config import LATENT_DOWNSAMPLE_FACTOR, AudioVAEConfig
 from .layers import AttnBlock, CausalConv2d, MidBlock, PixelNorm, ResnetBlock, Upsample
 from .statistics import PerChannelStatistics
@@ -77,7 +79,7 @@ class AudioDecoder(nn.Module):
         h = self.mid(self.conv_in(x))
         for level in reversed(range(self.cfg.num_resolutions)):
             h = self.up[level](h)
-        h = self.conv_out(nn.silu(self.norm_out(h)))
+        h = self.conv_out(silu(self.norm_out(h)))
         return self._fit(h, self.output_frames(t), self.cfg.mel_bins or f).transpose(0, 3, 1, 2)
 
     def _fit(self, h: mx.array, frames: int, bins: int) -> mx.array:

@@ -7,6 +7,8 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx2.models.cpu_math import silu
+
 from .config import AudioVAEConfig
 from .layers import AttnBlock, CausalConv2d, Downsample, MidBlock, PixelNorm, ResnetBlock
 from .statistics import PerChannelStatistics
@@ -66,7 +68,7 @@ class AudioEncoder(nn.Module):
         for stage in self.down:
             h = stage(h)
         h = self.mid(h)
-        h = self.conv_out(nn.silu(self.norm_out(h)))
+        h = self.conv_out(silu(self.norm_out(h)))
         # Keep the posterior mean: the first half of the channels (torch.chunk rounds the first half up).
         means = h[..., : math.ceil(h.shape[-1] / 2)]
         return self.per_channel_statistics.normalize(means).transpose(0, 3, 1, 2)

@@ -8,6 +8,9 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx2.models.conv import conv2d
+from ltx2.models.cpu_math import silu
+
 
 def _split(total: int) -> tuple[int, int]:
     return total // 2, total - total // 2
@@ -34,7 +37,7 @@ class CausalConv2d(nn.Module):
     def __call__(self, x: mx.array) -> mx.array:
         if any(self.pad_t) or any(self.pad_f):
             x = mx.pad(x, [(0, 0), self.pad_t, self.pad_f, (0, 0)])
-        return self.conv(x)
+        return conv2d(x, self.conv.weight, self.conv.bias)  # the parameters stay nn.Conv2d's (the key map's names)
 
 
 class PixelNorm(nn.Module):
@@ -45,7 +48,7 @@ class PixelNorm(nn.Module):
         self.eps = eps
 
     def __call__(self, x: mx.array) -> mx.array:
-        return x * mx.rsqrt(mx.mean(x * x, axis=-1, keepdims=True) + self.eps)
+        return mx.fast.rms_norm(x, None, self.eps)  # x / sqrt(mean(x^2) + eps) in one pass
 
 
 class ResnetBlock(nn.Module):
@@ -60,8 +63,8 @@ class ResnetBlock(nn.Module):
             self.nin_shortcut = CausalConv2d(cin, cout, 1, axis)
 
     def __call__(self, x: mx.array) -> mx.array:
-        h = self.conv1(nn.silu(self.norm1(x)))
-        h = self.conv2(nn.silu(self.norm2(h)))  # dropout: identity at inference
+        h = self.conv1(silu(self.norm1(x)))
+        h = self.conv2(silu(self.norm2(h)))  # dropout: identity at inference
         if "nin_shortcut" in self:
             x = self.nin_shortcut(x)
         return x + h

@@ -5,6 +5,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx2.models import cpu_math
+
 from .rope import RopeTable, apply_rope
 
 # Queries per SDPA call. On CPU, MLX's SDPA materialises the whole (heads, queries, keys) score
@@ -21,6 +23,8 @@ def attend(q: mx.array, k: mx.array, v: mx.array, mask: mx.array | None = None,
            query_chunk: int | None = DEFAULT_QUERY_CHUNK) -> mx.array:
     """Softmax attention on (B, heads, T, D) tensors; ``mask`` is additive, broadcastable to (B, heads, Tq, Tk)."""
     scale = q.shape[-1] ** -0.5
+    if cpu_math.use_numpy(q):  # MLX's CPU softmax is scalar: see cpu_math
+        return cpu_math.attention(q, k, v, scale, mask, query_chunk)
     if mask is not None:
         mask = mask.astype(q.dtype)
     tq = q.shape[2]

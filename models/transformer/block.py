@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx2.models.cpu_math import gelu_tanh
+
 from .attention import Attention
 from .config import BlockConfig
 from .perturbations import BlockSkip
 from .rope import RopeTable
-
-_GELU_C = math.sqrt(2.0 / math.pi)
-
-
-def gelu_tanh(x: mx.array) -> mx.array:
-    return 0.5 * x * (1.0 + mx.tanh(_GELU_C * (x + 0.044715 * x * x * x)))
-
 
 def rms_norm(x: mx.array, eps: float) -> mx.array:
     return mx.fast.rms_norm(x, None, eps)

@@ -9,7 +9,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .block import AVTransformerBlock, BlockSkips, StreamState, gelu_tanh
+from ltx2.models.cpu_math import gelu_tanh
+
+from .block import AVTransformerBlock, BlockSkips, StreamState
 from .config import TransformerConfig
 from .perturbations import PerturbationArg, Skip, block_skip, per_batch
 from .rope import RopeTable, rope_table

@@ -5,14 +5,15 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ltx2.models.ops import conv3d_chunked
+from ltx2.models.conv import conv3d
+from ltx2.models.cpu_math import silu
 from ltx2.models.precision import norm_float32
 
 from .config import NORM_GROUPS
 
 
 class Conv3d(nn.Conv3d):
-    """3x3x3 'same' convolution computed in frame slabs (``conv3d_chunked``).
+    """3x3x3 'same' convolution computed in frame slabs (``conv.conv3d``, bounded as ``ops.conv3d_chunked``).
 
     MLX unfolds a 3-D convolution's input 27-fold; at the real width (1024 channels) on an upsampled
     latent that copy alone would be gigabytes, so it is bounded here. Same parameters as nn.Conv3d.
@@ -23,7 +24,7 @@ class Conv3d(nn.Conv3d):
 
     def __call__(self, x: mx.array) -> mx.array:
         x = mx.pad(x, [(0, 0), (1, 1), (1, 1), (1, 1), (0, 0)])
-        return conv3d_chunked(x, self.weight) + self.bias
+        return conv3d(x, self.weight, self.bias)
 
 
 def conv(dims: int, cin: int, cout: int) -> nn.Module:
@@ -54,6 +55,6 @@ class ResBlock(nn.Module):
         self.norm2 = group_norm(channels)
 
     def __call__(self, x: mx.array) -> mx.array:
-        h = nn.silu(self.norm1(self.conv1(x)))
+        h = silu(self.norm1(self.conv1(x)))
         h = self.norm2(self.conv2(h))
-        return nn.silu(h + x)
+        return silu(h + x)

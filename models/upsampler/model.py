@@ -10,6 +10,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx2.models.cpu_math import silu
+
 from .blocks import ResBlock, conv, group_norm
 from .config import UpsamplerConfig
 from .resample import _per_frame, make_head
@@ -46,7 +48,7 @@ class LatentUpsampler(nn.Module):
         if self.config.dims == 2:
             # 2-D network: every frame on its own, all the way through
             return _per_frame(self._forward_2d, latent)
-        x = nn.silu(self.initial_norm(self.initial_conv(latent)))
+        x = silu(self.initial_norm(self.initial_conv(latent)))
         x = self._trunk(x, self.res_blocks)
         mode = self.config.mode
         if mode in ("temporal", "spatiotemporal"):
@@ -59,7 +61,7 @@ class LatentUpsampler(nn.Module):
         return self.final_conv(x)
 
     def _forward_2d(self, x: mx.array) -> mx.array:
-        x = nn.silu(self.initial_norm(self.initial_conv(x)))
+        x = silu(self.initial_norm(self.initial_conv(x)))
         x = self._trunk(x, self.res_blocks)
         x = self.upsampler(x)
         x = self._trunk(x, self.post_upsample_res_blocks)

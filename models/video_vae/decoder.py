@@ -9,6 +9,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx2.models.cpu_math import silu
+
 from .config import VideoVAEConfig
 from .layers import (CausalConv3d, DepthToSpaceUpsample, PerChannelStatistics, ResnetBlock3D, TimeEmbedder,
                      UNetMidBlock3D, pixel_norm, unpatchify)
@@ -86,4 +88,4 @@ class VideoDecoder(nn.Module):
             emb = self.last_time_embedder(scaled_t).reshape(batch, 2, -1)
             ada = (self.last_scale_shift_table + emb)[:, :, None, None, None, :]
             x = x * (1 + ada[:, 1]) + ada[:, 0]
-        return unpatchify(self.conv_out(nn.silu(x), cfg.causal_decoder), cfg.patch_size)
+        return unpatchify(self.conv_out(silu(x), cfg.causal_decoder), cfg.patch_size)

@@ -7,6 +7,8 @@ import logging
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx2.models.cpu_math import silu
+
 from .config import VideoVAEConfig
 from .layers import (CausalConv3d, PerChannelStatistics, ResnetBlock3D, SpaceToDepthDownsample, UNetMidBlock3D,
                      patchify, pixel_norm)
@@ -58,6 +60,6 @@ class VideoEncoder(nn.Module):
         x = self.conv_in(patchify(video, self.cfg.patch_size))
         for block in self.down_blocks:
             x = block(x)
-        x = self.conv_out(nn.silu(pixel_norm(x)))
+        x = self.conv_out(silu(pixel_norm(x)))
         # the latent is the mean: the first latent_channels outputs whatever the log-variance layout
         return self.per_channel_statistics.normalize(x[..., :self.cfg.latent_channels])

@@ -11,7 +11,9 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
-from ltx2.models.ops import causal_time_padding, conv3d_chunked, depth_to_space, pad_video, space_to_depth
+from ltx2.models.conv import conv3d
+from ltx2.models.cpu_math import silu
+from ltx2.models.ops import causal_time_padding, depth_to_space, pad_video, space_to_depth
 from ltx2.models.precision import norm_float32
 from ltx2.models.transformer.timestep import TimestepEmbedder
 
@@ -63,7 +65,7 @@ class CausalConv3d(nn.Module):
     def __call__(self, x: mx.array, causal: bool = True) -> mx.array:
         front, back = causal_time_padding(self.kernel, causal)
         x = pad_video(x, front, back, self.kernel // 2, self.padding_mode)
-        y = conv3d_chunked(x, self.conv.weight, self.stride, CONV_TEMP_BYTES) + self.conv.bias
+        y = conv3d(x, self.conv.weight, self.conv.bias, self.stride, CONV_TEMP_BYTES)
         mx.eval(y)
         return y
 
@@ -131,13 +133,13 @@ class ResnetBlock3D(nn.Module):
             ada = self.scale_shift_table + temb.reshape(temb.shape[0], 4, -1)
             ada = ada[:, :, None, None, None, :]
             h = h * (1 + ada[:, 1]) + ada[:, 0]
-        h = self.conv1(nn.silu(h), causal)
+        h = self.conv1(silu(h), causal)
         if self.inject_noise:
             h = self._noise(h, self.per_channel_scale1, noise)
         h = pixel_norm(h)
         if self.timestep_conditioning:
             h = h * (1 + ada[:, 3]) + ada[:, 2]
-        h = self.conv2(nn.silu(h), causal)
+        h = self.conv2(silu(h), causal)
         if self.inject_noise:
             h = self._noise(h, self.per_channel_scale2, noise)
         if "conv_shortcut" in self:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx2.models.conv import ConvTranspose1d
+
 from .bigvgan import Activation1d, AMPBlock1, SnakeBeta
 from .config import VocoderConfig
 from .layers import LRELU_SLOPE, Conv1d, ResBlock1
@@ -19,7 +21,7 @@ class Vocoder(nn.Module):
         self.cfg = cfg
         c0 = cfg.upsample_initial_channel
         self.conv_pre = Conv1d(cfg.in_channels, c0, 7, pad=(3, 3))
-        self.ups = [nn.ConvTranspose1d(c0 // 2 ** i, c0 // 2 ** (i + 1), k, stride=r, padding=(k - r) // 2)
+        self.ups = [ConvTranspose1d(c0 // 2 ** i, c0 // 2 ** (i + 1), k, stride=r, padding=(k - r) // 2)
                     for i, (r, k) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes))]
         # resblocks[i * n_kernels + j]: level i, kernel j (the checkpoint's flat numbering)
         self.resblocks = []

@@ -8,6 +8,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx2.models.conv import conv1d
+
 LRELU_SLOPE = 0.1  # inside the generator; the final activation of the HiFi-GAN path uses 0.01
 
 
@@ -27,7 +29,7 @@ class Conv1d(nn.Module):
     def __call__(self, x: mx.array) -> mx.array:
         if any(self.pad):
             x = mx.pad(x, [(0, 0), self.pad, (0, 0)])
-        y = mx.conv1d(x, self.weight, dilation=self.dilation)
+        y = conv1d(x, self.weight, self.dilation)
         return y + self.bias if "bias" in self else y
 
 
