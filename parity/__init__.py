@@ -60,6 +60,7 @@ CHECKS_V12["transformer_ltx23"] = "transformer:check_transformer"
 CHECKS_V12["connector_ltx23"] = "text:check_connector"
 CHECKS_V12["vocoder_bwe"] = "audio:check_vocoder_bwe"
 CHECKS_V12["video_vae_ltx23"] = "video_vae:check_video_vae"
+CHECKS_V12["duration_head"] = "duration:check_duration_head"  # LTX-2.5
 # the conditioning workflows, each replayed stage by stage (parity/conditioning.py)
 for _name in ("cond_i2v_distilled_ltx23", "cond_i2v_distilled_ltx2", "cond_i2v_latent_index_ltx23",
               "cond_keyframes_ltx23", "cond_ic_lora_ltx23", "cond_a2v_ltx23", "cond_retake_ltx23"):
