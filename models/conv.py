@@ -170,8 +170,8 @@ def _conv3d_taps(x: mx.array, w: mx.array, bias: mx.array | None, max_temp_bytes
     Flattened, the input is (T*H*W, C) rows and tap (dt, dh, dw) of output voxel p is input row
     p + dt*H*W + dh*W + dw: for a run of outputs every tap reads one contiguous block of rows, a view. The run
     covers the padded rows and columns of each frame too (H*W rows per frame, not h_out*w_out), which a strided
-    view of the result skips; the conv3d caller takes this path only where they are few. Output slabs (of frames, or of rows of
-    one frame) stay under half of ``max_temp_bytes`` (the product being accumulated and the next one), each
+    view of the result skips; conv3d takes this path only where they are few. Output slabs (of frames, or of rows
+    of one frame) stay under half of ``max_temp_bytes`` (the product being accumulated and the next one), each
     evaluated before the next is built, so ops.conv3d_temp_bytes bounds this path too.
     """
     b, t_in, h_in, w_in, c = x.shape

@@ -26,7 +26,8 @@ def test_predicted_frames_follow_the_official_rule(seconds, fps, bounds, frames)
 
 def test_config_defaults_are_the_official_ones():
     assert DurationHeadConfig.from_config({}) == DurationHeadConfig(4096, 2048, 256, 1, 4, 256)
-    cfg = DurationHeadConfig.from_config({"transformer": {"cross_attention_dim": 64}, "duration_head": {"num_queries": 2}})
+    cfg = DurationHeadConfig.from_config({"transformer": {"cross_attention_dim": 64},
+                                          "duration_head": {"num_queries": 2}})
     assert (cfg.video_dim, cfg.audio_dim, cfg.queries) == (64, 2048, 2)
 
 
