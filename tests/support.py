@@ -12,6 +12,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+import yaml
 
 from ltx2.models.weights import fp8, load_tensors, read_header
 
@@ -28,6 +29,21 @@ def ltx2(*args: str, env: dict | None = None, check: bool = True, timeout: float
 
 
 _NP = {"F32": np.float32, "U8": np.uint8, "F8_E4M3": np.uint8, "BF16": np.uint16}
+
+
+def write_job(folder: Path, example: Path = EXAMPLE, **changes) -> Path:
+    """``example`` as ``folder/job.yaml``, rendering into ``folder`` (out.mp4, work/), with ``changes`` applied."""
+    job = yaml.safe_load(example.read_text())
+    job.update(output=str(folder / "out.mp4"), work_dir=str(folder / "work"), **changes)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "job.yaml").write_text(yaml.safe_dump(job))
+    return folder / "job.yaml"
+
+
+def statuses(folder: Path) -> dict[str, str]:
+    """Stage name -> status in the manifest of the job written by ``write_job(folder)``."""
+    m = json.loads((folder / "work" / "manifest.json").read_text())
+    return {s["name"]: s["status"] for s in m["stages"]}
 
 
 def bf16_bits(a: np.ndarray) -> np.ndarray:

@@ -16,11 +16,10 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import yaml
 
 from ltx2.artifacts_schema import open_artifact
 
-from support import ROOT, ltx2
+from support import ROOT, ltx2, statuses, write_job
 
 pytestmark = pytest.mark.slow  # every test here renders
 
@@ -31,16 +30,7 @@ def job_copy(folder: Path, example: str, **changes) -> Path:
     """The example job and its media in ``folder`` (paths in the job are relative to it)."""
     if not (folder / "media").exists():
         shutil.copytree(EXAMPLES / "media", folder / "media")
-    job = yaml.safe_load((EXAMPLES / example).read_text())
-    job.update(output=str(folder / "out.mp4"), work_dir=str(folder / "work"), **changes)
-    path = folder / "job.yaml"
-    path.write_text(yaml.safe_dump(job))
-    return path
-
-
-def statuses(folder: Path) -> dict[str, str]:
-    m = json.loads((folder / "work" / "manifest.json").read_text())
-    return {s["name"]: s["status"] for s in m["stages"]}
+    return write_job(folder, EXAMPLES / example, **changes)
 
 
 def art(folder: Path, name: str):

@@ -22,22 +22,9 @@ import yaml
 
 from ltx2.artifacts_schema import open_artifact
 
-from support import EXAMPLE, ltx2
+from support import EXAMPLE, ltx2, statuses, write_job
 
 pytestmark = pytest.mark.slow  # every test here renders, or reads a render
-
-
-def write_job(folder: Path, **changes) -> Path:
-    job = yaml.safe_load(EXAMPLE.read_text())
-    job.update(output=str(folder / "out.mp4"), work_dir=str(folder / "work"), **changes)
-    path = folder / "job.yaml"
-    path.write_text(yaml.safe_dump(job))
-    return path
-
-
-def statuses(folder: Path) -> dict[str, str]:
-    m = json.loads((folder / "work" / "manifest.json").read_text())
-    return {s["name"]: s["status"] for s in m["stages"]}
 
 
 @pytest.fixture(scope="module")

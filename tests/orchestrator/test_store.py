@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ltx2.artifacts_schema import ArtifactLock
 from ltx2.artifacts_schema.content_store import ContentStore
@@ -18,23 +17,11 @@ from ltx2.orchestrator.job import JobError, load_job, parse_job
 from ltx2.orchestrator.store import store_root
 
 from fake_executor import StageWritingExecutor
-from support import EXAMPLE, ltx2
-
-
-def write_job(folder: Path, **changes) -> Path:
-    job = yaml.safe_load(EXAMPLE.read_text())
-    job.update(output=str(folder / "out.mp4"), work_dir=str(folder / "work"), **changes)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "job.yaml").write_text(yaml.safe_dump(job))
-    return folder / "job.yaml"
+from support import ltx2, statuses, write_job
 
 
 def manifest(folder: Path) -> dict:
     return json.loads((folder / "work" / "manifest.json").read_text())
-
-
-def statuses(folder: Path) -> dict[str, str]:
-    return {s["name"]: s["status"] for s in manifest(folder)["stages"]}
 
 
 # ----------------------------------------------------------------------------- reuse across runs (renders)

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from ltx2.artifacts_schema import SCHEMA_VERSION, open_artifact
-from ltx2.stages.base import file_cached, sidecar
+from ltx2.stages.base import file_cached
 
-from support import EXAMPLE, ltx2
+from support import EXAMPLE, ltx2, statuses
 
 pytestmark = pytest.mark.slow  # every test here renders, or reads a render
 
@@ -30,11 +30,6 @@ def clone(src: Path, dst: Path) -> Path:
     job.update(output=str(dst / "out.mp4"), work_dir=str(dst / "work"))
     (dst / "job.yaml").write_text(yaml.safe_dump(job))
     return dst / "job.yaml"
-
-
-def statuses(folder: Path) -> dict[str, str]:
-    m = json.loads((folder / "work" / "manifest.json").read_text())
-    return {s["name"]: s["status"] for s in m["stages"]}
 
 
 def edit_attrs(artifact: Path, edit) -> None:
