@@ -42,6 +42,8 @@ TAPS_MIN_ROWS = 2048
 # 3-D convolutions by taps compute the padded rows and columns too (see _conv3d_taps): only where those are at
 # most this share of the output (the VAEs' larger levels, the audio VAE's; not an 8 x 12 latent: 46%).
 TAPS_MAX_WASTE = 1.15
+# Default bound on a convolution's temporary buffers (unfolded input, or tap products), as ops.conv3d_chunked's.
+MAX_TEMP_BYTES = 256 << 20
 
 
 def matmul_convs() -> bool:
@@ -116,7 +118,7 @@ def _slabs(t_out: int, h_out: int, row_bytes: int, max_temp_bytes: int) -> list[
 
 
 def conv3d(x: mx.array, w: mx.array, bias: mx.array | None = None, stride: Sequence[int] = (1, 1, 1),
-           max_temp_bytes: int = 256 << 20, min_channels: int = NUMPY_CONV3D_MIN_CHANNELS) -> mx.array:
+           max_temp_bytes: int = MAX_TEMP_BYTES, min_channels: int = NUMPY_CONV3D_MIN_CHANNELS) -> mx.array:
     """Valid 3-D convolution of channels-last x (B, T, H, W, C) with w (O, kt, kh, kw, C), plus ``bias``.
 
     On the CPU in float32: the unfolded input (a numpy copy of the kt*kh*kw shifted views, slab by slab under
@@ -222,7 +224,7 @@ def conv2d(x: mx.array, w: mx.array, bias: mx.array | None = None,
             and h * wd <= TAPS_MAX_WASTE * (h - kh + 1) * (wd - kw + 1)):
         y = mx.conv2d(x, w)
         return y if bias is None else y + bias
-    return _conv3d_taps(x[:, None], w[:, None], bias, 256 << 20)[:, 0]
+    return _conv3d_taps(x[:, None], w[:, None], bias, MAX_TEMP_BYTES)[:, 0]
 
 
 class ConvTranspose1d(nn.ConvTranspose1d):

@@ -15,6 +15,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ltx2.models.cpu_math import gelu_tanh
+from ltx2.models.transformer.attention import attend
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class PackedAttention(nn.Module):
         def split(x: mx.array) -> mx.array:  # (B, T, E) -> (B, heads, T, E / heads)
             return x.reshape(b, x.shape[1], self.heads, e // self.heads).transpose(0, 2, 1, 3)
 
-        out = mx.fast.scaled_dot_product_attention(split(q), split(k), split(v), scale=(e // self.heads) ** -0.5)
+        out = attend(split(q), split(k), split(v))  # scale 1/sqrt(head width), as torch's MultiheadAttention
         return self.out_proj(out.transpose(0, 2, 1, 3).reshape(b, nq, e))
 
 
